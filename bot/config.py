@@ -1,0 +1,110 @@
+"""Settings, read once from the environment (and `.env`) in `__main__` and handed down.
+
+A missing or malformed setting ends the process with one line naming it; secrets are `SecretStr`, so they
+never show up in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
+
+    # Discord
+    discord_token: SecretStr | None = None
+    discord_api_base: str = "https://discord.com/api/v10"
+    discord_gateway_url: str = "wss://gateway.discord.gg/"
+    discord_shard_count: int | None = Field(default=None, ge=1)
+    discord_shard_ids: str | None = None
+
+    # Storage and runtime
+    database_url: str = "sqlite:///data/videobot.db"
+    data_dir: Path = Path("data")
+    default_model: str | None = None
+    log_level: LogLevel = "INFO"
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    worker_concurrency: int = Field(default=4, ge=1, le=256)
+    """Jobs one worker process drives at once."""
+    global_concurrency: int | None = Field(default=None, ge=1)
+    """Jobs running at once across every worker sharing the database (unset: no cap beyond each worker's)."""
+    lease_seconds: float = Field(default=60.0, ge=5.0)
+    """How long a worker's claim on a job lasts without renewal; a dead worker's jobs are taken over after it."""
+    max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    """Largest image accepted for image-to-video."""
+
+    # Providers (each vendor's own variable names)
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    gemini_api_key: SecretStr | None = None
+    gemini_base_url: str = "https://generativelanguage.googleapis.com"
+    fal_key: SecretStr | None = None
+    fal_base_url: str = "https://queue.fal.run"
+    replicate_api_token: SecretStr | None = None
+    replicate_base_url: str = "https://api.replicate.com"
+    comfyui_url: str | None = None
+    comfyui_workflow: Path | None = None
+    dashscope_api_key: SecretStr | None = None
+    dashscope_base_url: str = "https://dashscope-intl.aliyuncs.com/api/v1"
+    runwayml_api_secret: SecretStr | None = None
+    runwayml_base_url: str = "https://api.dev.runwayml.com"
+    lumaai_api_key: SecretStr | None = None
+    lumaai_base_url: str = "https://api.lumalabs.ai/dream-machine/v1"
+    kling_access_key: SecretStr | None = None
+    kling_secret_key: SecretStr | None = None
+    kling_base_url: str = "https://api-singapore.klingai.com"
+    minimax_api_key: SecretStr | None = None
+    minimax_base_url: str = "https://api.minimax.io"
+    vidu_api_key: SecretStr | None = None
+    vidu_base_url: str = "https://api.vidu.com/ent/v2"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
+
+    @field_validator("discord_api_base", "discord_gateway_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://", "ws://", "wss://")):
+            raise ValueError("must be an http(s):// or ws(s):// URL")
+        return value.rstrip("/") if value.startswith("http") else value
+
+    @field_validator("discord_shard_ids")
+    @classmethod
+    def _shard_ids(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            try:
+                [int(part) for part in value.split(",")]
+            except ValueError:
+                raise ValueError("must be a comma list of shard numbers, e.g. 0,1,2") from None
+        return value or None
+
+    @property
+    def shard_ids(self) -> list[int] | None:
+        return [int(part) for part in self.discord_shard_ids.split(",")] if self.discord_shard_ids else None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite:")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings, turning pydantic's report into one line that names the first bad setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]).upper() if error["loc"] else "settings"
+        raise ConfigError(f"setting {name} is invalid: {error['msg']}") from None

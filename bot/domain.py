@@ -1,0 +1,255 @@
+"""The nouns of the bot: requests, jobs, their states, quota policies and model capabilities.
+
+Everything here is plain data. The engine, the store and the providers exchange these objects and nothing
+from Discord, so each layer can be tested alone.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Aspect = Literal["16:9", "9:16", "1:1"]
+Period = Literal["hour", "day", "week", "month"]
+
+ASPECTS: tuple[Aspect, ...] = ("16:9", "9:16", "1:1")
+PERIODS: tuple[Period, ...] = ("hour", "day", "week", "month")
+MAX_PROMPT_CHARS = 2000
+MAX_NEGATIVE_PROMPT_CHARS = 1000
+MAX_SEED = 2_147_483_647
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    SUBMITTING = "submitting"
+    RUNNING = "running"
+    DOWNLOADING = "downloading"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+    @property
+    def is_active(self) -> bool:
+        """Held by a worker: counts against running limits."""
+        return self in ACTIVE_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.DELIVERED, JobState.FAILED, JobState.CANCELLED})
+ACTIVE_STATES = frozenset({JobState.SUBMITTING, JobState.RUNNING, JobState.DOWNLOADING, JobState.DELIVERING})
+
+
+class VideoRequest(BaseModel):
+    """What a member asked for. Validated on its own here, and against the model's capabilities on enqueue."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    model: str = Field(min_length=3, max_length=200, pattern=r"^[a-z0-9_-]+/.+$")
+    duration: int = Field(ge=1, le=60)
+    aspect: Aspect = "16:9"
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    negative_prompt: str | None = Field(default=None, max_length=MAX_NEGATIVE_PROMPT_CHARS)
+    image_path: str | None = None
+    """A first frame for image-to-video, staged on local disk by the front end."""
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_has_text(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("the prompt is empty")
+        return value
+
+    @field_validator("negative_prompt")
+    @classmethod
+    def _empty_negative_is_none(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            return None
+        return value
+
+    @property
+    def provider(self) -> str:
+        return self.model.split("/", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """A model a provider offers, with what it accepts; enqueue checks requests against it."""
+
+    id: str
+    """Full name, `provider/model`."""
+    label: str
+    durations: tuple[int, ...]
+    """Accepted durations in seconds, ascending."""
+    aspects: tuple[Aspect, ...] = ASPECTS
+    supports_image: bool = False
+    supports_seed: bool = True
+    supports_negative_prompt: bool = False
+    weight: float = 1.0
+    """Credits per second of video."""
+    description: str = ""
+
+    @property
+    def provider(self) -> str:
+        return self.id.split("/", 1)[0]
+
+    @property
+    def default_duration(self) -> int:
+        return 5 if 5 in self.durations else self.durations[0]
+
+    def credits_for(self, seconds: int) -> int:
+        return max(1, math.ceil(seconds * self.weight - 1e-9))
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who asked, and where the answer goes. Discord ids, but the engine treats them as opaque integers."""
+
+    guild_id: int
+    user_id: int
+    channel_id: int = 0
+    role_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionRef:
+    """The Discord interaction a job came from, so delivery can answer through it while its token lives."""
+
+    application_id: int
+    token: str
+    created_at: float
+    attachment_size_limit: int
+    status_message_id: int | None = None
+
+
+@dataclass(slots=True)
+class Job:
+    id: str
+    guild_id: int
+    user_id: int
+    channel_id: int
+    request: VideoRequest
+    credits: int
+    state: JobState
+    created_at: float
+    updated_at: float
+    fair_rank: int = 0
+    priority: int = 0
+    remote_id: str | None = None
+    progress: float = 0.0
+    attempts: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    cancel_requested: bool = False
+    error: str | None = None
+    result_path: str | None = None
+    delivered_message_id: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    interaction: InteractionRef | None = None
+    status_message_id: int | None = None
+
+    @property
+    def model(self) -> str:
+        return self.request.model
+
+    @property
+    def provider(self) -> str:
+        return self.request.provider
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    job_id: str
+    at: float
+    from_state: JobState | None
+    to_state: JobState
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaLimits:
+    """One layer of quota policy; `None` means "not set here, inherit"."""
+
+    credits: int | None = None
+    unlimited: bool | None = None
+    period: Period | None = None
+    max_queued: int | None = None
+    max_running: int | None = None
+
+    def overlaid(self, top: QuotaLimits | None) -> QuotaLimits:
+        """These limits with every field that `top` sets replaced by `top`'s."""
+        if top is None:
+            return self
+        return QuotaLimits(
+            credits=top.credits if top.credits is not None else self.credits,
+            unlimited=top.unlimited if top.unlimited is not None else self.unlimited,
+            period=top.period if top.period is not None else self.period,
+            max_queued=top.max_queued if top.max_queued is not None else self.max_queued,
+            max_running=top.max_running if top.max_running is not None else self.max_running,
+        )
+
+
+DEFAULT_LIMITS = QuotaLimits(credits=60, unlimited=False, period="day", max_queued=3, max_running=1)
+
+
+@dataclass(frozen=True, slots=True)
+class EffectivePolicy:
+    """The limits that apply to one member after resolving default, roles and override."""
+
+    credits: int
+    unlimited: bool
+    period: Period
+    max_queued: int
+    max_running: int
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """A member's standing in the current window."""
+
+    policy: EffectivePolicy
+    window_start: float
+    window_end: float
+    used: int
+    reserved: int
+    granted: int
+    queued: int
+    running: int
+
+    @property
+    def limit(self) -> int:
+        return self.policy.credits + self.granted
+
+    @property
+    def left(self) -> int:
+        if self.policy.unlimited:
+            return 2**31 - 1
+        return max(0, self.limit - self.used - self.reserved)
+
+
+@dataclass(slots=True)
+class GuildSettings:
+    guild_id: int
+    paused: bool = False
+    default_model: str | None = None
+    disabled_models: frozenset[str] = field(default_factory=frozenset)
+    admin_role_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """A job as `/queue` shows it."""
+
+    job: Job
+    position: int | None
+    eta: float | None

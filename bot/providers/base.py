@@ -1,0 +1,78 @@
+"""The one protocol every video service is adapted to.
+
+A provider turns a `VideoRequest` into a remote job and that job back into an MP4 on disk. It knows nothing of
+quotas, queues or Discord, and it translates every failure into `ProviderError` (retryable or final).
+
+The worker stores `remote_id` the moment `submit` returns, and from then on only polls: after a crash the
+next worker calls `poll` with the same `RemoteJob`, never `submit` again. A provider that needs more than one
+id to find its job again (a status URL, say) encodes it into `remote_id` itself.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from bot.domain import ModelInfo, VideoRequest
+
+
+class RemoteState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteJob:
+    """Everything needed to find a submitted job again: its id at the provider and what was asked."""
+
+    job_id: str
+    remote_id: str
+    request: VideoRequest
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    state: RemoteState
+    progress: float | None = None
+    """0.0 to 1.0 when the provider reports it."""
+    output_url: str | None = None
+    """Where the finished file is, for providers that hand one back."""
+    error: str | None = None
+    """The provider's own words on failure, shown to the member."""
+    poll_after: float | None = None
+    """The provider's hint for the next poll, in seconds."""
+
+
+@runtime_checkable
+class VideoProvider(Protocol):
+    name: str
+    """The provider id, the part of a model name before the slash."""
+    max_concurrency: int
+    """How many jobs this provider may run at once across all workers."""
+    safe_resubmit: bool
+    """True when submitting the same job twice cannot cost twice (offline renders, idempotency keys).
+    Only then is a job that died between "submitting" and a stored remote id submitted again."""
+
+    def models(self) -> Sequence[ModelInfo]: ...
+
+    async def submit(self, job_id: str, request: VideoRequest) -> str:
+        """Create the remote job and return its id. Must not retry a create the provider may have accepted."""
+        ...
+
+    async def poll(self, remote: RemoteJob) -> PollResult: ...
+
+    async def cancel(self, remote: RemoteJob) -> None:
+        """Ask the provider to stop; a provider that cannot cancel does nothing."""
+        ...
+
+    async def download(self, remote: RemoteJob, result: PollResult, dest: Path) -> None:
+        """Stream the finished video to `dest` (written whole or not at all)."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,102 @@
+"""Row ⇄ domain mapping shared by both backends (they return rows as mappings with the same columns)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from bot.domain import GuildSettings, InteractionRef, Job, JobEvent, JobState, QuotaLimits, VideoRequest
+
+ACTIVE_STATE_VALUES = ("submitting", "running", "downloading", "delivering")
+TERMINAL_STATE_VALUES = ("delivered", "failed", "cancelled")
+
+JOB_INSERT_COLUMNS = (
+    "id", "guild_id", "user_id", "channel_id", "model", "provider", "request_json", "credits",
+    "max_running", "state", "priority", "fair_rank", "created_at", "updated_at", "application_id",
+    "interaction_token", "interaction_created_at", "attachment_size_limit", "status_message_id",
+)  # fmt: skip
+
+
+def job_insert_values(job: Job, max_running: int, fair_rank: int) -> tuple[Any, ...]:
+    ref = job.interaction
+    return (
+        job.id, job.guild_id, job.user_id, job.channel_id, job.model, job.provider,
+        job.request.model_dump_json(), job.credits, max_running, job.state.value, job.priority, fair_rank,
+        job.created_at, job.updated_at,
+        ref.application_id if ref else None, ref.token if ref else None, ref.created_at if ref else None,
+        ref.attachment_size_limit if ref else None, job.status_message_id,
+    )  # fmt: skip
+
+
+def job_from_row(row: Mapping[str, Any]) -> Job:
+    interaction = None
+    if row["interaction_token"] is not None:
+        interaction = InteractionRef(
+            application_id=int(row["application_id"]),
+            token=str(row["interaction_token"]),
+            created_at=float(row["interaction_created_at"]),
+            attachment_size_limit=int(row["attachment_size_limit"]),
+        )
+    return Job(
+        id=row["id"],
+        guild_id=int(row["guild_id"]),
+        user_id=int(row["user_id"]),
+        channel_id=int(row["channel_id"]),
+        request=VideoRequest.model_validate_json(row["request_json"]),
+        credits=int(row["credits"]),
+        state=JobState(row["state"]),
+        created_at=float(row["created_at"]),
+        updated_at=float(row["updated_at"]),
+        fair_rank=int(row["fair_rank"]),
+        priority=int(row["priority"]),
+        remote_id=row["remote_id"],
+        progress=float(row["progress"]),
+        attempts=int(row["attempts"]),
+        lease_owner=row["lease_owner"],
+        lease_expires_at=row["lease_expires_at"],
+        cancel_requested=bool(row["cancel_requested"]),
+        error=row["error"],
+        result_path=row["result_path"],
+        delivered_message_id=_opt_int(row["delivered_message_id"]),
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        interaction=interaction,
+        status_message_id=_opt_int(row["status_message_id"]),
+    )
+
+
+def event_from_row(row: Mapping[str, Any]) -> JobEvent:
+    return JobEvent(
+        job_id=row["job_id"],
+        at=float(row["at"]),
+        from_state=JobState(row["from_state"]) if row["from_state"] else None,
+        to_state=JobState(row["to_state"]),
+        detail=row["detail"],
+    )
+
+
+def limits_from_row(row: Mapping[str, Any]) -> QuotaLimits:
+    return QuotaLimits(
+        credits=row["credits"],
+        unlimited=None if row["unlimited"] is None else bool(row["unlimited"]),
+        period=row["period"],
+        max_queued=row["max_queued"],
+        max_running=row["max_running"],
+    )
+
+
+def settings_from_row(guild_id: int, row: Mapping[str, Any] | None) -> GuildSettings:
+    if row is None:
+        return GuildSettings(guild_id=guild_id)
+    return GuildSettings(
+        guild_id=guild_id,
+        paused=bool(row["paused"]),
+        default_model=row["default_model"],
+        disabled_models=frozenset(json.loads(row["disabled_models"])),
+        admin_role_id=_opt_int(row["admin_role_id"]),
+    )
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
