@@ -107,4 +107,5 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         error = exc.errors()[0]
         name = str(error["loc"][0]).upper() if error["loc"] else "settings"
-        raise ConfigError(f"setting {name} is invalid: {error['msg']}") from None
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"setting {name} is invalid: {message}") from None

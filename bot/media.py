@@ -16,6 +16,7 @@ from pathlib import Path
 
 import av
 import av.error
+from PIL import Image
 
 from bot.errors import VideoBotError
 
@@ -128,9 +129,7 @@ def fit_to_size(src: Path | str, dest: Path | str, max_bytes: int) -> MediaInfo:
             bitrate *= max_bytes / size * 0.9
     finally:
         tmp.unlink(missing_ok=True)
-    raise MediaError(
-        f"cannot fit {src.name} ({info.duration:.1f} s, {info.size_bytes} bytes) into {max_bytes} bytes"
-    )
+    raise MediaError(f"cannot fit {src.name} ({info.duration:.1f} s, {info.size_bytes} bytes) into {max_bytes} bytes")
 
 
 def poster_frame(src: Path | str, dest_png: Path | str) -> None:
@@ -144,7 +143,7 @@ def poster_frame(src: Path | str, dest_png: Path | str) -> None:
             frame = next(container.decode(video=0), None)
             if frame is None:
                 raise MediaError(f"{src.name} has no frames")
-            frame.to_image().save(tmp, format="PNG")
+            Image.fromarray(frame.to_ndarray(format="rgb24")).save(tmp, format="PNG")
         os.replace(tmp, dest_png)
     except (av.error.FFmpegError, OSError) as exc:
         raise MediaError(f"no poster frame from {src.name}: {exc}") from exc

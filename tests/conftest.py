@@ -21,9 +21,7 @@ TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 
 BACKENDS = [
     "sqlite",
-    pytest.param(
-        "postgres", marks=pytest.mark.skipif(not TEST_DATABASE_URL, reason="TEST_DATABASE_URL is not set")
-    ),
+    pytest.param("postgres", marks=pytest.mark.skipif(not TEST_DATABASE_URL, reason="TEST_DATABASE_URL is not set")),
 ]
 
 

@@ -90,7 +90,9 @@ async def test_too_many_retryable_errors_give_up_and_refund(
     assert await left(service) == 60
 
 
-async def test_remote_failure_refunds(service: JobService, worker: Worker, store: Store, provider: ScriptedProvider) -> None:
+async def test_remote_failure_refunds(
+    service: JobService, worker: Worker, store: Store, provider: ScriptedProvider
+) -> None:
     provider.fail_with = "The model crashed"
     job = await service.enqueue(ALICE, request())
     await worker.drain()

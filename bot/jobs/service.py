@@ -66,9 +66,7 @@ class JobService:
         return model
 
     # --- enqueue / cancel -----------------------------------------------------------------------------
-    async def enqueue(
-        self, who: Requester, request: VideoRequest, *, interaction: InteractionRef | None = None
-    ) -> Job:
+    async def enqueue(self, who: Requester, request: VideoRequest, *, interaction: InteractionRef | None = None) -> Job:
         model = await self.validate(who.guild_id, request)
         now = self.clock.now()
         policy = resolve_policy(await self.store.policy_layers(who.guild_id, who.user_id, who.role_ids))
@@ -155,4 +153,6 @@ class JobService:
 def _describe_durations(durations: tuple[int, ...]) -> str:
     if len(durations) > 3 and list(durations) == list(range(durations[0], durations[-1] + 1)):
         return f"{durations[0]} to {durations[-1]}"
-    return ", ".join(str(d) for d in durations[:-1]) + f" or {durations[-1]}" if len(durations) > 1 else str(durations[0])
+    return (
+        ", ".join(str(d) for d in durations[:-1]) + f" or {durations[-1]}" if len(durations) > 1 else str(durations[0])
+    )

@@ -153,19 +153,17 @@ class Worker:
                     break
                 await self._notify(job)
                 job = await self._step(job, provider)
-            await self._notify(job)
         except LeaseLost:
             log.warning("job %s: another worker holds it now", job.id)
+            return
         except JobFailed as failure:
-            await self._end(job, JobState.FAILED, str(failure))
-        except (InvalidTransition, asyncio.CancelledError):
-            raise
+            job = await self._end(job, JobState.FAILED, str(failure))
         except Exception:
             log.exception("job %s: unexpected error", job.id)
-            await self._end(job, JobState.FAILED, f"Something went wrong on our side (reference `{job.id[:8]}`).")
-        finally:
-            if (await self._reload(job)).state.is_terminal:
-                self._discard_staged(job)
+            job = await self._end(job, JobState.FAILED, f"Something went wrong on our side (reference `{job.id[:8]}`).")
+        if job.state.is_terminal:
+            self._discard_staged(job)
+            await self._notify(job)
 
     async def _step(self, job: Job, provider: VideoProvider) -> Job:
         if job.state is JobState.SUBMITTING:
@@ -209,6 +207,9 @@ class Worker:
 
     async def _download(self, job: Job, provider: VideoProvider) -> Job:
         result = await self._poll(job, provider)  # a fresh result: output URLs may expire
+        if result.state in (RemoteState.QUEUED, RemoteState.RUNNING):
+            # The provider is making it again (an offline render restarted after a crash): wait once more.
+            return await self._move(job, JobState.RUNNING, detail="result not ready after all; waiting again")
         if result.state is not RemoteState.SUCCEEDED:
             raise JobFailed(result.error or "The finished video is no longer available at the video service.")
         dest = self.staging_dir / f"{job.id}.mp4"

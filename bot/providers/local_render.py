@@ -13,7 +13,6 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
@@ -144,7 +143,8 @@ class _GradientBackground:
         self.field = _index_field(self.kind, width, height, rng)
         speed = float(rng.uniform(0.08, 0.3)) * (1 if rng.random() < 0.5 else -1)
         self.shift_per_frame = speed * PALETTE_SIZE / fps
-        self.accent = tuple(int(c) for c in self.palette[int(rng.integers(PALETTE_SIZE))] // 2 + 128)  # type: ignore[assignment]
+        red, green, blue = (int(c) // 2 + 128 for c in self.palette[int(rng.integers(PALETTE_SIZE))])
+        self.accent = (red, green, blue)
         self.blobs = [_Blob(width, height, rng) for _ in range(3)]
         self._index = np.empty_like(self.field)
 
@@ -227,7 +227,8 @@ def _palette(rng: np.random.Generator) -> U8Array:
     frac = pos - np.floor(pos)
     ease = (0.5 - 0.5 * np.cos(np.pi * frac))[:, None]
     colours = stops[left] * (1.0 - ease) + stops[right] * ease
-    return np.clip(np.rint(colours), 0, 255).astype(np.uint8)
+    palette: U8Array = np.clip(np.rint(colours), 0, 255).astype(np.uint8)
+    return palette
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
@@ -260,5 +261,5 @@ def _index_field(kind: str, width: int, height: int, rng: np.random.Generator) -
         theta = np.arctan2(yy - cy, xx - cx) / (2 * math.pi)
         t = theta * turns + np.hypot(xx - cx, yy - cy) / diag * cycles
     index = np.floor(t * PALETTE_SIZE).astype(np.int64) % PALETTE_SIZE
-    return index.astype(np.uint16)
-
+    field: U16Array = index.astype(np.uint16)
+    return field

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -43,7 +44,7 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         guild_id=int(row["guild_id"]),
         user_id=int(row["user_id"]),
         channel_id=int(row["channel_id"]),
-        request=VideoRequest.model_validate_json(row["request_json"]),
+        request=_parse_request(row["request_json"]),
         credits=int(row["credits"]),
         state=JobState(row["state"]),
         created_at=float(row["created_at"]),
@@ -64,6 +65,12 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         interaction=interaction,
         status_message_id=_opt_int(row["status_message_id"]),
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_request(text: str) -> VideoRequest:
+    """Requests are immutable and re-read on every state change: parse each one once."""
+    return VideoRequest.model_validate_json(text)
 
 
 def event_from_row(row: Mapping[str, Any]) -> JobEvent:

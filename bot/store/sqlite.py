@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+import sqlite3
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -39,24 +39,27 @@ from bot.store.rows import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _ACTIVE = "('submitting', 'running', 'downloading', 'delivering')"
 _TERMINAL = "('delivered', 'failed', 'cancelled')"
 _VIRTUAL_TIME = "scheduler.virtual_time"
 
 _ADMISSION_SQL = f"""
-WITH lower AS (
-    SELECT MAX(:start, COALESCE((SELECT MAX(at) FROM usage_ledger WHERE guild_id = :g AND user_id = :u
-                                 AND kind = 'reset' AND at >= :start AND at < :end), :start)) AS at
+WITH reset AS (
+    -- An admin's reset: what was charged up to and including that moment no longer counts.
+    SELECT COALESCE(MAX(at), -1e18) AS at FROM usage_ledger
+    WHERE guild_id = :g AND user_id = :u AND kind = 'reset' AND at >= :start AND at < :end
 )
 SELECT
     COALESCE((SELECT paused FROM guild_settings WHERE guild_id = :g), 0) AS paused,
     EXISTS (SELECT 1 FROM quota_blocks WHERE guild_id = :g AND user_id = :u) AS blocked,
     COALESCE((SELECT SUM(credits) FROM usage_ledger WHERE guild_id = :g AND user_id = :u
-              AND kind IN ('reserve', 'refund') AND at >= (SELECT at FROM lower) AND at < :end), 0) AS charged,
+              AND kind IN ('reserve', 'refund') AND at >= :start AND at < :end
+              AND at > (SELECT at FROM reset)), 0) AS charged,
     COALESCE((SELECT SUM(credits) FROM jobs WHERE guild_id = :g AND user_id = :u
-              AND state NOT IN {_TERMINAL}
-              AND created_at >= (SELECT at FROM lower) AND created_at < :end), 0) AS reserved,
+              AND state NOT IN {_TERMINAL} AND created_at >= :start AND created_at < :end
+              AND created_at > (SELECT at FROM reset)), 0) AS reserved,
     COALESCE((SELECT SUM(credits) FROM usage_ledger WHERE guild_id = :g AND user_id = :u
               AND kind = 'grant' AND at >= :start AND at < :end), 0) AS granted,
     (SELECT COUNT(*) FROM jobs WHERE guild_id = :g AND user_id = :u AND state = 'queued') AS queued,
@@ -84,9 +87,14 @@ def sqlite_path(url: str) -> str:
 
 
 class SqliteStore:
+    """Each public method is one transaction run whole on aiosqlite's connection thread: one hop between the
+    event loop and the thread per transaction instead of one per statement and fetch, which is what makes a
+    thousand job lifecycles a second possible on one connection."""
+
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
-        self._lock = asyncio.Lock()  # a transaction's statements must not interleave with another's
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, url_or_path: str) -> SqliteStore:
@@ -109,465 +117,473 @@ class SqliteStore:
     async def close(self) -> None:
         await self._db.close()
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` as its own atomic unit of a write transaction on the connection's thread.
 
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            yield self._db
+        Group commit: writes that arrive while a transaction is in flight are run together in the next one,
+        each inside its own savepoint (so one failing rolls back only itself). The caller resumes only after
+        the COMMIT that made its change durable.
+        """
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        result: T = await future
+        return result
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                outcomes = await self._db._execute(_run_batch, self._db._conn, [fn for fn, _ in batch])  # type: ignore[no-untyped-call]
+            except BaseException as exc:  # the COMMIT itself failed: nothing in the batch happened
+                outcomes = [(False, exc)] * len(batch)
+            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        raw = self._db._conn
+        result: T = await self._db._execute(fn, raw)  # type: ignore[no-untyped-call]
+        return result
 
     # --- schema ---------------------------------------------------------------------------------------
     async def migrate(self) -> None:
-        async with self._lock:
-            await self._db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
-            )
-            cur = await self._db.execute("SELECT version FROM schema_migrations")
-            applied = {row[0] for row in await cur.fetchall()}
-            for migration in migrations.load("sqlite"):
-                if migration.version in applied:
-                    continue
-                log.info("applying sqlite migration %04d_%s", migration.version, migration.name)
-                record = (
-                    f"INSERT INTO schema_migrations (version, name) VALUES ({migration.version}, '{migration.name}');"
-                )
-                try:
-                    await self._db.executescript(f"BEGIN IMMEDIATE;\n{migration.sql}\n{record}\nCOMMIT;")
-                except Exception as exc:
-                    await self._db.execute("ROLLBACK")
-                    raise StoreError(f"migration {migration.version} failed: {exc}") from exc
+        await self._read(_migrate)
 
     async def schema(self) -> list[tuple[str, str]]:
         """Every table and index with its SQL, for the migrations test."""
-        async with self._read() as db:
-            cur = await db.execute(
+
+        def read(db: sqlite3.Connection) -> list[tuple[str, str]]:
+            rows = db.execute(
                 "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name != 'schema_migrations'"
                 " AND name NOT LIKE 'sqlite_%' ORDER BY name"
-            )
-            return [(row[0], row[1]) for row in await cur.fetchall()]
+            ).fetchall()
+            return [(row[0], row[1]) for row in rows]
+
+        return await self._read(read)
 
     # --- jobs -----------------------------------------------------------------------------------------
     async def insert_job(self, job: Job, *, max_running: int, window: tuple[float, float], admit: AdmitFn) -> Job:
-        async with self._tx() as db:
-            admit(await self._admission(db, job.guild_id, job.user_id, window))
-            virtual_time = await self._virtual_time(db)
-            cur = await db.execute(
+        def insert(db: sqlite3.Connection) -> int:
+            admit(_admission(db, job.guild_id, job.user_id, window))
+            member_last = db.execute(
                 "SELECT MAX(fair_rank) FROM jobs WHERE guild_id = ? AND user_id = ? AND state = 'queued'",
                 (job.guild_id, job.user_id),
-            )
-            member_last = (await cur.fetchone() or [None])[0] or 0
-            rank = max(virtual_time, member_last) + 1
+            ).fetchone()[0]
+            rank = max(_virtual_time(db), member_last or 0) + 1
             placeholders = ", ".join("?" for _ in JOB_INSERT_COLUMNS)
-            await db.execute(
+            db.execute(
                 f"INSERT INTO jobs ({', '.join(JOB_INSERT_COLUMNS)}) VALUES ({placeholders})",
                 job_insert_values(job, max_running, rank),
             )
-            await db.execute(
+            db.execute(
                 "INSERT INTO usage_ledger (guild_id, user_id, job_id, kind, credits, at)"
                 " VALUES (?, ?, ?, 'reserve', ?, ?)",
                 (job.guild_id, job.user_id, job.id, job.credits, job.created_at),
             )
-            await self._event(db, job.id, job.created_at, None, JobState.QUEUED, "")
-        job.fair_rank = rank
+            _event(db, job.id, job.created_at, None, JobState.QUEUED, "")
+            return rank
+
+        job.fair_rank = await self._write(insert)
         return job
 
     async def get_job(self, job_id: str) -> Job | None:
-        async with self._read() as db:
-            cur = await db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))
-            row = await cur.fetchone()
+        row = await self._read(lambda db: db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
         return job_from_row(row) if row else None
 
     async def claim_job(self, worker_id: str, *, now: float, lease_seconds: float, limits: ClaimLimits) -> Job | None:
-        async with self._tx() as db:
+        def claim(db: sqlite3.Connection) -> Job | None:
             provider_filter, params = _provider_filter(limits.providers)
-            cur = await db.execute(
+            row = db.execute(
                 f"SELECT * FROM jobs WHERE state IN {_ACTIVE} AND lease_expires_at < ? {provider_filter}"
                 " ORDER BY lease_expires_at LIMIT 1",
                 (now, *params),
-            )
-            row = await cur.fetchone()
+            ).fetchone()
             if row is not None:
-                return await self._take_over(db, row, worker_id, now, lease_seconds)
+                return _take_over(db, row, worker_id, now, lease_seconds)
 
-            cur = await db.execute(f"SELECT provider, COUNT(*) FROM jobs WHERE state IN {_ACTIVE} GROUP BY provider")
-            running = {r[0]: r[1] for r in await cur.fetchall()}
+            running = dict(
+                db.execute(f"SELECT provider, COUNT(*) FROM jobs WHERE state IN {_ACTIVE} GROUP BY provider").fetchall()
+            )
             if limits.global_limit is not None and sum(running.values()) >= limits.global_limit:
                 return None
-            saturated = [p for p, n in running.items() if n >= limits.provider_limits.get(p, n + 1)]
-            allowed = None if limits.providers is None else limits.providers - set(saturated)
-            if allowed is not None and not allowed:
-                return None
-            if allowed is not None:
+            saturated = {p for p, n in running.items() if n >= limits.provider_limits.get(p, n + 1)}
+            if limits.providers is not None:
+                allowed = limits.providers - saturated
+                if not allowed:
+                    return None
                 provider_filter, params = _provider_filter(frozenset(allowed))
             elif saturated:
-                marks = ", ".join("?" for _ in saturated)
-                provider_filter, params = f"AND j.provider NOT IN ({marks})", tuple(saturated)
+                provider_filter = f"AND j.provider NOT IN ({', '.join('?' for _ in saturated)})"
+                params = tuple(sorted(saturated))
             else:
                 provider_filter, params = "", ()
-            cur = await db.execute(_PICK_SQL.format(provider_filter=provider_filter), params)
-            row = await cur.fetchone()
+            row = db.execute(_PICK_SQL.format(provider_filter=provider_filter), params).fetchone()
             if row is None:
                 return None
-            cur = await db.execute(
+            claimed = db.execute(
                 "UPDATE jobs SET state = 'submitting', lease_owner = ?, lease_expires_at = ?,"
                 " started_at = ?, updated_at = ? WHERE seq = ? RETURNING *",
                 (worker_id, now + lease_seconds, now, now, row["seq"]),
-            )
-            claimed = await cur.fetchone()
-            assert claimed is not None
-            if row["fair_rank"] > await self._virtual_time(db):
-                await db.execute(
-                    "INSERT INTO meta (key, value) VALUES (?, ?)"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (_VIRTUAL_TIME, str(row["fair_rank"])),
-                )
-            await self._event(db, row["id"], now, JobState.QUEUED, JobState.SUBMITTING, f"worker {worker_id}")
+            ).fetchone()
+            if row["fair_rank"] > _virtual_time(db):
+                _set_meta(db, _VIRTUAL_TIME, str(row["fair_rank"]))
+            _event(db, row["id"], now, JobState.QUEUED, JobState.SUBMITTING, f"worker {worker_id}")
             return job_from_row(claimed)
 
-    async def _take_over(
-        self, db: aiosqlite.Connection, row: Any, worker_id: str, now: float, lease_seconds: float
-    ) -> Job:
-        cur = await db.execute(
-            "UPDATE jobs SET lease_owner = ?, lease_expires_at = ?, attempts = attempts + 1, updated_at = ?"
-            " WHERE seq = ? RETURNING *",
-            (worker_id, now + lease_seconds, now, row["seq"]),
-        )
-        taken = await cur.fetchone()
-        assert taken is not None
-        state = JobState(row["state"])
-        detail = f"taken over by {worker_id} from {row['lease_owner']}"
-        await self._event(db, row["id"], now, state, state, detail)
-        log.warning("job %s: lease of %s ran out, %s", row["id"], row["lease_owner"], detail)
-        return job_from_row(taken)
+        return await self._write(claim)
 
     async def renew_leases(self, worker_id: str, job_ids: Sequence[str], until: float) -> set[str]:
         if not job_ids:
             return set()
         marks = ", ".join("?" for _ in job_ids)
-        async with self._tx() as db:
-            cur = await db.execute(
+
+        def renew(db: sqlite3.Connection) -> set[str]:
+            rows = db.execute(
                 f"UPDATE jobs SET lease_expires_at = ? WHERE lease_owner = ? AND id IN ({marks})"
                 f" AND state IN {_ACTIVE} RETURNING id",
                 (until, worker_id, *job_ids),
-            )
-            return {row[0] for row in await cur.fetchall()}
+            ).fetchall()
+            return {row[0] for row in rows}
+
+        return await self._write(renew)
 
     async def release_lease(self, job_id: str, worker_id: str) -> None:
-        async with self._tx() as db:
-            await db.execute(
+        await self._write(
+            lambda db: db.execute(
                 "UPDATE jobs SET lease_owner = NULL, lease_expires_at = 0 WHERE id = ? AND lease_owner = ?",
                 (job_id, worker_id),
             )
+        )
 
     async def transition(self, job_id: str, change: Transition, *, now: float) -> Job:
-        async with self._tx() as db:
-            return await self._transition(db, job_id, change, now)
-
-    async def _transition(self, db: aiosqlite.Connection, job_id: str, change: Transition, now: float) -> Job:
-        cur = await db.execute(
-            "SELECT state, lease_owner, guild_id, user_id, credits, created_at FROM jobs WHERE id = ?",
-            (job_id,),
-        )
-        row = await cur.fetchone()
-        if row is None:
-            raise InvalidTransition(f"job {job_id} does not exist")
-        state = JobState(row["state"])
-        if change.worker_id is not None and row["lease_owner"] != change.worker_id:
-            raise LeaseLost(f"job {job_id} is held by {row['lease_owner']}, not {change.worker_id}")
-        if state.is_terminal or (change.from_states is not None and state not in change.from_states):
-            raise InvalidTransition(f"job {job_id} is {state}, cannot move to {change.to_state}")
-        sets = ["state = ?", "updated_at = ?"]
-        values: list[Any] = [change.to_state.value, now]
-        for column in ("remote_id", "error", "result_path", "delivered_message_id"):
-            value = getattr(change, column)
-            if value is not None:
-                sets.append(f"{column} = ?")
-                values.append(value)
-        if change.to_state.is_terminal:
-            sets += ["lease_owner = NULL", "lease_expires_at = NULL", "finished_at = ?"]
-            values.append(now)
-            if change.to_state is JobState.DELIVERED:
-                sets.append("progress = 1")
-        cur = await db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? RETURNING *", (*values, job_id))
-        updated = await cur.fetchone()
-        assert updated is not None
-        if change.refund:
-            await self._refund(db, job_id, row["guild_id"], row["user_id"], row["credits"], row["created_at"])
-        await self._event(db, job_id, now, state, change.to_state, change.detail or change.error or "")
-        return job_from_row(updated)
+        return await self._write(lambda db: _transition(db, job_id, change, now))
 
     async def set_progress(self, job_id: str, worker_id: str, progress: float, *, now: float) -> None:
-        async with self._tx() as db:
-            await db.execute(
+        await self._write(
+            lambda db: db.execute(
                 "UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ? AND lease_owner = ?",
                 (progress, now, job_id, worker_id),
             )
+        )
 
     async def request_cancel(self, job_id: str, *, now: float) -> Job:
-        async with self._tx() as db:
-            cur = await db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))
-            row = await cur.fetchone()
+        def cancel(db: sqlite3.Connection) -> Job:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise InvalidTransition(f"job {job_id} does not exist")
             state = JobState(row["state"])
             if state is JobState.QUEUED:
-                return await self._transition(
-                    db,
-                    job_id,
-                    Transition(JobState.CANCELLED, refund=True, detail="cancelled while queued"),
-                    now,
-                )
+                change = Transition(JobState.CANCELLED, refund=True, detail="cancelled while queued")
+                return _transition(db, job_id, change, now)
             if state.is_active and not row["cancel_requested"]:
-                cur = await db.execute(
-                    "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ? RETURNING *",
-                    (now, job_id),
-                )
-                row = await cur.fetchone()
-                await self._event(db, job_id, now, state, state, "cancel requested")
+                row = db.execute(
+                    "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ? RETURNING *", (now, job_id)
+                ).fetchone()
+                _event(db, job_id, now, state, state, "cancel requested")
             return job_from_row(row)
 
+        return await self._write(cancel)
+
     async def cancel_queued(self, guild_id: int, *, now: float) -> list[Job]:
-        async with self._tx() as db:
-            cur = await db.execute(
+        change = Transition(JobState.CANCELLED, refund=True, detail="queue cleared by an admin")
+
+        def clear(db: sqlite3.Connection) -> list[Job]:
+            rows = db.execute(
                 "SELECT id FROM jobs WHERE guild_id = ? AND state = 'queued' ORDER BY seq", (guild_id,)
-            )
-            ids = [row[0] for row in await cur.fetchall()]
-            change = Transition(JobState.CANCELLED, refund=True, detail="queue cleared by an admin")
-            return [await self._transition(db, job_id, change, now) for job_id in ids]
+            ).fetchall()
+            return [_transition(db, row[0], change, now) for row in rows]
+
+        return await self._write(clear)
 
     async def set_status_message(self, job_id: str, message_id: int) -> None:
-        async with self._tx() as db:
-            await db.execute("UPDATE jobs SET status_message_id = ? WHERE id = ?", (message_id, job_id))
+        await self._write(
+            lambda db: db.execute("UPDATE jobs SET status_message_id = ? WHERE id = ?", (message_id, job_id))
+        )
 
     async def job_events(self, job_id: str) -> list[JobEvent]:
-        async with self._read() as db:
-            cur = await db.execute("SELECT * FROM job_events WHERE job_id = ? ORDER BY at, rowid", (job_id,))
-            return [event_from_row(row) for row in await cur.fetchall()]
+        rows = await self._read(
+            lambda db: db.execute("SELECT * FROM job_events WHERE job_id = ? ORDER BY at, rowid", (job_id,)).fetchall()
+        )
+        return [event_from_row(row) for row in rows]
 
     async def member_jobs(self, guild_id: int, user_id: int, *, include_finished: bool = False) -> list[Job]:
         where = "" if include_finished else f"AND state NOT IN {_TERMINAL}"
-        async with self._read() as db:
-            cur = await db.execute(
-                f"SELECT * FROM jobs WHERE guild_id = ? AND user_id = ? {where} ORDER BY seq",
-                (guild_id, user_id),
-            )
-            return [job_from_row(row) for row in await cur.fetchall()]
+        rows = await self._read(
+            lambda db: db.execute(
+                f"SELECT * FROM jobs WHERE guild_id = ? AND user_id = ? {where} ORDER BY seq", (guild_id, user_id)
+            ).fetchall()
+        )
+        return [job_from_row(row) for row in rows]
 
     async def queue_positions(self, job_ids: Sequence[str]) -> dict[str, int]:
-        positions: dict[str, int] = {}
-        async with self._read() as db:
+        def positions(db: sqlite3.Connection) -> dict[str, int]:
+            found: dict[str, int] = {}
             for job_id in job_ids:
-                cur = await db.execute(
+                row = db.execute(
                     "SELECT 1 + (SELECT COUNT(*) FROM jobs AS o WHERE o.state = 'queued' AND"
                     " (o.priority > j.priority OR (o.priority = j.priority AND"
                     "  (o.fair_rank < j.fair_rank OR (o.fair_rank = j.fair_rank AND o.seq < j.seq)))))"
                     " FROM jobs AS j WHERE j.id = ? AND j.state = 'queued'",
                     (job_id,),
-                )
-                row = await cur.fetchone()
+                ).fetchone()
                 if row is not None:
-                    positions[job_id] = int(row[0])
-        return positions
+                    found[job_id] = int(row[0])
+            return found
+
+        return await self._read(positions)
 
     async def queue_depth(self, guild_id: int | None = None) -> int:
-        sql, params = "SELECT COUNT(*) FROM jobs WHERE state = 'queued'", ()
+        sql = "SELECT COUNT(*) FROM jobs WHERE state = 'queued'"
+        params: tuple[Any, ...] = ()
         if guild_id is not None:
             sql, params = sql + " AND guild_id = ?", (guild_id,)
         return await self._scalar(sql, params)
 
     async def running_count(self, provider: str | None = None) -> int:
-        sql, params = f"SELECT COUNT(*) FROM jobs WHERE state IN {_ACTIVE}", ()
+        sql = f"SELECT COUNT(*) FROM jobs WHERE state IN {_ACTIVE}"
+        params: tuple[Any, ...] = ()
         if provider is not None:
             sql, params = sql + " AND provider = ?", (provider,)
         return await self._scalar(sql, params)
 
     async def recent_durations(self, model: str, limit: int = 20) -> list[float]:
-        async with self._read() as db:
-            cur = await db.execute(
+        rows = await self._read(
+            lambda db: db.execute(
                 "SELECT finished_at - started_at FROM jobs WHERE model = ? AND state = 'delivered'"
                 " AND started_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?",
                 (model, limit),
-            )
-            return [float(row[0]) for row in await cur.fetchall()]
+            ).fetchall()
+        )
+        return [float(row[0]) for row in rows]
 
     async def unfinished_jobs(self) -> list[Job]:
-        async with self._read() as db:
-            cur = await db.execute(f"SELECT * FROM jobs WHERE state NOT IN {_TERMINAL} ORDER BY seq")
-            return [job_from_row(row) for row in await cur.fetchall()]
+        rows = await self._read(
+            lambda db: db.execute(f"SELECT * FROM jobs WHERE state NOT IN {_TERMINAL} ORDER BY seq").fetchall()
+        )
+        return [job_from_row(row) for row in rows]
 
     # --- quotas ---------------------------------------------------------------------------------------
     async def policy_layers(self, guild_id: int, user_id: int, role_ids: Sequence[int]) -> PolicyLayers:
         marks = ", ".join("?" for _ in role_ids) or "NULL"
-        async with self._read() as db:
-            cur = await db.execute(
+        rows = await self._read(
+            lambda db: db.execute(
                 "SELECT * FROM quota_policies WHERE guild_id = ? AND (scope = 'default'"
                 f" OR (scope = 'role' AND target_id IN ({marks})) OR (scope = 'user' AND target_id = ?))",
                 (guild_id, *role_ids, user_id),
-            )
-            rows = await cur.fetchall()
+            ).fetchall()
+        )
         by_scope: dict[str, list[QuotaLimits]] = {"default": [], "role": [], "user": []}
         for row in rows:
             by_scope[row["scope"]].append(limits_from_row(row))
         return PolicyLayers(
-            default=(by_scope["default"] or [None])[0],
+            default=next(iter(by_scope["default"]), None),
             roles=tuple(by_scope["role"]),
-            user=(by_scope["user"] or [None])[0],
+            user=next(iter(by_scope["user"]), None),
         )
 
     async def admission(self, guild_id: int, user_id: int, window: tuple[float, float]) -> Admission:
-        async with self._read() as db:
-            return await self._admission(db, guild_id, user_id, window)
-
-    async def _admission(
-        self, db: aiosqlite.Connection, guild_id: int, user_id: int, window: tuple[float, float]
-    ) -> Admission:
-        cur = await db.execute(_ADMISSION_SQL, {"g": guild_id, "u": user_id, "start": window[0], "end": window[1]})
-        row = await cur.fetchone()
-        assert row is not None
-        return Admission(
-            paused=bool(row["paused"]),
-            blocked=bool(row["blocked"]),
-            charged=int(row["charged"]),
-            reserved=int(row["reserved"]),
-            granted=int(row["granted"]),
-            queued=int(row["queued"]),
-            running=int(row["running"]),
-        )
+        return await self._read(lambda db: _admission(db, guild_id, user_id, window))
 
     async def update_policy(
         self, guild_id: int, scope: str, target_id: int, limits: QuotaLimits | None
     ) -> QuotaLimits | None:
-        async with self._tx() as db:
-            key = (guild_id, scope, target_id)
+        key = (guild_id, scope, target_id)
+
+        def update(db: sqlite3.Connection) -> QuotaLimits | None:
             if limits is None:
-                await db.execute("DELETE FROM quota_policies WHERE guild_id = ? AND scope = ? AND target_id = ?", key)
+                db.execute("DELETE FROM quota_policies WHERE guild_id = ? AND scope = ? AND target_id = ?", key)
                 return None
-            cur = await db.execute(
+            row = db.execute(
                 "SELECT * FROM quota_policies WHERE guild_id = ? AND scope = ? AND target_id = ?", key
-            )
-            row = await cur.fetchone()
+            ).fetchone()
             merged = (limits_from_row(row) if row else QuotaLimits()).overlaid(limits)
-            await db.execute(
+            db.execute(
                 "INSERT OR REPLACE INTO quota_policies"
                 " (guild_id, scope, target_id, credits, unlimited, period, max_queued, max_running)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    *key,
-                    merged.credits,
-                    merged.unlimited,
-                    merged.period,
-                    merged.max_queued,
-                    merged.max_running,
-                ),
+                (*key, merged.credits, merged.unlimited, merged.period, merged.max_queued, merged.max_running),
             )
             return merged
 
+        return await self._write(update)
+
     async def add_ledger(self, guild_id: int, user_id: int, kind: str, credits: int, *, at: float) -> None:
-        async with self._tx() as db:
-            await db.execute(
+        await self._write(
+            lambda db: db.execute(
                 "INSERT INTO usage_ledger (guild_id, user_id, kind, credits, at) VALUES (?, ?, ?, ?, ?)",
                 (guild_id, user_id, kind, credits, at),
             )
+        )
 
     async def set_blocked(self, guild_id: int, user_id: int, blocked: bool, *, now: float) -> None:
-        async with self._tx() as db:
-            if blocked:
-                await db.execute(
-                    "INSERT OR IGNORE INTO quota_blocks (guild_id, user_id, blocked_at) VALUES (?, ?, ?)",
-                    (guild_id, user_id, now),
-                )
-            else:
-                await db.execute("DELETE FROM quota_blocks WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
+        if blocked:
+            sql = "INSERT OR IGNORE INTO quota_blocks (guild_id, user_id, blocked_at) VALUES (?, ?, ?)"
+            params: tuple[Any, ...] = (guild_id, user_id, now)
+        else:
+            sql, params = "DELETE FROM quota_blocks WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+        await self._write(lambda db: db.execute(sql, params))
 
     async def is_blocked(self, guild_id: int, user_id: int) -> bool:
-        return bool(
-            await self._scalar(
-                "SELECT COUNT(*) FROM quota_blocks WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
-            )
-        )
+        sql = "SELECT COUNT(*) FROM quota_blocks WHERE guild_id = ? AND user_id = ?"
+        return bool(await self._scalar(sql, (guild_id, user_id)))
 
     # --- settings -------------------------------------------------------------------------------------
     async def guild_settings(self, guild_id: int) -> GuildSettings:
-        async with self._read() as db:
-            cur = await db.execute("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
-            row = await cur.fetchone()
+        row = await self._read(
+            lambda db: db.execute("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,)).fetchone()
+        )
         return settings_from_row(guild_id, row)
 
     async def save_guild_settings(self, settings: GuildSettings) -> None:
-        async with self._tx() as db:
-            await db.execute(
+        values = (
+            settings.guild_id,
+            int(settings.paused),
+            settings.default_model,
+            json.dumps(sorted(settings.disabled_models)),
+            settings.admin_role_id,
+        )
+        await self._write(
+            lambda db: db.execute(
                 "INSERT OR REPLACE INTO guild_settings"
                 " (guild_id, paused, default_model, disabled_models, admin_role_id) VALUES (?, ?, ?, ?, ?)",
-                (
-                    settings.guild_id,
-                    int(settings.paused),
-                    settings.default_model,
-                    json.dumps(sorted(settings.disabled_models)),
-                    settings.admin_role_id,
-                ),
+                values,
             )
+        )
 
     async def get_meta(self, key: str) -> str | None:
-        async with self._read() as db:
-            cur = await db.execute("SELECT value FROM meta WHERE key = ?", (key,))
-            row = await cur.fetchone()
+        row = await self._read(lambda db: db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
         return None if row is None else str(row[0])
 
     async def set_meta(self, key: str, value: str) -> None:
-        async with self._tx() as db:
-            await db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+        await self._write(lambda db: _set_meta(db, key, value))
 
-    # --- helpers --------------------------------------------------------------------------------------
     async def _scalar(self, sql: str, params: Sequence[Any]) -> int:
-        async with self._read() as db:
-            cur = await db.execute(sql, params)
-            row = await cur.fetchone()
+        row = await self._read(lambda db: db.execute(sql, params).fetchone())
         return int(row[0]) if row and row[0] is not None else 0
 
-    async def _virtual_time(self, db: aiosqlite.Connection) -> int:
-        cur = await db.execute("SELECT value FROM meta WHERE key = ?", (_VIRTUAL_TIME,))
-        row = await cur.fetchone()
-        return int(row[0]) if row else 0
 
-    async def _refund(
-        self,
-        db: aiosqlite.Connection,
-        job_id: str,
-        guild_id: int,
-        user_id: int,
-        credits: int,
-        reserved_at: float,
-    ) -> None:
-        await db.execute(
-            "INSERT INTO usage_ledger (guild_id, user_id, job_id, kind, credits, at) VALUES (?, ?, ?, 'refund', ?, ?)",
-            (guild_id, user_id, job_id, -credits, reserved_at),
-        )
+# --- the transaction bodies (run on the connection's thread) ----------------------------------------------
+def _run_batch(db: sqlite3.Connection, units: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
+    """One `BEGIN IMMEDIATE` transaction; each unit in a savepoint, so a unit that raises leaves no trace."""
+    outcomes: list[tuple[bool, Any]] = []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for unit in units:
+            db.execute("SAVEPOINT unit")
+            try:
+                outcomes.append((True, unit(db)))
+            except Exception as exc:
+                db.execute("ROLLBACK TO unit")
+                outcomes.append((False, exc))
+            db.execute("RELEASE unit")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return outcomes
 
-    async def _event(
-        self,
-        db: aiosqlite.Connection,
-        job_id: str,
-        at: float,
-        from_state: JobState | None,
-        to_state: JobState,
-        detail: str,
-    ) -> None:
-        await db.execute(
-            "INSERT INTO job_events (job_id, at, from_state, to_state, detail) VALUES (?, ?, ?, ?, ?)",
-            (job_id, at, from_state.value if from_state else None, to_state.value, detail),
+
+def _migrate(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+    applied = {row[0] for row in db.execute("SELECT version FROM schema_migrations").fetchall()}
+    for migration in migrations.load("sqlite"):
+        if migration.version in applied:
+            continue
+        log.info("applying sqlite migration %04d_%s", migration.version, migration.name)
+        record = f"INSERT INTO schema_migrations (version, name) VALUES ({migration.version}, '{migration.name}');"
+        try:
+            db.executescript(f"BEGIN IMMEDIATE;\n{migration.sql}\n{record}\nCOMMIT;")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise StoreError(f"migration {migration.version} failed: {exc}") from exc
+
+
+def _admission(db: sqlite3.Connection, guild_id: int, user_id: int, window: tuple[float, float]) -> Admission:
+    row = db.execute(_ADMISSION_SQL, {"g": guild_id, "u": user_id, "start": window[0], "end": window[1]}).fetchone()
+    return Admission(
+        paused=bool(row["paused"]),
+        blocked=bool(row["blocked"]),
+        charged=int(row["charged"]),
+        reserved=int(row["reserved"]),
+        granted=int(row["granted"]),
+        queued=int(row["queued"]),
+        running=int(row["running"]),
+    )
+
+
+def _take_over(db: sqlite3.Connection, row: sqlite3.Row, worker_id: str, now: float, lease_seconds: float) -> Job:
+    taken = db.execute(
+        "UPDATE jobs SET lease_owner = ?, lease_expires_at = ?, attempts = attempts + 1, updated_at = ?"
+        " WHERE seq = ? RETURNING *",
+        (worker_id, now + lease_seconds, now, row["seq"]),
+    ).fetchone()
+    state = JobState(row["state"])
+    detail = f"taken over by {worker_id} from {row['lease_owner']}"
+    _event(db, row["id"], now, state, state, detail)
+    log.warning("job %s: lease of %s ran out, %s", row["id"], row["lease_owner"], detail)
+    return job_from_row(taken)
+
+
+def _transition(db: sqlite3.Connection, job_id: str, change: Transition, now: float) -> Job:
+    row = db.execute(
+        "SELECT state, lease_owner, guild_id, user_id, credits, created_at FROM jobs WHERE id = ?", (job_id,)
+    ).fetchone()
+    if row is None:
+        raise InvalidTransition(f"job {job_id} does not exist")
+    state = JobState(row["state"])
+    if change.worker_id is not None and row["lease_owner"] != change.worker_id:
+        raise LeaseLost(f"job {job_id} is held by {row['lease_owner']}, not {change.worker_id}")
+    if state.is_terminal or (change.from_states is not None and state not in change.from_states):
+        raise InvalidTransition(f"job {job_id} is {state}, cannot move to {change.to_state}")
+    sets = ["state = ?", "updated_at = ?"]
+    values: list[Any] = [change.to_state.value, now]
+    for column in ("remote_id", "error", "result_path", "delivered_message_id"):
+        value = getattr(change, column)
+        if value is not None:
+            sets.append(f"{column} = ?")
+            values.append(value)
+    if change.to_state.is_terminal:
+        sets += ["lease_owner = NULL", "lease_expires_at = NULL", "finished_at = ?"]
+        values.append(now)
+        if change.to_state is JobState.DELIVERED:
+            sets.append("progress = 1")
+    updated = db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? RETURNING *", (*values, job_id)).fetchone()
+    if change.refund:
+        db.execute(
+            "INSERT INTO usage_ledger (guild_id, user_id, job_id, kind, credits, at)"
+            " VALUES (?, ?, ?, 'refund', ?, ?)",  # dated at the reservation: it lands in the window that paid
+            (row["guild_id"], row["user_id"], job_id, -row["credits"], row["created_at"]),
         )
+    _event(db, job_id, now, state, change.to_state, change.detail or change.error or "")
+    return job_from_row(updated)
+
+
+def _virtual_time(db: sqlite3.Connection) -> int:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (_VIRTUAL_TIME,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+
+
+def _event(
+    db: sqlite3.Connection, job_id: str, at: float, from_state: JobState | None, to_state: JobState, detail: str
+) -> None:
+    db.execute(
+        "INSERT INTO job_events (job_id, at, from_state, to_state, detail) VALUES (?, ?, ?, ?, ?)",
+        (job_id, at, from_state.value if from_state else None, to_state.value, detail),
+    )
 
 
 def _provider_filter(providers: frozenset[str] | None) -> tuple[str, tuple[str, ...]]:
