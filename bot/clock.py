@@ -43,3 +43,20 @@ class FakeClock:
         self.slept.append(seconds)
         self._now += max(0.0, seconds)
         await asyncio.sleep(0)
+
+
+class OffsetClock:
+    """Real time that a test can jump forward (token expiry, quota windows) while sleeps still really wait,
+    for end-to-end tests where real work (a render, a socket) takes real time."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))

@@ -1,0 +1,147 @@
+"""The Discord client: wiring only. It owns the services, loads the cogs, syncs commands when their
+definition changed, and installs the one tree error handler."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.domain import Requester
+from bot.errors import UserError
+from bot.replies import NO_PINGS, answer
+
+if TYPE_CHECKING:
+    from bot.clock import Clock
+    from bot.config import Settings
+    from bot.delivery import DiscordDelivery
+    from bot.jobs.admin import AdminService
+    from bot.jobs.service import JobService
+    from bot.jobs.worker import Worker
+    from bot.store.base import Store
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.video", "cogs.queue", "cogs.admin")
+COMMANDS_HASH_KEY = "discord.commands_hash"
+
+
+class VideoBot(commands.Bot):
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        jobs: JobService,
+        admin: AdminService,
+        delivery: DiscordDelivery,
+        clock: Clock,
+        worker: Worker | None = None,
+        **options: Any,
+    ) -> None:
+        options.setdefault("intents", discord.Intents.default())
+        options.setdefault("allowed_mentions", NO_PINGS)
+        if settings.discord_shard_count is not None:
+            options.setdefault("shard_count", settings.discord_shard_count)
+        super().__init__(command_prefix=commands.when_mentioned, help_command=None, **options)
+        self.settings = settings
+        self.store = store
+        self.jobs = jobs
+        self.admin = admin
+        self.delivery = delivery
+        self.clock = clock
+        self.worker = worker
+        self._background: list[asyncio.Task[None]] = []
+
+    async def setup_hook(self) -> None:
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        self.tree.on_error = self.on_app_command_error
+        await self.sync_commands_if_changed()
+        self.delivery.attach(self)
+        self._background.append(asyncio.create_task(self.delivery.run_status_updates(), name="status-updates"))
+        if self.worker is not None:
+            self._background.append(asyncio.create_task(self.worker.run(), name="worker"))
+
+    async def close(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await super().close()
+
+    async def sync_commands_if_changed(self) -> bool:
+        """Sync global commands only when their definition changed since the last sync, so restarts do not
+        spend Discord's daily command-creation limit."""
+        payload = [command.to_dict(self.tree) for command in self.tree.get_commands()]
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        if await self.store.get_meta(COMMANDS_HASH_KEY) == digest:
+            log.info("application commands unchanged; not syncing")
+            return False
+        await self.tree.sync()
+        await self.store.set_meta(COMMANDS_HASH_KEY, digest)
+        log.info("application commands synced (%d top-level)", len(payload))
+        return True
+
+    # --- shared helpers for the cogs ------------------------------------------------------------------
+    def requester(self, interaction: discord.Interaction) -> Requester:
+        member = interaction.user
+        roles = tuple(role.id for role in member.roles) if isinstance(member, discord.Member) else ()
+        return Requester(
+            guild_id=interaction.guild_id or 0,
+            user_id=member.id,
+            channel_id=interaction.channel_id or 0,
+            role_ids=roles,
+        )
+
+    async def is_admin(self, interaction: discord.Interaction) -> bool:
+        """Manage Server, or the server's admin role; checked on every call (command permissions are a hint)."""
+        if interaction.guild_id is None:
+            return False
+        if interaction.permissions.manage_guild:
+            return True
+        settings = await self.store.guild_settings(interaction.guild_id)
+        member = interaction.user
+        return (
+            settings.admin_role_id is not None
+            and isinstance(member, discord.Member)
+            and any(role.id == settings.admin_role_id for role in member.roles)
+        )
+
+    # --- the one error handler ------------------------------------------------------------------------
+    async def on_app_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        await self.report_error(interaction, cause)
+
+    async def report_error(self, interaction: discord.Interaction, error: BaseException) -> None:
+        """The one place errors become words: a `UserError` is shown as it is (ephemeral); anything else is
+        logged with a reference the member can quote, and they get a short apology."""
+        if isinstance(error, UserError):
+            message = str(error)
+        elif isinstance(error, app_commands.NoPrivateMessage):
+            message = "This command works in a server, not in direct messages."
+        elif isinstance(error, app_commands.CheckFailure | app_commands.TransformerError):
+            message = str(error) or "You cannot use this command here."
+        else:
+            reference = f"{interaction.id:x}"[-8:]
+            log.error(
+                "interaction %s (%s) failed: reference %s",
+                interaction.id,
+                interaction.command.qualified_name if interaction.command else "component",
+                reference,
+                exc_info=error,
+            )
+            message = f"Sorry, something went wrong on our side. Reference: `{reference}`."
+        try:
+            await answer(interaction, message)
+        except discord.HTTPException:
+            log.warning("could not tell the member about an error in interaction %s", interaction.id)

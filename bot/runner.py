@@ -1,0 +1,136 @@
+"""Process wiring for `run`, `gateway` and `worker`: build the services once from the settings, start what the
+process runs, and close everything in order on the way out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+
+import discord
+import yarl
+
+from bot.clock import Clock, SystemClock
+from bot.config import Settings
+from bot.delivery import DiscordDelivery
+from bot.jobs.admin import AdminService
+from bot.jobs.service import JobService
+from bot.jobs.worker import Worker
+from bot.providers import build_registry
+from bot.providers.registry import ProviderRegistry
+from bot.store import open_store
+from bot.store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    settings: Settings
+    clock: Clock
+    store: Store
+    registry: ProviderRegistry
+    jobs: JobService
+    admin: AdminService
+    delivery: DiscordDelivery
+    worker: Worker | None
+
+    async def aclose(self) -> None:
+        await self.registry.aclose()
+        await self.store.close()
+
+
+def point_discord_at(settings: Settings) -> None:
+    """Honour DISCORD_API_BASE and DISCORD_GATEWAY_URL (a REST rate-limit proxy, a gateway proxy, a test server).
+    discord.py reads both from class attributes, so they are set before the client logs in."""
+    discord.http.Route.BASE = settings.discord_api_base
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+
+
+async def build_app(
+    settings: Settings,
+    *,
+    with_worker: bool,
+    clock: Clock | None = None,
+    registry: ProviderRegistry | None = None,
+    store: Store | None = None,
+    delivery: DiscordDelivery | None = None,
+) -> App:
+    clock = clock or SystemClock()
+    store = store or await open_store(settings.database_url)
+    registry = registry or build_registry(settings)
+    worker: Worker | None = None
+    delivery = delivery or DiscordDelivery(clock)
+    if with_worker:
+        worker = Worker(
+            store, registry, delivery, clock,
+            staging_dir=settings.data_dir / "staging",
+            concurrency=settings.worker_concurrency,
+            lease_seconds=settings.lease_seconds,
+            global_limit=settings.global_concurrency,
+        )  # fmt: skip
+    jobs = JobService(store, registry, clock, on_enqueue=worker.wake if worker else None)
+    return App(settings, clock, store, registry, jobs, AdminService(store, jobs, clock), delivery, worker)
+
+
+def make_bot(app: App, **options: object) -> discord.Client:
+    from bot.client import VideoBot
+
+    return VideoBot(
+        settings=app.settings, store=app.store, jobs=app.jobs, admin=app.admin,
+        delivery=app.delivery, clock=app.clock, worker=app.worker, **options,
+    )  # fmt: skip
+
+
+async def run_processes(settings: Settings, command: str) -> int:
+    point_discord_at(settings)
+    app = await build_app(settings, with_worker=command in ("run", "worker"))
+    assert settings.discord_token is not None
+    token = settings.discord_token.get_secret_value()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        if command == "worker":
+            await _run_worker_only(app, token, stop)
+        else:
+            bot = make_bot(app)
+            if command == "gateway":
+                log.info("gateway only: jobs are run by separate `python -m bot worker` processes")
+            runner = asyncio.create_task(bot.start(token, reconnect=True))
+            stopper = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await bot.close()
+            if runner in done and runner.exception() is not None:
+                raise runner.exception()  # type: ignore[misc]
+            stopper.cancel()
+    except discord.LoginFailure:
+        log.error("Discord refused the token (DISCORD_TOKEN): check it at https://discord.com/developers/applications")
+        return 2
+    finally:
+        await app.aclose()
+    return 0
+
+
+async def _run_worker_only(app: App, token: str, stop: asyncio.Event) -> None:
+    """No gateway: a REST-only client (login without connecting) is all delivery needs."""
+    assert app.worker is not None
+    client = discord.Client(intents=discord.Intents.none())
+    await client.login(token)
+    app.delivery.attach(client)
+    tasks = [
+        asyncio.create_task(app.worker.run(), name="worker"),
+        asyncio.create_task(app.delivery.run_status_updates(), name="status-updates"),
+    ]
+    try:
+        await stop.wait()
+    finally:
+        await app.worker.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.close()

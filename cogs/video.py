@@ -1,0 +1,311 @@
+"""`/video`, the **Animate** message menu, and the buttons on status and clip messages.
+
+Thin on purpose: parse options into a `VideoRequest`, call the job service, render the answer. Every
+interaction is answered inside Discord's 3-second deadline: the enqueue gets a short budget, and if the
+database is slower than that the interaction is deferred first and answered when the enqueue finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+from pydantic import ValidationError
+
+from bot.delivery_render import status_text, status_view
+from bot.domain import ASPECTS, MAX_NEGATIVE_PROMPT_CHARS, MAX_PROMPT_CHARS, MAX_SEED, InteractionRef, Job, VideoRequest
+from bot.errors import InvalidRequest, NotAllowed, UserError
+from bot.replies import NO_PINGS, answer
+
+if TYPE_CHECKING:
+    from bot.client import VideoBot
+
+log = logging.getLogger(__name__)
+
+ACK_BUDGET = 1.5
+"""Seconds the enqueue may take before the interaction is deferred (Discord allows 3)."""
+IMAGE_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
+JOB_ID = r"(?P<job>[0-9a-f]{32})"
+
+
+def request_from_options(**options: Any) -> VideoRequest:
+    """Build a request from command options, turning pydantic's report into one sentence for the member."""
+    try:
+        return VideoRequest(**{k: v for k, v in options.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "request"
+        raise InvalidRequest(f"`{field}`: {_explain(field, first)}") from None
+
+
+def _explain(field: str, error: Any) -> str:
+    if field == "prompt":
+        return f"write a prompt of 1 to {MAX_PROMPT_CHARS:,} characters."
+    if field == "negative_prompt":
+        return f"keep it under {MAX_NEGATIVE_PROMPT_CHARS:,} characters."
+    if field == "duration":
+        return "choose 1 to 60 seconds."
+    if field == "seed":
+        return f"use a whole number from 0 to {MAX_SEED:,}."
+    if field == "aspect":
+        return f"choose one of {', '.join(ASPECTS)}."
+    return str(error["msg"])
+
+
+class VideoCog(commands.Cog):
+    def __init__(self, bot: VideoBot) -> None:
+        self.bot = bot
+        self.animate_menu = app_commands.ContextMenu(name="Animate", callback=self.animate)
+        self.animate_menu.guild_only = True
+        bot.tree.add_command(self.animate_menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.animate_menu.name, type=self.animate_menu.type)
+
+    # --- /video ---------------------------------------------------------------------------------------
+    @app_commands.command(name="video", description="Generate a video from a prompt")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        prompt="What the video should show",
+        model="Which model (default: the server's)",
+        duration="Length in seconds",
+        aspect="Frame shape",
+        seed="Same seed + same prompt = similar result",
+        negative_prompt="What to avoid",
+        image="A first frame to animate (png, jpeg or webp)",
+    )
+    @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS])
+    async def video(
+        self,
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
+        model: str | None = None,
+        duration: app_commands.Range[int, 1, 60] | None = None,
+        aspect: str | None = None,
+        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+        negative_prompt: app_commands.Range[str, 1, MAX_NEGATIVE_PROMPT_CHARS] | None = None,
+        image: discord.Attachment | None = None,
+    ) -> None:
+        if image is not None:
+            _check_attachment(image, self.bot.settings.max_image_bytes)
+        chosen_model = model or await self.bot.jobs.default_model(interaction.guild_id or 0)
+        info = self.bot.jobs.registry.model(chosen_model)
+        options = {
+            "prompt": prompt, "model": chosen_model, "aspect": aspect, "seed": seed,
+            "negative_prompt": negative_prompt,
+            "duration": duration or (info.default_duration if info else 5),
+        }  # fmt: skip
+        request_from_options(**options)  # refuse bad input before anything is staged or charged
+        if image is None:
+            await self.submit(interaction, request_from_options(**options))
+            return
+        # Fetching the image may take longer than the deadline allows: acknowledge first.
+        await interaction.response.defer(thinking=True)
+        staged = await self._stage_image(image)
+        try:
+            await self.submit(interaction, request_from_options(**options, image_path=str(staged)))
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+
+    @video.autocomplete("model")
+    async def model_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        models = await self.bot.jobs.enabled_models(interaction.guild_id or 0)
+        needle = current.lower()
+        matches = [m for m in models if needle in m.id.lower() or needle in m.label.lower()]
+        return [app_commands.Choice(name=f"{m.label} ({m.id})"[:100], value=m.id) for m in matches[:25]]
+
+    # --- Animate (message menu) -----------------------------------------------------------------------
+    async def animate(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        image = next((a for a in message.attachments if (a.content_type or "").split(";")[0] in IMAGE_TYPES), None)
+        if image is None:
+            raise InvalidRequest("That message has no png, jpeg or webp image to animate.")
+        _check_attachment(image, self.bot.settings.max_image_bytes)
+        await interaction.response.send_modal(PromptModal(self, title="Animate this image", image=image))
+
+    # --- shared by /video, Animate, Again and Remix ---------------------------------------------------
+    async def submit(self, interaction: discord.Interaction, request: VideoRequest) -> Job | None:
+        """Enqueue and answer with the public status message; refusals are ephemeral and cost nothing."""
+        who = self.bot.requester(interaction)
+        ref = InteractionRef(
+            application_id=interaction.application_id,
+            token=interaction.token,
+            created_at=self.bot.clock.now(),
+            attachment_size_limit=interaction.filesize_limit,
+        )
+        enqueue = asyncio.ensure_future(self.bot.jobs.enqueue(who, request, interaction=ref))
+        if not interaction.response.is_done():
+            await asyncio.wait({enqueue}, timeout=ACK_BUDGET)
+            if not enqueue.done():
+                await interaction.response.defer(thinking=True)
+        try:
+            job = await enqueue
+        except UserError as refusal:
+            if request.image_path:
+                Path(request.image_path).unlink(missing_ok=True)
+            await self._refuse(interaction, str(refusal))
+            return None
+        entry = await self.bot.jobs.entry(job)
+        content = status_text(job, position=entry.position, eta=entry.eta)
+        view = status_view(job)
+        if interaction.response.is_done():
+            message = await interaction.edit_original_response(content=content, view=view, allowed_mentions=NO_PINGS)
+            message_id = message.id
+        else:
+            sent = await interaction.response.send_message(content, view=view, allowed_mentions=NO_PINGS)
+            message_id = sent.message_id or (await interaction.original_response()).id
+        await self.bot.store.set_status_message(job.id, message_id)
+        return job
+
+    async def _refuse(self, interaction: discord.Interaction, reason: str) -> None:
+        if not interaction.response.is_done():
+            await answer(interaction, reason)
+            return
+        # Already acknowledged publicly (slow database, or an image upload): drop the placeholder and say
+        # why privately.
+        try:
+            await interaction.delete_original_response()
+        except discord.HTTPException:
+            pass
+        await interaction.followup.send(reason, ephemeral=True, allowed_mentions=NO_PINGS)
+
+    async def _stage_image(self, image: discord.Attachment) -> Path:
+        folder = self.bot.settings.data_dir / "staging" / "inputs"
+        folder.mkdir(parents=True, exist_ok=True)
+        suffix = IMAGE_TYPES[(image.content_type or "").split(";")[0]]
+        path = folder / f"{uuid.uuid4().hex}{suffix}"
+        try:
+            await image.save(path)
+            await asyncio.to_thread(_verify_image, path)
+        except (discord.HTTPException, OSError, ValueError) as exc:
+            path.unlink(missing_ok=True)
+            raise InvalidRequest("That file is not a readable png, jpeg or webp image.") from exc
+        return path
+
+    async def job_for_button(self, interaction: discord.Interaction, job_id: str, *, owner_only: bool) -> Job:
+        job = await self.bot.jobs.get(job_id)
+        if owner_only and job.user_id != interaction.user.id and not await self.bot.is_admin(interaction):
+            raise NotAllowed("Only the member who asked for this video (or an admin) can do that.")
+        return job
+
+
+class PromptModal(discord.ui.Modal):
+    """Asks for a prompt: for Animate (with the message's image) and for Remix (prefilled)."""
+
+    def __init__(
+        self, cog: VideoCog, *, title: str, image: discord.Attachment | None = None, base: Job | None = None
+    ) -> None:
+        super().__init__(title=title, timeout=600)
+        self.cog = cog
+        self.image = image
+        self.base = base
+        self.prompt: discord.ui.TextInput[PromptModal] = discord.ui.TextInput(
+            label="Prompt", style=discord.TextStyle.paragraph, max_length=MAX_PROMPT_CHARS,
+            default=base.request.prompt if base else None,
+        )  # fmt: skip
+        self.add_item(self.prompt)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        bot = self.cog.bot
+        if self.base is not None:
+            fields = self.base.request.model_dump()
+            fields.update(prompt=self.prompt.value, seed=None, image_path=None)
+            await self.cog.submit(interaction, request_from_options(**fields))
+            return
+        assert self.image is not None
+        model = await bot.jobs.default_model(interaction.guild_id or 0)
+        info = bot.jobs.registry.model(model)
+        if info is None or not info.supports_image:
+            capable = [m.id for m in await bot.jobs.enabled_models(interaction.guild_id or 0) if m.supports_image]
+            if not capable:
+                raise InvalidRequest("No model enabled on this server can animate an image.")
+            model, info = capable[0], bot.jobs.registry.model(capable[0])
+        assert info is not None
+        request_from_options(prompt=self.prompt.value, model=model, duration=info.default_duration)
+        await interaction.response.defer(thinking=True)
+        staged = await self.cog._stage_image(self.image)
+        await self.cog.submit(
+            interaction,
+            request_from_options(prompt=self.prompt.value, model=model, duration=info.default_duration,
+                                 image_path=str(staged)),
+        )  # fmt: skip
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception, /) -> None:
+        await self.cog.bot.report_error(interaction, error)
+
+
+class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"video:(?P<action>\w+):" + JOB_ID):
+    """Every `video:<action>:<job id>` button, parsed from its custom_id, so old messages keep working."""
+
+    def __init__(self, action: str, job_id: str) -> None:
+        super().__init__(discord.ui.Button(custom_id=f"video:{action}:{job_id}"))
+        self.action = action
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> _JobButton:
+        return cls(match["action"], match["job"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot: VideoBot = interaction.client  # type: ignore[assignment]
+        cog = bot.get_cog("VideoCog")
+        assert isinstance(cog, VideoCog)
+        try:
+            await self._act(cog, interaction)
+        except Exception as exc:
+            await bot.report_error(interaction, exc)
+
+    async def _act(self, cog: VideoCog, interaction: discord.Interaction) -> None:
+        bot = cog.bot
+        if self.action == "cancel":
+            job = await cog.job_for_button(interaction, self.job_id, owner_only=True)
+            job = await bot.jobs.cancel(job.id, by_user=interaction.user.id, is_admin=await bot.is_admin(interaction))
+            content = status_text(job) if job.state.is_terminal else "⏹️ Cancelling…\n" + status_text(job)
+            await interaction.response.edit_message(content=content, view=status_view(job), allowed_mentions=NO_PINGS)
+        elif self.action == "again":
+            job = await cog.job_for_button(interaction, self.job_id, owner_only=False)
+            fields = job.request.model_dump()
+            fields.update(seed=random.randint(0, MAX_SEED), image_path=None)
+            if job.request.image_path:
+                raise InvalidRequest("Animate the image again from its message; the original image is not kept.")
+            await cog.submit(interaction, request_from_options(**fields))
+        elif self.action == "remix":
+            job = await cog.job_for_button(interaction, self.job_id, owner_only=False)
+            await interaction.response.send_modal(PromptModal(cog, title="Remix this video", base=job))
+        elif self.action == "delete":
+            await cog.job_for_button(interaction, self.job_id, owner_only=True)
+            await interaction.response.defer()
+            await interaction.delete_original_response()
+        else:
+            raise InvalidRequest("That button is no longer supported.")
+
+
+def _check_attachment(image: discord.Attachment, max_bytes: int) -> None:
+    kind = (image.content_type or "").split(";")[0]
+    if kind not in IMAGE_TYPES:
+        raise InvalidRequest(f"`{image.filename}` is not an image I can use: attach a png, jpeg or webp.")
+    if image.size > max_bytes:
+        raise InvalidRequest(f"`{image.filename}` is {image.size / 1048576:.1f} MB; the limit is "
+                             f"{max_bytes / 1048576:.0f} MB.")  # fmt: skip
+
+
+def _verify_image(path: Path) -> None:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.verify()
+
+
+async def setup(bot: VideoBot) -> None:  # type: ignore[misc]
+    await bot.add_cog(VideoCog(bot))
+    bot.add_dynamic_items(_JobButton)

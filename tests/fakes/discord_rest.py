@@ -1,0 +1,480 @@
+"""REST half of the fake Discord: routing, recording, auth, scripted faults and the message endpoints.
+
+Why so strict: every rule here (exact ``application/json``, ``Via`` on 429, 3 s callback deadline, 15 min
+token lifetime, one ack per interaction, 413 on big files) is one that discord.py or Discord enforces, and a
+bot that only works against a lenient fake breaks in production.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import mimetypes
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import BodyPartReader, web
+
+from tests.fakes.discord_interaction_routes import InteractionRoutes
+from tests.fakes.discord_models import (
+    LOADING,
+    MANAGE_MESSAGES,
+    MENTION_RE,
+    FakeChannel,
+    RecordedFile,
+    RecordedRequest,
+    StoredAttachment,
+    StoredMessage,
+    iso,
+)
+from tests.fakes.discord_validation import (
+    CHANNEL_MESSAGE_FLAGS,
+    EDIT_FLAGS,
+    ApiError,
+    check_commands,
+    check_message_body,
+    form_error,
+)
+
+if TYPE_CHECKING:
+    from tests.fakes.discord import FakeDiscord
+
+API_PREFIX = "/api/v10"
+Reply = tuple[int, Any] | web.Response
+Handler = Callable[..., Awaitable[Reply]]
+
+
+def json_response(status: int, data: Any, headers: dict[str, str] | None = None) -> web.Response:
+    """Content-Type exactly ``application/json``: discord.py parses nothing else (``json_or_text``)."""
+    if data is None and status == 204:
+        return web.Response(status=204, headers=headers)
+    return web.Response(status=status, body=json.dumps(data).encode(), content_type="application/json", headers=headers)
+
+
+def route_matches(pattern: str | None, method: str, path: str) -> bool:
+    """``"POST /channels/*/messages"``: method optional, ``*``/``{name}`` = one segment, trailing ``**`` = rest."""
+    if pattern is None:
+        return True
+    want_method, _, want_path = pattern.partition(" ") if " " in pattern else ("*", "", pattern)
+    if want_method.upper() not in ("*", method):
+        return False
+    pat = want_path.strip("/").split("/")
+    segs = path.strip("/").split("/")
+    if pat[-1] == "**":
+        pat = pat[:-1]
+        if len(segs) <= len(pat):
+            return False
+        segs = segs[: len(pat)]
+    if len(pat) != len(segs):
+        return False
+    return all(p in ("*", s) or p.startswith("{") for p, s in zip(pat, segs, strict=True))
+
+
+@dataclass
+class Route:
+    method: str
+    pattern: str
+    handler: Handler
+    auth: bool
+
+    def match(self, method: str, path: str) -> dict[str, str] | None:
+        if method != self.method:
+            return None
+        pat = self.pattern.strip("/").split("/")
+        segs = path.strip("/").split("/")
+        if len(pat) != len(segs):
+            return None
+        params: dict[str, str] = {}
+        for p, s in zip(pat, segs, strict=True):
+            if p.startswith("{"):
+                params[p[1:-1]] = s
+            elif p != s:
+                return None
+        return params
+
+
+class RestApi:
+    """aiohttp handler for ``/api/v10/...`` and ``/attachments/...``; state lives on the FakeDiscord."""
+
+    def __init__(self, fake: FakeDiscord) -> None:
+        self.fake = fake
+        self.interactions = InteractionRoutes(fake, self)
+        i = self.interactions
+        self.routes: list[Route] = [
+            Route("GET", "/users/@me", self.get_me, True),
+            Route("GET", "/users/{user_id}", self.get_user, True),
+            Route("POST", "/users/@me/channels", self.open_dm, True),
+            Route("GET", "/oauth2/applications/@me", self.get_application, True),
+            Route("GET", "/applications/@me", self.get_application, True),
+            Route("GET", "/gateway/bot", self.gateway_bot, True),
+            Route("GET", "/gateway", self.gateway, False),
+            Route("PUT", "/applications/{app_id}/commands", self.put_commands, True),
+            Route("GET", "/applications/{app_id}/commands", self.get_commands, True),
+            Route("PUT", "/applications/{app_id}/guilds/{guild_id}/commands", self.put_commands, True),
+            Route("GET", "/applications/{app_id}/guilds/{guild_id}/commands", self.get_commands, True),
+            Route("POST", "/interactions/{interaction_id}/{token}/callback", i.callback, False),
+            Route("POST", "/webhooks/{app_id}/{token}", i.followup, False),
+            Route("GET", "/webhooks/{app_id}/{token}/messages/{message_id}", i.get_message, False),
+            Route("PATCH", "/webhooks/{app_id}/{token}/messages/{message_id}", i.edit_message, False),
+            Route("DELETE", "/webhooks/{app_id}/{token}/messages/{message_id}", i.delete_message, False),
+            Route("GET", "/channels/{channel_id}", self.get_channel, True),
+            Route("POST", "/channels/{channel_id}/messages", self.create_message, True),
+            Route("GET", "/channels/{channel_id}/messages/{message_id}", self.get_message, True),
+            Route("PATCH", "/channels/{channel_id}/messages/{message_id}", self.edit_message, True),
+            Route("DELETE", "/channels/{channel_id}/messages/{message_id}", self.delete_message, True),
+            Route("GET", "/attachments/{channel_id}/{attachment_id}/{filename}", self.download, False),
+        ]
+
+    # ---------------------------------------------------------------- plumbing
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        fake = self.fake
+        path = request.path
+        if path.startswith(API_PREFIX):
+            path = path[len(API_PREFIX) :] or "/"
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
+        bad_body: ApiError | None = None
+        try:
+            body, files = await self._read_body(request)
+        except ApiError as exc:
+            body, files, bad_body = None, [], exc
+        rec = RecordedRequest(request.method, path, dict(request.query), body, files, headers, fake.clock.now())
+        fake.requests.append(rec)
+        fake.notify()
+        try:
+            if bad_body is not None:
+                raise bad_body
+            response = self._fault_response(rec) or await self._dispatch(request, rec)
+        except ApiError as exc:
+            response = json_response(exc.status, exc.body())
+            rec.response = exc.body()
+        except Exception as exc:  # a bug in the fake: fail loudly, never as a 5xx discord.py would retry
+            fake.internal_errors.append(exc)
+            rec.response = {"message": f"fake Discord internal error: {exc!r}", "code": -1}
+            response = json_response(418, rec.response)
+        rec.status = response.status
+        fake.notify()
+        return response
+
+    async def _dispatch(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        for route in self.routes:
+            params = route.match(rec.method, rec.path)
+            if params is None:
+                continue
+            if route.auth:
+                rec.authorized = request.headers.get("Authorization") == f"Bot {self.fake.token}"
+                if not rec.authorized:
+                    raise ApiError(401, 0, "401: Unauthorized")
+            reply = await route.handler(rec, **params)
+            if isinstance(reply, web.Response):
+                return reply
+            status, data = reply
+            rec.response = data
+            return json_response(status, data, self._ratelimit_headers(route.pattern))
+        self.fake.unhandled.append(rec)
+        raise ApiError(404, 0, "404: Not Found")
+
+    def _ratelimit_headers(self, pattern: str) -> dict[str, str]:
+        """Plausible, never-exhausted bucket headers so discord.py's bucket mapping code runs."""
+        return {
+            "X-RateLimit-Limit": "5",
+            "X-RateLimit-Remaining": "4",
+            "X-RateLimit-Reset": f"{self.fake.clock.now() + 1:.3f}",
+            "X-RateLimit-Reset-After": "1.000",
+            "X-RateLimit-Bucket": hashlib.md5(pattern.encode()).hexdigest()[:16],
+        }
+
+    def _fault_response(self, rec: RecordedRequest) -> web.Response | None:
+        fault = self.fake.take_fault(rec.method, rec.path)
+        if fault is None:
+            return None
+        rec.response = fault.body
+        return json_response(fault.status, fault.body, fault.headers)
+
+    @staticmethod
+    async def _read_body(request: web.Request) -> tuple[Any, list[RecordedFile]]:
+        if request.content_type.startswith("multipart/"):
+            reader = await request.multipart()
+            payload: Any = None
+            files: list[RecordedFile] = []
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader):
+                    continue
+                data = bytes(await part.read())
+                if part.name == "payload_json":
+                    try:
+                        payload = json.loads(data)
+                    except ValueError:
+                        raise ApiError(400, 50109, "The request body contains invalid JSON.") from None
+                elif part.name and part.name.startswith("files["):
+                    ctype = part.headers.get("Content-Type")
+                    files.append(RecordedFile(part.name, part.filename or "", ctype, data))
+            return payload, files
+        raw = await request.read()
+        if not raw:
+            return None, []
+        if request.content_type == "application/json":
+            try:
+                return json.loads(raw), []
+            except ValueError:
+                raise ApiError(400, 50109, "The request body contains invalid JSON.") from None
+        return raw.decode(errors="replace"), []
+
+    # ---------------------------------------------------------------- messages (shared with interactions)
+
+    def check_sizes(self, files: list[RecordedFile], limit: int) -> None:
+        if any(len(f.data) > limit for f in files):
+            raise ApiError(413, 40005, "Request entity too large")
+
+    def _store_file(self, channel_id: int, file: RecordedFile, entry: dict[str, Any]) -> StoredAttachment:
+        fake = self.fake
+        aid = fake.new_id()
+        filename = str(entry.get("filename") or file.filename or "file")
+        ctype = mimetypes.guess_type(filename)[0] or file.content_type
+        att = StoredAttachment(
+            aid, filename, file.data, fake.attachment_url(channel_id, aid, filename), ctype, entry.get("description")
+        )
+        fake.attachments[aid] = att
+        return att
+
+    def apply_body(self, msg: StoredMessage, body: dict[str, Any], files: list[RecordedFile]) -> None:
+        """Copy a create/edit body onto a message; ``attachments`` keeps listed old files, adds ``files[n]``."""
+        if "content" in body:
+            msg.content = body["content"] or ""
+            users = self.fake.users
+            mentioned = {int(i) for i in MENTION_RE.findall(msg.content)}
+            msg.known_users = {i: users[i].payload() for i in mentioned if i in users}
+        if "embeds" in body:
+            msg.embeds = body["embeds"] or []
+        if "components" in body:
+            msg.components = body["components"] or []
+        if "allowed_mentions" in body:
+            msg.allowed_mentions = body["allowed_mentions"]
+        by_field = {f.field: f for f in files}
+        if body.get("attachments") is not None:
+            kept = {str(a.id): a for a in msg.attachments}
+            new: list[StoredAttachment] = []
+            for entry in body["attachments"]:
+                key = str(entry.get("id"))
+                if key in kept:
+                    new.append(kept[key])
+                elif f"files[{key}]" in by_field:
+                    new.append(self._store_file(msg.channel_id, by_field.pop(f"files[{key}]"), entry))
+                else:
+                    raise form_error("attachments", "ATTACHMENT_NOT_FOUND", f"Unknown attachment {key}")
+            msg.attachments = new
+        msg.attachments += [self._store_file(msg.channel_id, f, {}) for f in by_field.values()]
+
+    def new_message(
+        self, channel: FakeChannel, body: dict[str, Any], files: list[RecordedFile], **kw: Any
+    ) -> StoredMessage:
+        fake = self.fake
+        msg = StoredMessage(
+            id=fake.new_id(),
+            channel_id=channel.id,
+            guild_id=channel.guild_id,
+            author=fake.bot_user.payload(),
+            timestamp=iso(fake.clock.now()),
+            tts=bool(body.get("tts", False)),
+            nonce=body.get("nonce"),
+            **kw,
+        )
+        self.apply_body(msg, body, files)
+        return msg
+
+    def edit(self, msg: StoredMessage, body: dict[str, Any], files: list[RecordedFile]) -> None:
+        msg.history.append(msg.payload())
+        self.apply_body(msg, body, files)
+        if body.get("flags") is not None:  # only these flags can change on an edit
+            msg.flags = (msg.flags & ~EDIT_FLAGS) | (int(body["flags"]) & EDIT_FLAGS)
+        if msg.loading:  # the deferred "thinking…" placeholder becomes the real message
+            msg.flags &= ~LOADING
+        else:
+            msg.edited_timestamp = iso(self.fake.clock.now())
+
+    # ---------------------------------------------------------------- identity & gateway
+
+    async def get_me(self, rec: RecordedRequest) -> Reply:
+        data = self.fake.bot_user.payload() | {"verified": True, "mfa_enabled": False, "flags": 0}
+        return 200, data
+
+    async def get_user(self, rec: RecordedRequest, user_id: str) -> Reply:
+        user = self.fake.users.get(int(user_id)) if user_id.isdigit() else None
+        if user is None:
+            raise ApiError(404, 10013, "Unknown User")
+        return 200, user.payload()
+
+    async def get_application(self, rec: RecordedRequest) -> Reply:
+        fake = self.fake
+        owner = fake.users.get(fake.owner_id)
+        return 200, {
+            "id": str(fake.app_id),
+            "name": fake.bot_user.username,
+            "description": "",
+            "icon": None,
+            "bot_public": True,
+            "bot_require_code_grant": False,
+            "owner": owner.payload() if owner else fake.bot_user.payload(),
+            "verify_key": "0" * 64,
+            "flags": 0,
+            "team": None,
+            "summary": "",
+            "interactions_endpoint_url": None,
+            "bot": fake.bot_user.payload(),
+        }
+
+    async def gateway_bot(self, rec: RecordedRequest) -> Reply:
+        limit = {"total": 1000, "remaining": 999, "reset_after": 86_400_000, "max_concurrency": 1}
+        return 200, {"url": self.fake.gateway_url, "shards": self.fake.recommended_shards, "session_start_limit": limit}
+
+    async def gateway(self, rec: RecordedRequest) -> Reply:
+        return 200, {"url": self.fake.gateway_url}
+
+    # ---------------------------------------------------------------- application commands
+
+    def _check_app(self, app_id: str) -> None:
+        if app_id != str(self.fake.app_id):
+            raise ApiError(403, 50001, "Missing Access")
+
+    async def put_commands(self, rec: RecordedRequest, app_id: str, guild_id: str | None = None) -> Reply:
+        self._check_app(app_id)
+        fake = self.fake
+        if guild_id is not None and int(guild_id) not in fake.guilds:
+            raise ApiError(403, 50001, "Missing Access")
+        check_commands(rec.json)
+        old = fake.guild_commands.get(int(guild_id), []) if guild_id else fake.global_commands
+        old_ids = {(c["name"], c["type"]): c["id"] for c in old}
+        stored: list[dict[str, Any]] = []
+        for cmd in rec.json:
+            ctype = int(cmd.get("type", 1))
+            dmp = cmd.get("default_member_permissions")
+            stored.append(
+                {
+                    "options": [],
+                    "nsfw": False,
+                    "contexts": None,
+                    "integration_types": None,
+                    **cmd,
+                    "id": old_ids.get((cmd["name"], ctype)) or str(fake.new_id()),
+                    "application_id": str(fake.app_id),
+                    "version": str(fake.new_id()),
+                    "type": ctype,
+                    "description": cmd.get("description", ""),
+                    "default_member_permissions": None if dmp is None else str(dmp),
+                    **({"guild_id": guild_id} if guild_id else {}),
+                }
+            )
+        if guild_id:
+            fake.guild_commands[int(guild_id)] = stored
+        else:
+            fake.global_commands = stored
+        return 200, stored
+
+    async def get_commands(self, rec: RecordedRequest, app_id: str, guild_id: str | None = None) -> Reply:
+        self._check_app(app_id)
+        fake = self.fake
+        return 200, fake.guild_commands.get(int(guild_id), []) if guild_id else fake.global_commands
+
+    # ---------------------------------------------------------------- channels & messages (bot token)
+
+    def channel(self, channel_id: str) -> FakeChannel:
+        fake = self.fake
+        channel = fake.channels.get(int(channel_id)) if channel_id.isdigit() else None
+        if channel is None:
+            raise ApiError(404, 10003, "Unknown Channel")
+        if channel.id in fake.forbidden_channels:
+            raise ApiError(403, 50013, "Missing Permissions")
+        return channel
+
+    def _channel_message(self, channel: FakeChannel, message_id: str) -> StoredMessage:
+        msg = self.fake.find_message(int(message_id)) if message_id.isdigit() else None
+        if msg is None or msg.deleted or msg.channel_id != channel.id or msg.ephemeral:
+            raise ApiError(404, 10008, "Unknown Message")
+        return msg
+
+    async def get_channel(self, rec: RecordedRequest, channel_id: str) -> Reply:
+        return 200, self.channel(channel_id).payload()
+
+    async def create_message(self, rec: RecordedRequest, channel_id: str) -> Reply:
+        fake = self.fake
+        channel = self.channel(channel_id)
+        if channel.type == 1 and any(u.id in fake.dm_blocked_users for u in channel.recipients):
+            raise ApiError(403, 50007, "Cannot send messages to this user")
+        body = rec.json if isinstance(rec.json, dict) else {}
+        self.check_sizes(rec.files, fake.upload_limit)
+        check_message_body(body, len(rec.files), creating=True, allowed_flags=CHANNEL_MESSAGE_FLAGS)
+        nonce = body.get("nonce")
+        if nonce is not None and body.get("enforce_nonce"):
+            seen = fake.nonces.get((channel.id, str(nonce)))
+            if seen is not None and fake.clock.now() - seen[1] < fake.nonce_window:
+                return 200, seen[0].payload()
+        ref = body.get("message_reference")
+        if ref and ref.get("fail_if_not_exists", True):
+            target = fake.find_message(int(ref.get("message_id", 0)))
+            if target is None or target.deleted:
+                raise form_error("message_reference", "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message")
+        msg = self.new_message(
+            channel, body, rec.files, type=19 if ref else 0, flags=int(body.get("flags") or 0), message_reference=ref
+        )
+        if nonce is not None:
+            fake.nonces[(channel.id, str(nonce))] = (msg, fake.clock.now())
+        fake.store_message(msg)
+        return 200, msg.payload()
+
+    async def get_message(self, rec: RecordedRequest, channel_id: str, message_id: str) -> Reply:
+        return 200, self._channel_message(self.channel(channel_id), message_id).payload()
+
+    async def edit_message(self, rec: RecordedRequest, channel_id: str, message_id: str) -> Reply:
+        fake = self.fake
+        msg = self._channel_message(self.channel(channel_id), message_id)
+        if msg.author_id != fake.app_id:
+            raise ApiError(403, 50005, "Cannot edit a message authored by another user")
+        body = rec.json if isinstance(rec.json, dict) else {}
+        self.check_sizes(rec.files, fake.upload_limit)
+        check_message_body(body, len(rec.files), creating=False, allowed_flags=CHANNEL_MESSAGE_FLAGS)
+        self.edit(msg, body, rec.files)
+        fake.message_event("MESSAGE_UPDATE", msg)
+        return 200, msg.payload()
+
+    async def delete_message(self, rec: RecordedRequest, channel_id: str, message_id: str) -> Reply:
+        fake = self.fake
+        channel = self.channel(channel_id)
+        msg = self._channel_message(channel, message_id)
+        guild = fake.guilds.get(channel.guild_id or 0)
+        if msg.author_id != fake.app_id and guild is not None and not guild.bot_permissions & MANAGE_MESSAGES:
+            raise ApiError(403, 50013, "Missing Permissions")
+        fake.delete_message(msg)
+        return 204, None
+
+    async def open_dm(self, rec: RecordedRequest) -> Reply:
+        body = rec.json if isinstance(rec.json, dict) else {}
+        rid = str(body.get("recipient_id", ""))
+        user = self.fake.users.get(int(rid)) if rid.isdigit() else None
+        if user is None:
+            raise ApiError(400, 50033, "Invalid Recipient(s)")
+        return 200, self.fake.dm_channel(user).payload()
+
+    async def download(self, rec: RecordedRequest, channel_id: str, attachment_id: str, filename: str) -> Reply:
+        """CDN stand-in: serves uploaded files (the bot's own and test-injected ones) by URL."""
+        att = self.fake.attachments.get(int(attachment_id)) if attachment_id.isdigit() else None
+        if att is None or att.filename != filename:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=att.data, content_type=att.content_type or "application/octet-stream")
+
+
+def rate_limit_body(retry_after: float, is_global: bool) -> tuple[dict[str, Any], dict[str, str]]:
+    """A 429 discord.py will retry: JSON body plus ``Via`` (without it discord.py assumes a Cloudflare ban)."""
+    body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": is_global}
+    headers = {
+        "Via": "1.1 google",
+        "Retry-After": str(max(1, math.ceil(retry_after))),
+        "X-RateLimit-Limit": "5",
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset-After": f"{retry_after:.3f}",
+        "X-RateLimit-Scope": "global" if is_global else "user",
+    }
+    if is_global:
+        headers["X-RateLimit-Global"] = "true"
+    return body, headers
