@@ -59,7 +59,7 @@ async def lifecycles(url: str, members: int, jobs_each: int, workdir: Path) -> N
 
     latencies: list[float] = []
     started = time.perf_counter()
-    for job_no in range(jobs_each):
+    for _ in range(jobs_each):
         for member in range(members):
             t0 = time.perf_counter()
             await service.enqueue(Requester(guild_id=1, user_id=member + 1), request)

@@ -62,7 +62,7 @@ class VideoBot(commands.Bot):
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
             await self.load_extension(extension)
-        self.tree.on_error = self.on_app_command_error
+        self.tree.error(self.on_app_command_error)
         await self.sync_commands_if_changed()
         self.delivery.attach(self)
         self._background.append(asyncio.create_task(self.delivery.run_status_updates(), name="status-updates"))
@@ -116,9 +116,7 @@ class VideoBot(commands.Bot):
         )
 
     # --- the one error handler ------------------------------------------------------------------------
-    async def on_app_command_error(
-        self, interaction: discord.Interaction, error: app_commands.AppCommandError
-    ) -> None:
+    async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
         await self.report_error(interaction, cause)
 

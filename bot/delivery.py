@@ -8,6 +8,7 @@ bot's own token posts and edits in the channel.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,10 +87,8 @@ class DiscordDelivery:
             except Exception:
                 log.exception("status update round failed")
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.tick)
-            except TimeoutError:
-                pass
 
     async def flush_status(self) -> int:
         now = self.clock.now()
@@ -120,11 +119,11 @@ class DiscordDelivery:
             if self._token_fresh(job):
                 assert job.interaction is not None
                 webhook = self._webhook(job)
-                await webhook.edit_message("@original", content=content, view=view, allowed_mentions=NO_PINGS)
+                # "@original" addresses the interaction's own response; discord.py types message_id as int only.
+                original: int = "@original"  # type: ignore[assignment]
+                await webhook.edit_message(original, content=content, view=view, allowed_mentions=NO_PINGS)
             elif job.status_message_id is not None:
-                message = self.client.get_partial_messageable(job.channel_id).get_partial_message(
-                    job.status_message_id
-                )
+                message = self.client.get_partial_messageable(job.channel_id).get_partial_message(job.status_message_id)
                 await message.edit(content=content, view=view, allowed_mentions=NO_PINGS)
         except discord.HTTPException as exc:
             # Status edits are best effort: the clip itself is posted whatever happens here.
@@ -164,17 +163,19 @@ class DiscordDelivery:
         return fitted
 
     async def _post(self, job: Job, upload: Path) -> int:
-        kwargs = {
-            "content": f"<@{job.user_id}>",
-            "embed": clip_embed(job, self.clock.now()),
-            "view": clip_view(job),
-            "allowed_mentions": discord.AllowedMentions(users=[discord.Object(job.user_id)], everyone=False,
-                                                        roles=False, replied_user=False),
-        }  # fmt: skip
+        content = f"<@{job.user_id}>"
+        embed = clip_embed(job, self.clock.now())
+        view = clip_view(job)
+        only_requester = discord.AllowedMentions(
+            users=[discord.Object(job.user_id)], everyone=False, roles=False, replied_user=False
+        )
         if self._token_fresh(job):
             try:
-                sent = await self._webhook(job).send(file=discord.File(upload, "clip.mp4"), wait=True, **kwargs)
-                return sent.id
+                sent = await self._webhook(job).send(
+                    content, file=discord.File(upload, "clip.mp4"), embed=embed, view=view,
+                    allowed_mentions=only_requester, wait=True,
+                )  # fmt: skip
+                return int(sent.id)
             except discord.HTTPException as exc:
                 if exc.status != 401:
                     raise
@@ -182,7 +183,10 @@ class DiscordDelivery:
         channel = self.client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
         try:
             # The nonce makes a repeat (after a crash between posting and recording it) return the first post.
-            message = await channel.send(file=discord.File(upload, "clip.mp4"), nonce=_nonce(job), **kwargs)
+            message = await channel.send(
+                content, file=discord.File(upload, "clip.mp4"), embed=embed, view=view,
+                allowed_mentions=only_requester, nonce=_nonce(job),
+            )  # fmt: skip
         except discord.Forbidden as exc:
             await self._tell_by_dm(job)
             log.warning("job %s: no permission to post in channel %s of guild %s (%s)", job.id, job.channel_id,
@@ -195,11 +199,11 @@ class DiscordDelivery:
             if exc.status == 413:
                 raise
             raise DeliveryError(f"posting failed: {exc.status} {exc.code}", retryable=exc.status >= 500) from exc
-        return message.id
+        return int(message.id)
 
     async def _tell_by_dm(self, job: Job) -> None:
         try:
-            dm = await self.client.create_dm(discord.Object(job.user_id))  # type: ignore[arg-type]
+            dm = await self.client.create_dm(discord.Object(job.user_id))
             await dm.send(
                 f"Your video is ready, but I am not allowed to post in <#{job.channel_id}>. "
                 "Your credits were returned; please ask a server admin to check my permissions there.",

@@ -62,7 +62,10 @@ def clip_embed(job: Job, now: float) -> discord.Embed:
     embed.add_field(name="Seed", value=str(request.seed) if request.seed is not None else "random")
     embed.add_field(name="Credits", value=str(job.credits))
     started = job.started_at or job.created_at
-    embed.add_field(name="Time taken", value=f"{max(0.0, now - started):.0f}s (queued {job.created_at and timestamp(job.created_at)})")
+    embed.add_field(
+        name="Time taken",
+        value=f"{max(0.0, now - started):.0f}s (queued {job.created_at and timestamp(job.created_at)})",
+    )
     if request.negative_prompt:
         embed.add_field(name="Negative prompt", value=quote(request.negative_prompt, 1000), inline=False)
     return embed

@@ -17,13 +17,18 @@ async def answer(
     ephemeral: bool = True,
 ) -> None:
     """Reply to an interaction: as its response if it has none yet, else as a followup."""
-    kwargs: dict[str, object] = {"ephemeral": ephemeral, "allowed_mentions": NO_PINGS}
-    if embed is not None:
-        kwargs["embed"] = embed
+    embed_or_missing: discord.Embed = embed if embed is not None else discord.utils.MISSING
     if interaction.response.is_done():
-        await interaction.followup.send(content or discord.utils.MISSING, **kwargs)  # type: ignore[arg-type]
+        await interaction.followup.send(
+            content if content is not None else discord.utils.MISSING,
+            embed=embed_or_missing,
+            ephemeral=ephemeral,
+            allowed_mentions=NO_PINGS,
+        )
     else:
-        await interaction.response.send_message(content, **kwargs)  # type: ignore[arg-type]
+        await interaction.response.send_message(
+            content, embed=embed_or_missing, ephemeral=ephemeral, allowed_mentions=NO_PINGS
+        )
 
 
 def timestamp(epoch: float, style: str = "R") -> str:

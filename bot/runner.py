@@ -72,6 +72,9 @@ async def build_app(
             global_limit=settings.global_concurrency,
         )  # fmt: skip
     jobs = JobService(store, registry, clock, on_enqueue=worker.wake if worker else None)
+    listen = getattr(store, "listen", None)
+    if worker is not None and listen is not None:
+        await listen(worker.wake)  # PostgreSQL: wake at once when another process queues a job
     return App(settings, clock, store, registry, jobs, AdminService(store, jobs, clock), delivery, worker)
 
 

@@ -8,6 +8,7 @@ database is slower than that the interaction is deferred first and answered when
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
@@ -117,7 +118,9 @@ class VideoCog(commands.Cog):
             raise
 
     @video.autocomplete("model")
-    async def model_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    async def model_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
         models = await self.bot.jobs.enabled_models(interaction.guild_id or 0)
         needle = current.lower()
         matches = [m for m in models if needle in m.id.lower() or needle in m.label.lower()]
@@ -171,10 +174,8 @@ class VideoCog(commands.Cog):
             return
         # Already acknowledged publicly (slow database, or an image upload): drop the placeholder and say
         # why privately.
-        try:
+        with contextlib.suppress(discord.HTTPException):
             await interaction.delete_original_response()
-        except discord.HTTPException:
-            pass
         await interaction.followup.send(reason, ephemeral=True, allowed_mentions=NO_PINGS)
 
     async def _stage_image(self, image: discord.Attachment) -> Path:

@@ -44,6 +44,16 @@ class Harness:
     async def jobs_of(self, user_id: int = ALICE_ID) -> list[Any]:
         return await self.store.member_jobs(GUILD_ID, user_id, include_finished=True)
 
+    async def wait_for_job(self, user_id: int = ALICE_ID, timeout: float = 10.0) -> Any:  # noqa: ASYNC109
+        """The member's one job, once the (possibly deferred) command has queued it."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not (jobs := await self.jobs_of(user_id)):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("no job was queued")
+            await asyncio.sleep(0.02)
+        assert len(jobs) == 1, jobs
+        return jobs[0]
+
     async def only_job(self, user_id: int = ALICE_ID) -> Any:
         jobs = await self.jobs_of(user_id)
         assert len(jobs) == 1, jobs

@@ -6,9 +6,15 @@ import io
 from pathlib import Path
 
 import av
+from PIL import Image
 
-from tests.discord_harness import running_bot
-from tests.fakes.discord import ALICE_ID, CHANNEL_ID
+from bot.domain import QuotaLimits, Requester
+from bot.jobs.worker import Worker
+from bot.providers.local import LocalPreviewProvider
+from bot.providers.registry import ProviderRegistry
+from tests.discord_harness import Harness, running_bot
+from tests.fakes.discord import ALICE_ID, CHANNEL_ID, GUILD_ID
+from tests.fakes.scripted_provider import ScriptedProvider
 
 
 async def test_video_command_posts_a_playable_clip(tmp_path: Path) -> None:
@@ -33,3 +39,135 @@ async def test_video_command_posts_a_playable_clip(tmp_path: Path) -> None:
         assert not list((h.settings.data_dir / "staging").glob("*.mp4")), "staged clip deleted after delivery"
         ids = clip_message.custom_ids()
         assert ids == [f"video:again:{job.id}", f"video:remix:{job.id}", f"video:delete:{job.id}"]
+
+
+async def test_refusals_are_ephemeral_clear_and_free(tmp_path: Path) -> None:
+    async with running_bot(tmp_path, registry=registry(tmp_path)) as h:
+        await h.app.admin.set_default_quota(GUILD_ID, QuotaLimits(credits=3))
+        cases = [
+            ({"prompt": "   ", "duration": 2}, "prompt"),
+            ({"prompt": "ok", "model": "nope/model"}, "Unknown model"),
+            ({"prompt": "ok", "model": "fake/video", "duration": 3}, "2, 4, 5 or 8 seconds"),
+            ({"prompt": "ok", "duration": 5}, "costs 5 credits but you have 3 left"),
+            ({"prompt": "ok", "duration": 2, "seed": 7, "negative_prompt": "x", "model": "fake/video"}, "negative"),
+        ]
+        for options, expected in cases:
+            rec = await h.fake.slash("video", options)
+            callback = await rec.wait_callback()
+            assert callback.type == 4 and callback.ephemeral, options
+            assert expected in callback.data["content"], (options, callback.data["content"])
+        text = await h.fake.slash(
+            "video", {"prompt": "animate"}, attachments={"image": ("notes.txt", b"hello", "text/plain")}
+        )
+        callback = await text.wait_callback()
+        assert callback.ephemeral and "png, jpeg or webp" in callback.data["content"]
+        assert await h.jobs_of() == []
+        assert (await h.app.jobs.usage(Requester(GUILD_ID, ALICE_ID))).left == 3
+        video = next(c for c in h.fake.global_commands if c["name"] == "video")
+        prompt = next(o for o in video["options"] if o["name"] == "prompt")
+        assert prompt["max_length"] == 2000  # Discord itself refuses 10,000 characters
+
+
+async def test_cancel_button_refunds_and_is_refused_for_others(tmp_path: Path) -> None:
+    async with running_bot(tmp_path, with_worker=False) as h:
+        rec = await h.fake.slash("video", {"prompt": "a slow boat", "duration": 4})
+        status = (await rec.wait_callback()).message
+        assert status is not None and not status.ephemeral
+        job = await h.only_job()
+        assert "Queued (#1 in line" in status.content and "<t:" in status.content
+        bob = h.fake.add_user("bob")
+        other = await h.fake.click(status, f"video:cancel:{job.id}", user=bob.id)
+        refusal = await other.wait_callback()
+        assert refusal.ephemeral and "Only the member who asked" in refusal.data["content"]
+        assert (await h.store.get_job(job.id)).state.value == "queued"
+        mine = await h.fake.click(status, f"video:cancel:{job.id}")
+        update = await mine.wait_callback()
+        assert update.type == 7 and "Cancelled" in update.data["content"]
+        assert update.data["components"] == []
+        assert (await h.store.get_job(job.id)).state.value == "cancelled"
+        assert (await h.app.jobs.usage(Requester(GUILD_ID, ALICE_ID))).left == 60
+
+
+async def test_oversized_clip_is_reencoded_after_a_413(tmp_path: Path) -> None:
+    async with running_bot(tmp_path) as h:
+        # Discord refuses the upload although the interaction promised more (as in discord-api-docs#8572).
+        h.fake.fail_next("POST /webhooks/*/*", status=413, code=40005, message="Request entity too large")
+        rec = await h.fake.slash("video", {"prompt": "busy confetti", "duration": 3})
+        await rec.wait_callback()
+        job = await h.wait_job_state((await h.wait_for_job()).id, "delivered", "failed")
+        assert job.state.value == "delivered", job.error
+        refused = [r for r in h.fake.requests if r.status == 413]
+        assert len(refused) == 1
+        posted = h.fake.message(job.delivered_message_id).attachments[0]
+        assert len(posted.data) <= 0.8 * len(refused[0].files[0].data)
+        with av.open(io.BytesIO(posted.data)) as container:
+            assert sum(1 for _ in container.decode(video=0)) == 72
+
+
+async def test_clip_that_cannot_fit_fails_clearly_and_refunds(tmp_path: Path) -> None:
+    async with running_bot(tmp_path) as h:
+        rec = await h.fake.slash("video", {"prompt": "tiny", "duration": 2}, attachment_size_limit=3_000)
+        await rec.wait_callback()
+        job = await h.wait_job_state((await h.wait_for_job()).id, "failed")
+        assert "too large to post" in job.error
+        assert (await h.app.jobs.usage(Requester(GUILD_ID, ALICE_ID))).left == 60
+        edited = await rec.wait_original(lambda m: "Failed" in m.content)
+        assert "too large to post" in edited.content
+
+
+async def test_expired_token_delivers_with_the_bot_token_and_survives_429(tmp_path: Path) -> None:
+    async with running_bot(tmp_path, with_worker=False) as h:
+        rec = await h.fake.slash("video", {"prompt": "late night", "duration": 2})
+        await rec.wait_callback()
+        job = await h.only_job()
+        h.clock.advance(16 * 60)
+        h.fake.rate_limit_next("POST /channels/*/messages")
+        await worker_for(h).drain()
+        done = await h.store.get_job(job.id)
+        assert done.state.value == "delivered"
+        posts = [
+            r for r in h.fake.requests if r.method == "POST" and r.path.endswith(f"/channels/{CHANNEL_ID}/messages")
+        ]
+        assert [r.status for r in posts] == [429, 200]
+        assert not [r for r in h.fake.requests if r.method == "POST" and "/webhooks/" in r.path]
+        assert h.fake.message(done.delivered_message_id).attachments
+
+
+async def test_forbidden_channel_tells_the_member_by_dm_and_refunds(tmp_path: Path) -> None:
+    async with running_bot(tmp_path, with_worker=False) as h:
+        rec = await h.fake.slash("video", {"prompt": "secret", "duration": 2})
+        await rec.wait_callback()
+        job = await h.only_job()
+        h.clock.advance(16 * 60)
+        h.fake.forbid_channel(CHANNEL_ID)
+        await worker_for(h).drain()
+        done = await h.store.get_job(job.id)
+        assert done.state.value == "failed" and "not allowed to post" in done.error
+        dm = h.fake.messages(h.fake.dm_channel(ALICE_ID).id)
+        assert dm and "not allowed to post" in dm[-1].content
+        assert (await h.app.jobs.usage(Requester(GUILD_ID, ALICE_ID))).left == 60
+
+
+async def test_image_to_video_uses_the_attachment_and_cleans_up(tmp_path: Path) -> None:
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64), (0, 200, 0)).save(png, "PNG")
+    async with running_bot(tmp_path) as h:
+        rec = await h.fake.slash(
+            "video", {"prompt": "grow", "duration": 2}, attachments={"image": ("leaf.png", png.getvalue(), "image/png")}
+        )
+        assert (await rec.wait_callback()).type == 5  # deferred while the image is fetched
+        job = await h.wait_job_state((await h.wait_for_job()).id, "delivered")
+        assert job.request.image_path is not None
+        assert not Path(job.request.image_path).exists(), "the staged input image is removed when the job ends"
+        assert (await rec.wait_original(lambda m: "Done" in m.content)).content
+
+
+def registry(tmp_path: Path) -> ProviderRegistry:
+    return ProviderRegistry(
+        [LocalPreviewProvider(tmp_path / "renders"), ScriptedProvider()], default_model="local/preview"
+    )
+
+
+def worker_for(h: Harness) -> Worker:
+    return Worker(h.store, h.app.registry, h.app.delivery, h.clock, staging_dir=h.settings.data_dir / "staging",
+                  poll_interval=0.05)  # fmt: skip

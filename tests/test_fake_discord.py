@@ -365,7 +365,8 @@ async def test_expired_token_is_401_50027(fake: FakeDiscord, bot: FakeTestBot) -
 
 async def test_429_is_retried_and_the_message_lands_once(fake: FakeDiscord, bot: FakeTestBot) -> None:
     fake.rate_limit_next("POST /channels/*/messages", retry_after=0.05)
-    sent = await channel(bot).send("hello")
+    async with channel(bot).typing():
+        sent = await channel(bot).send("hello")
     assert [r.status for r in fake.requests_to("POST /channels/*/messages")] == [429, 200]
     assert [m.content for m in fake.bot_messages(CHANNEL_ID)] == ["hello"]
     assert fake.bot_messages(CHANNEL_ID)[0].id == sent.id
@@ -418,6 +419,9 @@ async def test_unknown_route_is_recorded(fake: FakeDiscord, bot: FakeTestBot) ->
     with pytest.raises(discord.NotFound):
         await bot.fetch_guild(GUILD_ID)
     assert [r.route for r in fake.unhandled] == [f"GET /guilds/{GUILD_ID}"]
+    member = await bot.get_guild(GUILD_ID).fetch_member(ADMIN_ID)  # type: ignore[union-attr]
+    assert [r.id for r in member.roles if not r.is_default()] == [fake.role("Video Admin").id]
+    assert member.guild_permissions.manage_guild
 
 
 async def test_dm_open_and_send(fake: FakeDiscord, bot: FakeTestBot) -> None:

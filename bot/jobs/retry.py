@@ -20,5 +20,6 @@ class RetryPolicy:
         """Seconds to wait before try number `attempt + 1` (attempt counts from 1)."""
         if retry_after is not None and retry_after >= 0:
             return min(retry_after, self.max_retry_after)
-        backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-        return backoff * (1 + self.jitter * (rng or random).random())
+        backoff = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
+        draw: float = (rng or random).random()
+        return backoff * (1 + self.jitter * draw)

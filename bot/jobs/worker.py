@@ -100,7 +100,7 @@ class Worker:
                 break
             task = asyncio.create_task(self.drive(job), name=f"job-{job.id}")
             self._tasks[job.id] = task
-            task.add_done_callback(lambda _t, job_id=job.id: self._finished(job_id))
+            task.add_done_callback(self._finished)
             started += 1
         return started
 
@@ -116,7 +116,8 @@ class Worker:
         self._stopping = True
         self._wake.set()
 
-    def _finished(self, job_id: str) -> None:
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        job_id = task.get_name().removeprefix("job-")
         self._tasks.pop(job_id, None)
         self._wake.set()
 
@@ -288,7 +289,11 @@ class Worker:
             log.exception("job %s: status update failed", job.id)
 
     def _discard_staged(self, job: Job) -> None:
+        """Once a job has ended, nothing of it stays on disk: its clip, and an input image staged for it."""
         (self.staging_dir / f"{job.id}.mp4").unlink(missing_ok=True)
+        image = job.request.image_path
+        if image is not None and Path(image).resolve().is_relative_to(self.staging_dir.resolve()):
+            Path(image).unlink(missing_ok=True)
 
     @staticmethod
     def _remote(job: Job) -> RemoteJob:

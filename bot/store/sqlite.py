@@ -490,19 +490,37 @@ def _run_batch(db: sqlite3.Connection, units: list[Callable[[sqlite3.Connection]
 
 
 def _migrate(db: sqlite3.Connection) -> None:
+    """Apply what is missing, each migration in one `BEGIN IMMEDIATE` transaction that re-reads the applied
+    versions under the write lock, so processes starting together never apply one twice."""
     db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-    applied = {row[0] for row in db.execute("SELECT version FROM schema_migrations").fetchall()}
     for migration in migrations.load("sqlite"):
-        if migration.version in applied:
-            continue
-        log.info("applying sqlite migration %04d_%s", migration.version, migration.name)
-        record = f"INSERT INTO schema_migrations (version, name) VALUES ({migration.version}, '{migration.name}');"
+        db.execute("BEGIN IMMEDIATE")
         try:
-            db.executescript(f"BEGIN IMMEDIATE;\n{migration.sql}\n{record}\nCOMMIT;")
+            done = db.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)).fetchone()
+            if done is None:
+                log.info("applying sqlite migration %04d_%s", migration.version, migration.name)
+                for statement in _statements(migration.sql):
+                    db.execute(statement)
+                db.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (migration.version, migration.name)
+                )
         except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
+            db.execute("ROLLBACK")
             raise StoreError(f"migration {migration.version} failed: {exc}") from exc
+        db.execute("COMMIT")
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into statements (executescript would commit the surrounding transaction)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip() and not all(part.strip().startswith("--") for part in current.strip().splitlines()):
+        statements.append(current.strip())
+    return statements
 
 
 def _admission(db: sqlite3.Connection, guild_id: int, user_id: int, window: tuple[float, float]) -> Admission:
@@ -525,7 +543,8 @@ def _take_over(db: sqlite3.Connection, row: sqlite3.Row, worker_id: str, now: fl
         (worker_id, now + lease_seconds, now, row["seq"]),
     ).fetchone()
     state = JobState(row["state"])
-    detail = f"taken over by {worker_id} from {row['lease_owner']}"
+    previous = row["lease_owner"]
+    detail = f"taken over by {worker_id} from {previous}" if previous else f"resumed by {worker_id} after a handover"
     _event(db, row["id"], now, state, state, detail)
     log.warning("job %s: lease of %s ran out, %s", row["id"], row["lease_owner"], detail)
     return job_from_row(taken)

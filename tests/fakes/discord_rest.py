@@ -119,7 +119,9 @@ class RestApi:
             Route("GET", "/webhooks/{app_id}/{token}/messages/{message_id}", i.get_message, False),
             Route("PATCH", "/webhooks/{app_id}/{token}/messages/{message_id}", i.edit_message, False),
             Route("DELETE", "/webhooks/{app_id}/{token}/messages/{message_id}", i.delete_message, False),
+            Route("GET", "/guilds/{guild_id}/members/{user_id}", self.get_member, True),
             Route("GET", "/channels/{channel_id}", self.get_channel, True),
+            Route("POST", "/channels/{channel_id}/typing", self.typing, True),
             Route("POST", "/channels/{channel_id}/messages", self.create_message, True),
             Route("GET", "/channels/{channel_id}/messages/{message_id}", self.get_message, True),
             Route("PATCH", "/channels/{channel_id}/messages/{message_id}", self.edit_message, True),
@@ -393,6 +395,19 @@ class RestApi:
         if msg is None or msg.deleted or msg.channel_id != channel.id or msg.ephemeral:
             raise ApiError(404, 10008, "Unknown Message")
         return msg
+
+    async def get_member(self, rec: RecordedRequest, guild_id: str, user_id: str) -> Reply:
+        guild = self.fake.guilds.get(int(guild_id)) if guild_id.isdigit() else None
+        if guild is None:
+            raise ApiError(404, 10004, "Unknown Guild")
+        member = guild.members.get(int(user_id)) if user_id.isdigit() else None
+        if member is None:
+            raise ApiError(404, 10007, "Unknown Member")
+        return 200, member.payload()
+
+    async def typing(self, rec: RecordedRequest, channel_id: str) -> Reply:
+        self.channel(channel_id)
+        return 204, None
 
     async def get_channel(self, rec: RecordedRequest, channel_id: str) -> Reply:
         return 200, self.channel(channel_id).payload()
