@@ -165,6 +165,7 @@ class VideoCog(commands.Cog):
         else:
             sent = await interaction.response.send_message(content, view=view, allowed_mentions=NO_PINGS)
             message_id = sent.message_id or (await interaction.original_response()).id
+        # Recorded after answering: it only matters for edits after the token expires, minutes from now.
         await self.bot.store.set_status_message(job.id, message_id)
         return job
 

@@ -117,6 +117,7 @@ class AdminService:
     async def _update_settings(self, guild_id: int, **changes: object) -> GuildSettings:
         settings = replace(await self.store.guild_settings(guild_id), **changes)  # type: ignore[arg-type]
         await self.store.save_guild_settings(settings)
+        self.jobs.forget_settings(guild_id)
         return settings
 
     def _known_model(self, model_id: str) -> None:

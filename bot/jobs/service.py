@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 
 from bot.clock import Clock
-from bot.domain import InteractionRef, Job, JobState, ModelInfo, QueueEntry, Requester, Usage, VideoRequest
+from bot.domain import GuildSettings, InteractionRef, Job, JobState, ModelInfo, QueueEntry, Requester, Usage, VideoRequest
 from bot.errors import InvalidRequest, JobNotFound, NotAllowed
 from bot.jobs.quotas import check_admission, resolve_policy, window_bounds
 from bot.providers.registry import ProviderRegistry
@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_JOB_SECONDS = 30.0
 """ETA guess for a model with no finished jobs yet."""
+SETTINGS_TTL = 5.0
+"""How long a server's settings are reused before being read again. Admin changes made in this process apply at
+once; another process sees them within this time. (Pause and blocks are read inside the enqueue transaction.)"""
+ETA_TTL = 10.0
 
 
 class JobService:
@@ -34,14 +38,29 @@ class JobService:
         self.registry = registry
         self.clock = clock
         self._on_enqueue = on_enqueue
+        self._settings: dict[int, tuple[float, GuildSettings]] = {}
+        self._job_seconds: dict[str, tuple[float, float]] = {}
+
+    async def guild_settings(self, guild_id: int) -> GuildSettings:
+        """Settings read on every /video, kept briefly so a burst of commands does not re-read them each time."""
+        now = self.clock.now()
+        cached = self._settings.get(guild_id)
+        if cached is not None and now - cached[0] < SETTINGS_TTL:
+            return cached[1]
+        settings = await self.store.guild_settings(guild_id)
+        self._settings[guild_id] = (now, settings)
+        return settings
+
+    def forget_settings(self, guild_id: int) -> None:
+        self._settings.pop(guild_id, None)
 
     # --- validation -----------------------------------------------------------------------------------
     async def enabled_models(self, guild_id: int) -> list[ModelInfo]:
-        settings = await self.store.guild_settings(guild_id)
+        settings = await self.guild_settings(guild_id)
         return [m for m in self.registry.models() if m.id not in settings.disabled_models]
 
     async def default_model(self, guild_id: int) -> str:
-        settings = await self.store.guild_settings(guild_id)
+        settings = await self.guild_settings(guild_id)
         return settings.default_model or self.registry.default_model
 
     async def validate(self, guild_id: int, request: VideoRequest) -> ModelInfo:
@@ -49,7 +68,7 @@ class JobService:
         model = self.registry.model(request.model)
         if model is None:
             raise InvalidRequest(f"Unknown model `{request.model}`. Pick one from the list (`/video model:`).")
-        settings = await self.store.guild_settings(guild_id)
+        settings = await self.guild_settings(guild_id)
         if model.id in settings.disabled_models:
             raise InvalidRequest(f"The model `{model.id}` is disabled on this server.")
         if request.duration not in model.durations:
@@ -127,12 +146,19 @@ class JobService:
         model's recent median duration, then its own run."""
         if position is None:
             return None
-        durations = await self.store.recent_durations(job.model)
-        per_job = statistics.median(durations) if durations else DEFAULT_JOB_SECONDS
+        per_job = await self._typical_seconds(job.model)
         provider = self.registry.provider(job.provider) if job.provider in self.registry.concurrency_limits() else None
         slots = max(1, provider.max_concurrency if provider else 1)
         rounds = (position - 1) // slots + 1
         return self.clock.now() + rounds * per_job + per_job
+
+    async def _typical_seconds(self, model: str) -> float:
+        now = self.clock.now()
+        cached = self._job_seconds.get(model)
+        if cached is None or now - cached[0] >= ETA_TTL:
+            durations = await self.store.recent_durations(model)
+            cached = self._job_seconds[model] = (now, statistics.median(durations) if durations else DEFAULT_JOB_SECONDS)
+        return cached[1]
 
     async def usage(self, who: Requester) -> Usage:
         policy = resolve_policy(await self.store.policy_layers(who.guild_id, who.user_id, who.role_ids))
