@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.domain import QuotaLimits  # noqa: E402
-from bot.providers.registry import ProviderRegistry  # noqa: E402
-from tests.discord_harness import running_bot  # noqa: E402
-from tests.fakes.discord import GUILD_ID  # noqa: E402
-from tests.fakes.scripted_provider import ScriptedProvider  # noqa: E402
+from bot.domain import QuotaLimits
+from bot.providers.registry import ProviderRegistry
+from tests.discord_harness import running_bot
+from tests.fakes.discord import GUILD_ID
+from tests.fakes.scripted_provider import ScriptedProvider
 
 
 def pct(values: list[float], q: float) -> float:
@@ -63,7 +63,7 @@ async def main() -> None:
                 jobs = [j for u in users for j in await h.jobs_of(u)]
                 return len(jobs) == args.commands - refused and all(j.state.is_terminal for j in jobs)
 
-            while not await all_done():
+            while not await all_done():  # noqa: ASYNC110 (a benchmark's outer wait; jobs live in the store)
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0.5)  # let the last coalesced status edits go out
             calls = h.fake.requests[before:]

@@ -43,5 +43,5 @@ def progress_bar(fraction: float, width: int = 12) -> str:
 
 def quote(text: str, limit: int = 300) -> str:
     """A member's text, shortened and kept from breaking out of its code span."""
-    text = text.replace("`", "'")
+    text = discord.utils.escape_markdown(text.replace("`", "'"))
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -13,7 +13,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.replies import answer
-from cogs.admin_quota import AdminGroup, Member, QuotaGroup
+from cogs.admin_quota import AdminGroup, MemberOption, QuotaGroup
 
 if TYPE_CHECKING:
     from bot.client import VideoBot
@@ -32,14 +32,14 @@ async def model_autocomplete(interaction: discord.Interaction, current: str) -> 
 class MemberGroup(AdminGroup, name="user", description="Block or unblock a member"):
     @app_commands.command(name="block", description="Stop a member from generating videos on this server")
     @app_commands.describe(user="The member to block")
-    async def block(self, interaction: discord.Interaction, user: Member) -> None:
+    async def block(self, interaction: discord.Interaction, user: MemberOption) -> None:
         await self.bot.admin.block(interaction.guild_id or 0, user.id)
         await answer(interaction, f"{user.mention} is now blocked: their `/video` requests are refused. "
                                   "Jobs already queued still run; `/videoadmin queue clear` cancels them.")  # fmt: skip
 
     @app_commands.command(name="unblock", description="Let a blocked member generate videos again")
     @app_commands.describe(user="The member to unblock")
-    async def unblock(self, interaction: discord.Interaction, user: Member) -> None:
+    async def unblock(self, interaction: discord.Interaction, user: MemberOption) -> None:
         await self.bot.admin.unblock(interaction.guild_id or 0, user.id)
         await answer(interaction, f"{user.mention} is no longer blocked and can use `/video` again.")
 
@@ -64,7 +64,8 @@ class QueueGroup(AdminGroup, name="queue", description="Pause, resume or clear t
             return
         jobs = "1 waiting video" if len(cancelled) == 1 else f"{len(cancelled)} waiting videos"
         refunded = sum(job.credits for job in cancelled)
-        await answer(interaction, f"Cancelled {jobs} and refunded {refunded} credits. Videos already generating "
+        credits = "1 credit" if refunded == 1 else f"{refunded} credits"
+        await answer(interaction, f"Cancelled {jobs} and refunded {credits}. Videos already generating "
                                   "were not touched.")  # fmt: skip
 
 
@@ -96,8 +97,8 @@ class ModelGroup(AdminGroup, name="model", description="Choose which models this
     async def list_models(self, interaction: discord.Interaction) -> None:
         lines = []
         for info, enabled, is_default in await self.bot.admin.models(interaction.guild_id or 0):
-            marks = ["enabled" if enabled else "**disabled**"] + (["⭐ default"] if is_default else [])
-            lines.append(f"{'✅' if enabled else '🚫'} `{info.id}` ({info.label}): {', '.join(marks)}")
+            marks = [info.label, "enabled" if enabled else "**disabled**"] + (["⭐ default"] if is_default else [])
+            lines.append(f"{'✅' if enabled else '🚫'} `{info.id}` · {' · '.join(marks)}")
         embed = discord.Embed(title="Models", description="\n".join(lines)[:4096], colour=discord.Colour.blurple())
         await answer(interaction, embed=embed)
 
@@ -134,5 +135,5 @@ class AdminCog(commands.Cog):
         self.bot.tree.remove_command(self.group.name)
 
 
-async def setup(bot: VideoBot) -> None:  # type: ignore[misc]
+async def setup(bot: VideoBot) -> None:
     await bot.add_cog(AdminCog(bot))

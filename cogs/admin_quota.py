@@ -14,7 +14,7 @@ from discord import app_commands
 from bot.domain import DEFAULT_LIMITS, Period, QuotaLimits, Requester, Usage
 from bot.errors import InvalidRequest, NotAllowed
 from bot.replies import answer, timestamp
-from cogs.queue import quota_embed
+from cogs.queue import quota_embed, this_window
 
 if TYPE_CHECKING:
     from bot.client import VideoBot
@@ -23,7 +23,7 @@ MAX_LIMIT = 1_000_000
 Credits = app_commands.Range[int, 0, MAX_LIMIT]
 Queued = app_commands.Range[int, 0, MAX_LIMIT]
 Running = app_commands.Range[int, 1, MAX_LIMIT]
-Member = discord.Member | discord.User
+MemberOption = discord.Member | discord.User
 
 
 class AdminOnly(NotAllowed, app_commands.CheckFailure):
@@ -49,7 +49,7 @@ class AdminGroup(app_commands.Group):
         return True
 
 
-def member_requester(interaction: discord.Interaction, user: Member) -> Requester:
+def member_requester(interaction: discord.Interaction, user: MemberOption) -> Requester:
     """The member an admin named, with their roles (role quotas apply to them)."""
     roles = tuple(role.id for role in user.roles) if isinstance(user, discord.Member) else ()
     return Requester(guild_id=interaction.guild_id or 0, user_id=user.id, role_ids=roles)
@@ -73,7 +73,11 @@ def describe_limits(limits: QuotaLimits) -> str:
 
 def _left(usage: Usage) -> str:
     left = "unlimited credits" if usage.policy.unlimited else f"{usage.left} credits"
-    return f"{left} left this {usage.policy.period} (resets {timestamp(usage.window_end, 'R')})"
+    return f"{left} left {this_window(usage.policy.period)} (resets {timestamp(usage.window_end, 'R')})"
+
+
+def _credits(amount: int) -> str:
+    return "1 credit" if amount == 1 else f"{amount} credits"
 
 
 def _nothing_to_change(options: str) -> InvalidRequest:
@@ -151,7 +155,7 @@ class QuotaGroup(AdminGroup, name="quota", description="Credits and job limits f
     async def user(
         self,
         interaction: discord.Interaction,
-        user: Member,
+        user: MemberOption,
         credits: Credits | None = None,
         unlimited: bool | None = None,
         max_queued: Queued | None = None,
@@ -177,25 +181,25 @@ class QuotaGroup(AdminGroup, name="quota", description="Credits and job limits f
     async def grant(
         self,
         interaction: discord.Interaction,
-        user: Member,
+        user: MemberOption,
         credits: app_commands.Range[int, -MAX_LIMIT, MAX_LIMIT],
     ) -> None:
         usage = await self.bot.admin.grant(member_requester(interaction, user), credits)
         if credits > 0:
-            done = f"Gave {user.mention} {credits} extra credits"
+            done = f"Gave {user.mention} {_credits(credits)} extra"
         else:
-            done = f"Took {-credits} credits back from {user.mention}"
+            done = f"Took {_credits(-credits)} back from {user.mention}"
         await answer(interaction, f"{done}; they have {_left(usage)}.")
 
     @app_commands.command(name="reset", description="Set a member's usage in the current window back to zero")
     @app_commands.describe(user="The member")
-    async def reset(self, interaction: discord.Interaction, user: Member) -> None:
+    async def reset(self, interaction: discord.Interaction, user: MemberOption) -> None:
         usage = await self.bot.admin.reset(member_requester(interaction, user))
         await answer(interaction, f"Usage of {user.mention} is back to zero; they have {_left(usage)}.")
 
     @app_commands.command(name="show", description="A member's credits, limits, override and block")
     @app_commands.describe(user="The member")
-    async def show(self, interaction: discord.Interaction, user: Member) -> None:
+    async def show(self, interaction: discord.Interaction, user: MemberOption) -> None:
         who = member_requester(interaction, user)
         usage, blocked = await self.bot.admin.show(who)
         override = (await self.bot.store.policy_layers(who.guild_id, who.user_id, who.role_ids)).user

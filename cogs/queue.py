@@ -32,6 +32,11 @@ def add_usage_fields(embed: discord.Embed, usage: Usage) -> discord.Embed:
     return embed
 
 
+def this_window(period: str) -> str:
+    """ "today", "this week"…: how a member thinks of the current quota window."""
+    return "today" if period == "day" else f"this {period}"
+
+
 def allowance(usage: Usage) -> str:
     """One line on what the member gets per window, e.g. "60 credits per day, plus 10 granted"."""
     policy = usage.policy
@@ -39,9 +44,9 @@ def allowance(usage: Usage) -> str:
         return f"Unlimited credits per {policy.period}."
     text = f"{policy.credits} credits per {policy.period}"
     if usage.granted > 0:
-        text += f", plus {usage.granted} granted this {policy.period}"
+        text += f", plus {usage.granted} granted {this_window(policy.period)}"
     elif usage.granted < 0:
-        text += f", minus {-usage.granted} taken back this {policy.period}"
+        text += f", minus {-usage.granted} taken back {this_window(policy.period)}"
     return text + "."
 
 
@@ -91,5 +96,5 @@ class QueueCog(commands.Cog):
         await answer(interaction, embed=quota_embed(usage, "Your video quota"))
 
 
-async def setup(bot: VideoBot) -> None:  # type: ignore[misc]
+async def setup(bot: VideoBot) -> None:
     await bot.add_cog(QueueCog(bot))

@@ -64,8 +64,9 @@ def _explain(field: str, error: Any) -> str:
 class VideoCog(commands.Cog):
     def __init__(self, bot: VideoBot) -> None:
         self.bot = bot
-        self.animate_menu = app_commands.ContextMenu(name="Animate", callback=self.animate)
-        self.animate_menu.guild_only = True
+        self.animate_menu = app_commands.ContextMenu(
+            name="Animate", callback=self.animate, allowed_contexts=app_commands.AppCommandContext(guild=True)
+        )
         bot.tree.add_command(self.animate_menu)
 
     async def cog_unload(self) -> None:

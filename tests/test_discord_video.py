@@ -8,12 +8,13 @@ from pathlib import Path
 import av
 from PIL import Image
 
+from bot.clock import OffsetClock
 from bot.domain import QuotaLimits, Requester
 from bot.jobs.worker import Worker
 from bot.providers.local import LocalPreviewProvider
 from bot.providers.registry import ProviderRegistry
 from tests.discord_harness import Harness, running_bot
-from tests.fakes.discord import ALICE_ID, CHANNEL_ID, GUILD_ID
+from tests.fakes.discord import ALICE_ID, CHANNEL_ID, GUILD_ID, FakeDiscord
 from tests.fakes.scripted_provider import ScriptedProvider
 
 
@@ -171,3 +172,85 @@ def registry(tmp_path: Path) -> ProviderRegistry:
 def worker_for(h: Harness) -> Worker:
     return Worker(h.store, h.app.registry, h.app.delivery, h.clock, staging_dir=h.settings.data_dir / "staging",
                   poll_interval=0.05)  # fmt: skip
+
+
+async def test_restart_delivers_queued_and_running_jobs_exactly_once(tmp_path: Path) -> None:
+    fake = FakeDiscord(clock=OffsetClock())
+    await fake.start()
+    try:
+        async with running_bot(tmp_path, fake=fake, clock=fake.clock, with_worker=False) as h:
+            records = [await h.fake.slash("video", {"prompt": f"job {n}", "duration": 2}) for n in range(2)]
+            statuses = [(await r.wait_callback()).message for r in records]
+            bob = h.fake.add_user("bob")
+            third = await h.fake.slash("video", {"prompt": "to cancel", "duration": 2}, user=bob.id)
+            third_status = (await third.wait_callback()).message
+            jobs = await h.jobs_of()
+            # The first job was mid-render when the process died: claimed by a worker that never came back.
+            dead = Worker(h.store, h.app.registry, h.app.delivery, h.clock, staging_dir=h.settings.data_dir / "x",
+                          lease_seconds=5)  # fmt: skip
+            claimed = await h.store.claim_job("dead", now=h.clock.now(), lease_seconds=5, limits=dead.limits)
+            assert claimed is not None and claimed.id == jobs[0].id
+        fake.clock.advance(6)  # the dead worker's lease runs out
+        async with running_bot(tmp_path, fake=fake, clock=fake.clock) as h:
+            assert h.fake.identify_count == 2
+            bob_job = (await h.jobs_of(bob.id))[0]
+            cancel = await h.fake.click(third_status, f"video:cancel:{bob_job.id}", user=bob.id)
+            assert (await cancel.wait_callback()).type == 7, "an old button works after the restart"
+            for job in jobs:
+                done = await h.wait_job_state(job.id, "delivered")
+                posts = [
+                    m
+                    for m in h.fake.messages(CHANNEL_ID)
+                    if m.attachments and f"job {jobs.index(job)}" in str(m.embeds)
+                ]
+                assert len(posts) == 1 and posts[0].id == done.delivered_message_id
+            events = [e.detail for e in await h.store.job_events(jobs[0].id)]
+            assert any("taken over" in d and "from dead" in d for d in events)
+            assert (await h.store.get_job(bob_job.id)).state.value == "cancelled"
+            assert statuses[0] is not None
+    finally:
+        await fake.close()
+
+
+async def test_gateway_resume_keeps_commands_flowing(tmp_path: Path) -> None:
+    async with running_bot(tmp_path, with_worker=False) as h:
+        await h.fake.disconnect(4000)
+        await h.fake.wait_for(lambda: h.fake.resume_count == 1 or None, timeout=15)
+        rec = await h.fake.slash("video", {"prompt": "after resume", "duration": 2})
+        assert (await rec.wait_callback()).type == 4
+        assert h.fake.identify_count == 1
+
+
+async def test_again_remix_delete_and_status_edits_are_few(tmp_path: Path) -> None:
+    async with running_bot(tmp_path) as h:
+        rec = await h.fake.slash("video", {"prompt": "a kite", "duration": 2, "seed": 5})
+        await rec.wait_callback()
+        job = await h.wait_job_state((await h.wait_for_job()).id, "delivered")
+        assert len(rec.edits) <= 4, "status edits are coalesced"
+        clip = h.fake.message(job.delivered_message_id)
+        again = await h.fake.click(clip, f"video:again:{job.id}")
+        assert (await again.wait_callback()).type == 4
+        remix = await h.fake.click(clip, f"video:remix:{job.id}")
+        modal = await remix.wait_callback()
+        assert modal.type == 9
+        custom_id = modal.data["custom_id"]
+        submitted = await h.fake.submit_modal(custom_id, {next(iter(_input_ids(modal.data))): "a red kite"})
+        assert (await submitted.wait_callback()).type == 4
+        jobs = await h.jobs_of()
+        assert len(jobs) == 3
+        assert jobs[1].request.prompt == "a kite" and jobs[1].request.seed != 5
+        assert jobs[2].request.prompt == "a red kite"
+        bob = h.fake.add_user("bob")
+        refused = await h.fake.click(clip, f"video:delete:{job.id}", user=bob.id)
+        assert (await refused.wait_callback()).ephemeral
+        delete = await h.fake.click(clip, f"video:delete:{job.id}")
+        await delete.wait_callback()
+        await h.fake.wait_for(lambda: h.fake.message(clip.id).deleted or None)
+
+
+def _input_ids(modal: dict[str, object]) -> list[str]:
+    ids = []
+    for row in modal["components"]:  # type: ignore[attr-defined]
+        for comp in row.get("components", [row.get("component")]):
+            ids.append(comp["custom_id"])
+    return ids

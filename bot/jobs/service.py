@@ -9,7 +9,17 @@ import uuid
 from collections.abc import Callable
 
 from bot.clock import Clock
-from bot.domain import GuildSettings, InteractionRef, Job, JobState, ModelInfo, QueueEntry, Requester, Usage, VideoRequest
+from bot.domain import (
+    GuildSettings,
+    InteractionRef,
+    Job,
+    JobState,
+    ModelInfo,
+    QueueEntry,
+    Requester,
+    Usage,
+    VideoRequest,
+)
 from bot.errors import InvalidRequest, JobNotFound, NotAllowed
 from bot.jobs.quotas import check_admission, resolve_policy, window_bounds
 from bot.providers.registry import ProviderRegistry
@@ -157,7 +167,10 @@ class JobService:
         cached = self._job_seconds.get(model)
         if cached is None or now - cached[0] >= ETA_TTL:
             durations = await self.store.recent_durations(model)
-            cached = self._job_seconds[model] = (now, statistics.median(durations) if durations else DEFAULT_JOB_SECONDS)
+            cached = self._job_seconds[model] = (
+                now,
+                statistics.median(durations) if durations else DEFAULT_JOB_SECONDS,
+            )
         return cached[1]
 
     async def usage(self, who: Requester) -> Usage:

@@ -33,6 +33,7 @@ from bot.store.rows import (
     event_from_row,
     job_from_row,
     job_insert_values,
+    layers_from_rows,
     limits_from_row,
     settings_from_row,
 )
@@ -451,14 +452,7 @@ class PostgresStore:
             " OR (scope = 'role' AND target_id = ANY($2::bigint[])) OR (scope = 'user' AND target_id = $3))"
         )
         rows = await self._fetch(sql, guild_id, list(role_ids), user_id)
-        by_scope: dict[str, list[QuotaLimits]] = {"default": [], "role": [], "user": []}
-        for row in rows:
-            by_scope[row["scope"]].append(limits_from_row(row))
-        return PolicyLayers(
-            default=next(iter(by_scope["default"]), None),
-            roles=tuple(by_scope["role"]),
-            user=next(iter(by_scope["user"]), None),
-        )
+        return layers_from_rows(rows)
 
     async def admission(self, guild_id: int, user_id: int, window: tuple[float, float]) -> Admission:
         async with self._tx() as conn:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bot.domain import GuildSettings, InteractionRef, Job, JobEvent, JobState, QuotaLimits, VideoRequest
+from bot.store.base import PolicyLayers
 
 ACTIVE_STATE_VALUES = ("submitting", "running", "downloading", "delivering")
 TERMINAL_STATE_VALUES = ("delivered", "failed", "cancelled")
@@ -90,6 +91,18 @@ def limits_from_row(row: Mapping[str, Any]) -> QuotaLimits:
         period=row["period"],
         max_queued=row["max_queued"],
         max_running=row["max_running"],
+    )
+
+
+def layers_from_rows(rows: Iterable[Mapping[str, Any]]) -> PolicyLayers:
+    """Policy rows of one member (scopes default, role, user) as layers for resolution."""
+    by_scope: dict[str, list[QuotaLimits]] = {"default": [], "role": [], "user": []}
+    for row in rows:
+        by_scope[row["scope"]].append(limits_from_row(row))
+    return PolicyLayers(
+        default=next(iter(by_scope["default"]), None),
+        roles=tuple(by_scope["role"]),
+        user=next(iter(by_scope["user"]), None),
     )
 
 

@@ -34,6 +34,7 @@ from bot.store.rows import (
     event_from_row,
     job_from_row,
     job_insert_values,
+    layers_from_rows,
     limits_from_row,
     settings_from_row,
 )
@@ -378,14 +379,7 @@ class SqliteStore:
                 (guild_id, *role_ids, user_id),
             ).fetchall()
         )
-        by_scope: dict[str, list[QuotaLimits]] = {"default": [], "role": [], "user": []}
-        for row in rows:
-            by_scope[row["scope"]].append(limits_from_row(row))
-        return PolicyLayers(
-            default=next(iter(by_scope["default"]), None),
-            roles=tuple(by_scope["role"]),
-            user=next(iter(by_scope["user"]), None),
-        )
+        return layers_from_rows(rows)
 
     async def admission(self, guild_id: int, user_id: int, window: tuple[float, float]) -> Admission:
         return await self._read(lambda db: _admission(db, guild_id, user_id, window))
