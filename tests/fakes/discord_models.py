@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bot.clock import OffsetClock
+
 DISCORD_EPOCH_MS = 1_420_070_400_000
 
 APP_ID = 1000000000000000001
@@ -69,17 +71,8 @@ class Clock(Protocol):
     def now(self) -> float: ...
 
 
-class FakeDiscordClock:
-    """Real time plus an offset: untouched it is time.time(); tests jump it forward instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def now(self) -> float:
-        return time.time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
+class FakeDiscordClock(OffsetClock):
+    """Real time plus an offset (the bot's own `OffsetClock`), settable to an absolute time as well."""
 
     def set(self, when: float) -> None:
         self.offset = when - time.time()
