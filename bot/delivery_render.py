@@ -61,10 +61,9 @@ def clip_embed(job: Job, now: float) -> discord.Embed:
     embed.add_field(name="Duration", value=f"{request.duration}s · {request.aspect}")
     embed.add_field(name="Seed", value=str(request.seed) if request.seed is not None else "random")
     embed.add_field(name="Credits", value=str(job.credits))
-    started = job.started_at or job.created_at
     embed.add_field(
         name="Time taken",
-        value=f"{max(0.0, now - started):.0f}s (queued {job.created_at and timestamp(job.created_at)})",
+        value=f"{max(0.0, now - job.created_at):.0f}s from request to clip",
     )
     if request.negative_prompt:
         embed.add_field(name="Negative prompt", value=quote(request.negative_prompt, 1000), inline=False)

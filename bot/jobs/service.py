@@ -157,8 +157,7 @@ class JobService:
         if position is None:
             return None
         per_job = await self._typical_seconds(job.model)
-        provider = self.registry.provider(job.provider) if job.provider in self.registry.concurrency_limits() else None
-        slots = max(1, provider.max_concurrency if provider else 1)
+        slots = max(1, self.registry.concurrency_limits().get(job.provider, 1))
         rounds = (position - 1) // slots + 1
         return self.clock.now() + rounds * per_job + per_job
 
