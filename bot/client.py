@@ -3,7 +3,6 @@ definition changed, and installs the one tree error handler."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -13,6 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.background import BackgroundLoops
 from bot.domain import Requester
 from bot.errors import UserError
 from bot.replies import NO_PINGS, answer
@@ -57,7 +57,7 @@ class VideoBot(commands.Bot):
         self.delivery = delivery
         self.clock = clock
         self.worker = worker
-        self._background: list[asyncio.Task[None]] = []
+        self.loops = BackgroundLoops(store, delivery, worker, settings.data_dir, clock)
 
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
@@ -65,16 +65,10 @@ class VideoBot(commands.Bot):
         self.tree.error(self.on_app_command_error)
         await self.sync_commands_if_changed()
         self.delivery.attach(self)
-        self._background.append(asyncio.create_task(self.delivery.run_status_updates(), name="status-updates"))
-        if self.worker is not None:
-            self._background.append(asyncio.create_task(self.worker.run(), name="worker"))
+        await self.loops.start()
 
     async def close(self) -> None:
-        if self.worker is not None:
-            await self.worker.stop()
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.loops.stop()  # first: posts in flight finish while the connection is still up
         await super().close()
 
     async def sync_commands_if_changed(self) -> bool:

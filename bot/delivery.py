@@ -1,8 +1,8 @@
 """Discord's side of the engine's `Delivery`: status message edits (coalesced) and posting finished clips.
 
 Works from the gateway process and from a REST-only worker alike: it needs a logged-in `discord.Client`, not a
-gateway connection. The interaction token is used while it lives (15 minutes, less a margin); after that the
-bot's own token posts and edits in the channel.
+gateway connection. Status edits go through the interaction token while it lives (15 minutes, less a margin),
+then through the bot's token. How a clip is posted exactly once is in `bot.delivery_post`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import discord
+from discord.webhook.async_ import async_context
 
 from bot.clock import Clock
-from bot.delivery_render import clip_embed, clip_view, status_text, status_view
+from bot.delivery_post import NETWORK_ERRORS, ClipPoster, PostForbidden, TooLarge
+from bot.delivery_render import status_text, status_view
 from bot.domain import Job, JobState
-from bot.errors import DeliveryError
+from bot.errors import DeliveryError, StoreError
+from bot.faults import crash_point
 from bot.media import MediaError, fit_to_size
 from bot.replies import NO_PINGS
+from bot.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,7 @@ TOKEN_LIFETIME = 15 * 60.0
 TOKEN_MARGIN = 90.0
 """Stop using an interaction token this long before it expires: an upload must finish inside its life."""
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+SUPPRESSED = discord.MessageFlags(suppress_embeds=True)
 FIT_HEADROOM = 0.97
 """Re-encode to a little under the limit: multipart overhead counts against it on some routes."""
 
@@ -45,11 +50,14 @@ class DiscordDelivery:
         self,
         clock: Clock,
         *,
+        store: Store | None = None,
         status_interval: float = 5.0,
         progress_steps: int = 4,
         tick: float = 1.0,
     ) -> None:
         self.clock = clock
+        self.store = store
+        """Where each status message's last shown state is recorded, so edits lost in a crash are redone."""
         self.status_interval = status_interval
         self.progress_steps = progress_steps
         self.tick = tick
@@ -57,6 +65,7 @@ class DiscordDelivery:
         self._slots: dict[str, _StatusSlot] = {}
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
+        self._clip_poster: ClipPoster | None = None
 
     def attach(self, client: discord.Client) -> None:
         self._client = client
@@ -90,13 +99,14 @@ class DiscordDelivery:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.tick)
 
-    async def flush_status(self) -> int:
+    async def flush_status(self, *, final: bool = False) -> int:
+        """Make the edits that are due (`final`: every pending one, when the process stops)."""
         now = self.clock.now()
         edited = 0
         for job_id in list(self._dirty):
             slot = self._slots[job_id]
             terminal = slot.job.state.is_terminal
-            if not terminal and now - slot.last_edit < self.status_interval:
+            if not terminal and not final and now - slot.last_edit < self.status_interval:
                 continue
             self._dirty.discard(job_id)
             key = self._shown_key(slot.job)
@@ -113,21 +123,49 @@ class DiscordDelivery:
         return job.state.value, step
 
     async def _edit_status(self, job: Job) -> None:
-        content = status_text(job)
-        view = status_view(job)
+        # SUPPRESS_EMBEDS: a link in a prompt must not unfold into a preview on the bot's public message.
+        params = discord.http.handle_message_parameters(
+            content=status_text(job), view=status_view(job), allowed_mentions=NO_PINGS, flags=SUPPRESSED
+        )
         try:
             if self._token_fresh(job):
                 assert job.interaction is not None
-                webhook = self._webhook(job)
-                # "@original" addresses the interaction's own response; discord.py types message_id as int only.
-                original: int = "@original"  # type: ignore[assignment]
-                await webhook.edit_message(original, content=content, view=view, allowed_mentions=NO_PINGS)
+                ref = job.interaction
+                webhook = discord.Webhook.partial(ref.application_id, ref.token, client=self.client)
+                # discord.py's Webhook.edit_message cannot set flags; its adapter (same route, same rate
+                # limits) can. "@original" addresses the interaction's own response.
+                await async_context.get().edit_webhook_message(
+                    ref.application_id, ref.token, "@original",  # type: ignore[arg-type]
+                    session=webhook.session, payload=params.payload,
+                )  # fmt: skip
             elif job.status_message_id is not None:
-                message = self.client.get_partial_messageable(job.channel_id).get_partial_message(job.status_message_id)
-                await message.edit(content=content, view=view, allowed_mentions=NO_PINGS)
+                await self.client.http.edit_message(job.channel_id, job.status_message_id, params=params)
         except discord.HTTPException as exc:
             # Status edits are best effort: the clip itself is posted whatever happens here.
             log.info("job %s: status edit failed (%s %s)", job.id, exc.status, exc.code)
+            return
+        except NETWORK_ERRORS as exc:
+            log.info("job %s: status edit failed (%r)", job.id, exc)
+            return
+        crash_point("status_edited")
+        if self.store is not None:
+            try:
+                await self.store.mark_status_shown(job.id, job.state)
+            except StoreError as exc:
+                log.info("job %s: could not record the status shown (%s)", job.id, exc)
+
+    async def refresh_stale_statuses(self, *, within: float = 24 * 3600.0) -> int:
+        """After a restart: status messages whose last edit was lost with the process (a job that ended just
+        before the crash still saying "Finishing up…") are brought up to date."""
+        if self.store is None:
+            return 0
+        jobs = await self.store.jobs_with_stale_status(self.clock.now() - within)
+        for job in jobs:
+            await self.job_updated(job)
+        if jobs:
+            log.info("%d status message(s) behind their job's state; updating them", len(jobs))
+            self._wake.set()
+        return len(jobs)
 
     # --- delivery -------------------------------------------------------------------------------------
     async def deliver(self, job: Job, clip: Path) -> int | None:
@@ -136,19 +174,32 @@ class DiscordDelivery:
         try:
             for _ in range(3):
                 try:
-                    return await self._post(job, upload)
-                except discord.HTTPException as exc:
-                    if exc.status != 413:
-                        raise
+                    return await self._poster().post(job, upload, token_fresh=self._token_fresh(job))
+                except TooLarge:
                     # Discord's limit is lower than the interaction said: shrink under what it refused.
                     limit = int(min(limit, upload.stat().st_size) * 0.8)
                     log.warning("job %s: upload refused as too large; re-encoding to %d bytes", job.id, limit)
                     upload = await self._fit(job, clip, limit, force=True)
+                except PostForbidden:
+                    await self._tell_by_dm(job)
+                    raise
             raise DeliveryError("upload refused as too large three times", retryable=False,
                                 user_message=_too_large(limit))  # fmt: skip
         finally:
             if upload != clip:
                 upload.unlink(missing_ok=True)
+
+    async def find_post(self, job: Job) -> int | None:
+        return await self._poster().find_post(job)
+
+    def _poster(self) -> ClipPoster:
+        if self._clip_poster is None:
+            self._clip_poster = ClipPoster(self.client, self.clock)
+        return self._clip_poster
+
+    async def aclose(self) -> None:
+        if self._clip_poster is not None:
+            await self._clip_poster.aclose()
 
     async def _fit(self, job: Job, clip: Path, limit: int, *, force: bool = False) -> Path:
         if not force and clip.stat().st_size <= limit:
@@ -161,45 +212,6 @@ class DiscordDelivery:
         log.info("job %s: re-encoded %d → %d bytes to fit %d", job.id, clip.stat().st_size,
                  fitted.stat().st_size, limit)  # fmt: skip
         return fitted
-
-    async def _post(self, job: Job, upload: Path) -> int:
-        content = f"<@{job.user_id}>"
-        embed = clip_embed(job, self.clock.now())
-        view = clip_view(job)
-        only_requester = discord.AllowedMentions(
-            users=[discord.Object(job.user_id)], everyone=False, roles=False, replied_user=False
-        )
-        if self._token_fresh(job):
-            try:
-                sent = await self._webhook(job).send(
-                    content, file=discord.File(upload, "clip.mp4"), embed=embed, view=view,
-                    allowed_mentions=only_requester, wait=True,
-                )  # fmt: skip
-                return int(sent.id)
-            except discord.HTTPException as exc:
-                if exc.status != 401:
-                    raise
-                log.info("job %s: interaction token refused (%s); posting with the bot token", job.id, exc.code)
-        channel = self.client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
-        try:
-            # The nonce makes a repeat (after a crash between posting and recording it) return the first post.
-            message = await channel.send(
-                content, file=discord.File(upload, "clip.mp4"), embed=embed, view=view,
-                allowed_mentions=only_requester, nonce=_nonce(job),
-            )  # fmt: skip
-        except discord.Forbidden as exc:
-            await self._tell_by_dm(job)
-            log.warning("job %s: no permission to post in channel %s of guild %s (%s)", job.id, job.channel_id,
-                        job.guild_id, exc.code)  # fmt: skip
-            raise DeliveryError(
-                "missing permission to post", retryable=False,
-                user_message=f"I am not allowed to post in <#{job.channel_id}>; your credits were returned.",
-            ) from exc  # fmt: skip
-        except discord.HTTPException as exc:
-            if exc.status == 413:
-                raise
-            raise DeliveryError(f"posting failed: {exc.status} {exc.code}", retryable=exc.status >= 500) from exc
-        return int(message.id)
 
     async def _tell_by_dm(self, job: Job) -> None:
         try:
@@ -216,14 +228,6 @@ class DiscordDelivery:
     def _token_fresh(self, job: Job) -> bool:
         ref = job.interaction
         return ref is not None and self.clock.now() < ref.created_at + TOKEN_LIFETIME - TOKEN_MARGIN
-
-    def _webhook(self, job: Job) -> discord.Webhook:
-        assert job.interaction is not None
-        return discord.Webhook.partial(job.interaction.application_id, job.interaction.token, client=self.client)
-
-
-def _nonce(job: Job) -> str:
-    return f"clip-{job.id[:19]}"  # Discord caps nonces at 25 characters
 
 
 def _too_large(limit: int) -> str:

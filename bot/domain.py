@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from bot.text import visible_text
 
 Aspect = Literal["16:9", "9:16", "1:1"]
 Period = Literal["hour", "day", "week", "month"]
@@ -21,6 +24,8 @@ PERIODS: tuple[Period, ...] = ("hour", "day", "week", "month")
 MAX_PROMPT_CHARS = 2000
 MAX_NEGATIVE_PROMPT_CHARS = 1000
 MAX_SEED = 2_147_483_647
+NO_VISIBLE_TEXT = "no_visible_text"
+"""The validation error type of a prompt that renders as nothing (only spaces, format characters, marks…)."""
 
 
 class JobState(enum.StrEnum):
@@ -64,15 +69,17 @@ class VideoRequest(BaseModel):
     @field_validator("prompt")
     @classmethod
     def _prompt_has_text(cls, value: str) -> str:
+        # Zero-width and filler characters pass the length check but ask for nothing; the error type lets the
+        # front end say so rather than quote the length limits.
         value = value.strip()
-        if not value:
-            raise ValueError("the prompt is empty")
+        if not visible_text(value):
+            raise PydanticCustomError(NO_VISIBLE_TEXT, "the prompt has no visible text")
         return value
 
     @field_validator("negative_prompt")
     @classmethod
     def _empty_negative_is_none(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
+        if value is not None and not visible_text(value):
             return None
         return value
 
@@ -129,6 +136,8 @@ class InteractionRef:
     created_at: float
     attachment_size_limit: int
     status_message_id: int | None = None
+    app_permissions: int | None = None
+    """The bot's permissions in the channel, as Discord reported them with the interaction."""
 
 
 @dataclass(slots=True)
@@ -157,6 +166,10 @@ class Job:
     finished_at: float | None = None
     interaction: InteractionRef | None = None
     status_message_id: int | None = None
+    post_attempted_at: float | None = None
+    """When a worker last began posting the clip: if set, a post may exist, so look before posting again."""
+    status_state: JobState | None = None
+    """The state the status message last showed (None: not known to show any)."""
 
     @property
     def model(self) -> str:
@@ -165,6 +178,18 @@ class Job:
     @property
     def provider(self) -> str:
         return self.request.provider
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker process as the registry knows it: enough to tell, on the same host, whether it is still alive."""
+
+    id: str
+    host: str
+    pid: int
+    pid_started: str | None
+    started_at: float
+    heartbeat_at: float
 
 
 @dataclass(frozen=True, slots=True)

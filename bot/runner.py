@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import discord
 import yarl
 
+from bot.background import BackgroundLoops
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
 from bot.delivery import DiscordDelivery
@@ -62,7 +63,7 @@ async def build_app(
     store = store or await open_store(settings.database_url)
     registry = registry or build_registry(settings)
     worker: Worker | None = None
-    delivery = delivery or DiscordDelivery(clock)
+    delivery = delivery or DiscordDelivery(clock, store=store)
     if with_worker:
         worker = Worker(
             store, registry, delivery, clock,
@@ -125,15 +126,10 @@ async def _run_worker_only(app: App, token: str, stop: asyncio.Event) -> None:
     client = discord.Client(intents=discord.Intents.none())
     await client.login(token)
     app.delivery.attach(client)
-    tasks = [
-        asyncio.create_task(app.worker.run(), name="worker"),
-        asyncio.create_task(app.delivery.run_status_updates(), name="status-updates"),
-    ]
+    loops = BackgroundLoops(app.store, app.delivery, app.worker, app.settings.data_dir, app.clock)
+    await loops.start()
     try:
         await stop.wait()
     finally:
-        await app.worker.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await loops.stop()
         await client.close()

@@ -22,8 +22,18 @@ from discord.ext import commands
 from pydantic import ValidationError
 
 from bot.delivery_render import status_text, status_view
-from bot.domain import ASPECTS, MAX_NEGATIVE_PROMPT_CHARS, MAX_PROMPT_CHARS, MAX_SEED, InteractionRef, Job, VideoRequest
+from bot.domain import (
+    ASPECTS,
+    MAX_NEGATIVE_PROMPT_CHARS,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    NO_VISIBLE_TEXT,
+    InteractionRef,
+    Job,
+    VideoRequest,
+)
 from bot.errors import InvalidRequest, NotAllowed, UserError
+from bot.images import MAX_IMAGE_PIXELS, check_image
 from bot.replies import NO_PINGS, answer
 
 if TYPE_CHECKING:
@@ -49,6 +59,8 @@ def request_from_options(**options: Any) -> VideoRequest:
 
 def _explain(field: str, error: Any) -> str:
     if field == "prompt":
+        if error["type"] == NO_VISIBLE_TEXT:
+            return "it has nothing visible in it (only spaces or invisible characters). Describe the video in words."
         return f"write a prompt of 1 to {MAX_PROMPT_CHARS:,} characters."
     if field == "negative_prompt":
         return f"keep it under {MAX_NEGATIVE_PROMPT_CHARS:,} characters."
@@ -183,14 +195,19 @@ class VideoCog(commands.Cog):
     async def _stage_image(self, image: discord.Attachment) -> Path:
         folder = self.bot.settings.data_dir / "staging" / "inputs"
         folder.mkdir(parents=True, exist_ok=True)
-        suffix = IMAGE_TYPES[(image.content_type or "").split(";")[0]]
-        path = folder / f"{uuid.uuid4().hex}{suffix}"
+        kind = (image.content_type or "").split(";")[0]
+        path = folder / f"{uuid.uuid4().hex}{IMAGE_TYPES[kind]}"
         try:
-            await image.save(path)
-            await asyncio.to_thread(_verify_image, path)
-        except (discord.HTTPException, OSError, ValueError) as exc:
+            try:
+                await image.save(path)
+            except discord.HTTPException as exc:
+                raise InvalidRequest("I could not download that image from Discord; attach it again.") from exc
+            await asyncio.to_thread(check_image, path, kind)
+        except BaseException:
+            # Whatever went wrong (a refusal, a full disk, the interaction cancelled), a refused image must
+            # not stay on disk: nothing would ever delete it.
             path.unlink(missing_ok=True)
-            raise InvalidRequest("That file is not a readable png, jpeg or webp image.") from exc
+            raise
         return path
 
     async def job_for_button(self, interaction: discord.Interaction, job_id: str, *, owner_only: bool) -> Job:
@@ -300,13 +317,11 @@ def _check_attachment(image: discord.Attachment, max_bytes: int) -> None:
     if image.size > max_bytes:
         raise InvalidRequest(f"`{image.filename}` is {image.size / 1048576:.1f} MB; the limit is "
                              f"{max_bytes / 1048576:.0f} MB.")  # fmt: skip
-
-
-def _verify_image(path: Path) -> None:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        img.verify()
+    # Discord measures images it can read; refusing here saves the download. Files it could not measure are
+    # checked after staging (`check_image`), so this is a shortcut, not the guard.
+    if image.width and image.height and image.width * image.height > MAX_IMAGE_PIXELS:
+        raise InvalidRequest(f"`{image.filename}` is {image.width}×{image.height} pixels; the limit is "
+                             f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels. Scale it down and try again.")  # fmt: skip
 
 
 async def setup(bot: VideoBot) -> None:  # type: ignore[misc]

@@ -92,7 +92,7 @@ async def test_cancel_button_refunds_and_is_refused_for_others(tmp_path: Path) -
 async def test_oversized_clip_is_reencoded_after_a_413(tmp_path: Path) -> None:
     async with running_bot(tmp_path) as h:
         # Discord refuses the upload although the interaction promised more (as in discord-api-docs#8572).
-        h.fake.fail_next("POST /webhooks/*/*", status=413, code=40005, message="Request entity too large")
+        h.fake.fail_next("POST /channels/*/messages", status=413, code=40005, message="Request entity too large")
         rec = await h.fake.slash("video", {"prompt": "busy confetti", "duration": 3})
         await rec.wait_callback()
         job = await h.wait_job_state((await h.wait_for_job()).id, "delivered", "failed")

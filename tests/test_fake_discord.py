@@ -13,6 +13,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import discord
 import pytest
 from discord import app_commands
@@ -21,11 +22,23 @@ from discord.ext import commands
 from tests.fakes.discord import (
     ADMIN_ID,
     ALICE_ID,
+    APP_ID,
     CHANNEL_ID,
     GUILD_ID,
     THREAD_ID,
     FakeDiscord,
     use_fake_discord,
+)
+from tests.fakes.discord_models import (
+    ADMINISTRATOR,
+    ATTACH_FILES,
+    EMBED_LINKS,
+    MEMBER_PERMISSIONS,
+    READ_MESSAGE_HISTORY,
+    SEND_MESSAGES,
+    SEND_MESSAGES_IN_THREADS,
+    VIEW_CHANNEL,
+    RecordedRequest,
 )
 
 
@@ -390,11 +403,20 @@ async def test_too_large_upload_is_413_40005(fake: FakeDiscord, bot: FakeTestBot
     assert msg.attachments[0].content_type == "video/mp4"
 
 
-async def test_forbidden_channel_raises_forbidden(fake: FakeDiscord, bot: FakeTestBot) -> None:
+async def test_forbidden_channel_is_missing_access_for_the_bot_token_only(fake: FakeDiscord, bot: FakeTestBot) -> None:
     fake.forbid_channel(CHANNEL_ID)
     with pytest.raises(discord.Forbidden) as info:
         await channel(bot).send("hi")
-    assert info.value.code == 50013
+    assert info.value.code == 50001
+    with pytest.raises(discord.Forbidden):
+        await bot.fetch_channel(CHANNEL_ID)
+    # Interactions in that channel still work (callbacks and webhooks need no channel permission) and say so.
+    rec = await fake.slash("queue")
+    await rec.wait_followup(2)
+    assert rec.payload["app_permissions"] == "0"
+    assert [m.content for m in fake.bot_messages(CHANNEL_ID)] == ["first", "second"]
+    fake.allow_channel(CHANNEL_ID)
+    await channel(bot).send("hi")
 
 
 async def test_body_limits_are_enforced(fake: FakeDiscord, bot: FakeTestBot) -> None:
@@ -406,13 +428,6 @@ async def test_body_limits_are_enforced(fake: FakeDiscord, bot: FakeTestBot) -> 
         await channel(bot).send(embeds=[discord.Embed(title="t" * 257)])
     assert info.value.code == 50035
     assert fake.bot_messages() == []
-
-
-async def test_enforce_nonce_dedupes(fake: FakeDiscord, bot: FakeTestBot) -> None:
-    first = await channel(bot).send("clip ready", nonce="job-1")
-    second = await channel(bot).send("clip ready", nonce="job-1")
-    assert first.id == second.id
-    assert len(fake.bot_messages(CHANNEL_ID)) == 1
 
 
 async def test_unknown_route_is_recorded(fake: FakeDiscord, bot: FakeTestBot) -> None:
@@ -487,3 +502,317 @@ async def test_auto_sharded_client(fake: FakeDiscord) -> None:
         assert interaction.guild_id == GUILD_ID
     finally:
         await stop_client(client, task)
+
+
+# ------------------------------------------------------------------------------------ apply, then fail
+
+
+def posts(fake: FakeDiscord, channel_id: int = CHANNEL_ID) -> list[RecordedRequest]:
+    return fake.requests_to(f"POST /channels/{channel_id}/messages")
+
+
+async def test_fail_after_apply_creates_the_message_then_answers_500(fake: FakeDiscord) -> None:
+    fake.fail_after_apply("POST /channels/{channel_id}/messages", status=500)
+    path = f"/channels/{CHANNEL_ID}/messages"
+    status, body = await raw(fake, "POST", path, json={"content": "clip ready"})
+    assert (status, body) == (500, {"message": "500: Internal Server Error", "code": 0})
+    [rec] = posts(fake)
+    assert (rec.status, rec.fault, rec.applied_status, rec.applied) == (500, "fail_after_apply", 200, True)
+    [msg] = fake.bot_messages(CHANNEL_ID)
+    assert int(rec.applied_response["id"]) == msg.id
+    status, history = await raw(fake, "GET", path)
+    assert [int(m["id"]) for m in history] == [msg.id]
+    # A blind repeat (no nonce) is a second message: exactly the duplicate the bot must avoid.
+    status, _ = await raw(fake, "POST", path, json={"content": "clip ready"})
+    assert status == 200 and len(fake.bot_messages(CHANNEL_ID)) == 2
+    assert fake.pending_faults() == []
+
+
+async def test_discordpy_retry_after_fail_after_apply_lands_once(fake: FakeDiscord, bot: FakeTestBot) -> None:
+    """discord.py's ``send`` always sends a nonce (random unless given) with ``enforce_nonce``, so its own
+    retry of a 500 gets the message created by the first try instead of a second one."""
+    fake.fail_after_apply("POST /channels/*/messages", status=500)
+    sent = await channel(bot).send("clip ready")
+    first, second = posts(fake)
+    assert [first.status, second.status] == [500, 200]
+    assert first.json["nonce"] == second.json["nonce"] and second.json["enforce_nonce"] is True
+    [msg] = fake.bot_messages(CHANNEL_ID)
+    assert msg.id == sent.id == int(first.applied_response["id"])
+
+
+async def test_drop_after_apply_leaves_the_client_in_the_dark(fake: FakeDiscord, bot: FakeTestBot) -> None:
+    fake.drop_after_apply("POST /channels/{channel_id}/messages")
+    with pytest.raises(aiohttp.ClientConnectionError):  # ServerDisconnectedError: discord.py does not retry it
+        await channel(bot).send("clip ready", nonce="job-8")
+    [rec] = posts(fake)
+    assert rec.dropped and rec.applied and rec.status == 0 and rec.response is None
+    [msg] = fake.bot_messages(CHANNEL_ID)
+    assert fake.message(int(rec.applied_response["id"])) is msg
+    # The message is there for a GET, and the same nonce, repeated, returns it instead of a second post.
+    assert (await channel(bot).fetch_message(msg.id)).content == "clip ready"  # type: ignore[attr-defined]
+    again = await channel(bot).send("clip ready", nonce="job-8")
+    assert again.id == msg.id and len(fake.bot_messages(CHANNEL_ID)) == 1
+
+
+async def test_faults_before_apply_apply_nothing(fake: FakeDiscord, bot: FakeTestBot) -> None:
+    fake.drop_next("POST /channels/*/messages")
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await channel(bot).send("lost")
+    fake.fail_next("POST /channels/*/messages", status=503)
+    with pytest.raises(discord.DiscordServerError):  # 503 is not one discord.py retries
+        await channel(bot).send("refused")
+    assert [(r.fault, r.status, r.applied) for r in posts(fake)] == [("drop", 0, False), ("fail", 503, False)]
+    assert fake.bot_messages(CHANNEL_ID) == []
+
+
+async def test_an_after_apply_fault_waits_for_a_request_that_succeeds(fake: FakeDiscord, bot: FakeTestBot) -> None:
+    fake.fail_after_apply("POST /channels/*/messages", status=503)
+    with pytest.raises(discord.HTTPException) as info:
+        await channel(bot).send("x" * 2001)
+    assert info.value.code == 50035 and len(fake.pending_faults()) == 1
+    with pytest.raises(discord.DiscordServerError):
+        await channel(bot).send("applied")
+    assert [m.content for m in fake.bot_messages(CHANNEL_ID)] == ["applied"]
+    with pytest.raises(ValueError, match="5xx"):
+        fake.fail_after_apply(status=404)
+
+
+async def test_webhook_upload_after_a_500_is_posted_twice(fake: FakeDiscord, bot: FakeTestBot) -> None:
+    """What issue 6 found: discord.py re-sends a webhook upload after a 5xx, so an applied post is doubled."""
+    rec = await fake.slash("ping")
+    await rec.wait_original()
+    fake.fail_after_apply("POST /webhooks/{app_id}/{token}", status=500)
+    async with aiohttp.ClientSession() as session:
+        webhook = discord.Webhook.partial(fake.app_id, rec.token, session=session)
+        clip = discord.File(io.BytesIO(b"\x00mp4"), filename="clip.mp4")
+        sent = await webhook.send("clip", file=clip, wait=True)
+        assert [r.status for r in fake.requests_to("POST /webhooks/*/*")] == [500, 200]
+        assert [m.files for m in rec.followups] == [{"clip.mp4": b"\x00mp4"}] * 2
+        assert rec.followups[1].id == sent.id
+        fake.drop_after_apply("PATCH /webhooks/*/*/messages/*")
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await webhook.edit_message(sent.id, content="edited")
+    assert fake.message(sent.id).content == "edited"
+
+
+# ------------------------------------------------------------------------------------ nonces
+
+
+async def raw(
+    fake: FakeDiscord, method: str, path: str, *, json: Any = None, bot_token: bool = True, **params: Any
+) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bot {fake.token}"} if bot_token else {}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, fake.api_base + path, json=json, headers=headers, params=params) as resp,
+    ):
+        assert resp.content_type == "application/json" or resp.status == 204
+        return resp.status, await resp.json() if resp.status != 204 else None
+
+
+async def test_enforce_nonce_dedupes(fake: FakeDiscord, bot: FakeTestBot) -> None:
+    first = await channel(bot).send("clip ready", nonce="job-1")
+    second = await channel(bot).send("clip ready", nonce="job-1")
+    assert first.id == second.id and first.nonce == second.nonce == "job-1"
+    assert len(fake.bot_messages(CHANNEL_ID)) == 1
+    other = await channel(bot, THREAD_ID).send("clip ready", nonce="job-1")  # nonces are per channel
+    assert other.id != first.id
+    # The nonce is echoed on creation (response and MESSAGE_CREATE), never by a later read.
+    assert (await channel(bot).fetch_message(first.id)).nonce is None  # type: ignore[attr-defined]
+    status, history = await raw(fake, "GET", f"/channels/{CHANNEL_ID}/messages")
+    assert status == 200 and [m.get("nonce") for m in history] == [None]
+    created = [f for _, f in fake.gateway.session_for(GUILD_ID).history if '"MESSAGE_CREATE"' in f]
+    assert '"nonce": "job-1"' in created[0]
+
+
+async def test_nonce_without_enforce_nonce_is_only_echoed(fake: FakeDiscord) -> None:
+    body = {"content": "clip ready", "nonce": "job-2"}
+    replies = [await raw(fake, "POST", f"/channels/{CHANNEL_ID}/messages", json=body) for _ in range(2)]
+    assert [(status, data["nonce"]) for status, data in replies] == [(200, "job-2")] * 2
+    assert replies[0][1]["id"] != replies[1][1]["id"]
+    # A later enforced post does find a nonce recorded without enforcement.
+    _, enforced = await raw(fake, "POST", f"/channels/{CHANNEL_ID}/messages", json=body | {"enforce_nonce": True})
+    assert enforced["id"] == replies[1][1]["id"] and len(fake.bot_messages(CHANNEL_ID)) == 2
+
+
+async def test_nonces_are_forgotten_after_the_window(fake: FakeDiscord, bot: FakeTestBot) -> None:
+    first = await channel(bot).send("clip", nonce="job-3")
+    fake.clock.advance(fake.nonce_window - 1)
+    assert (await channel(bot).send("clip", nonce="job-3")).id == first.id
+    fake.clock.advance(2)
+    assert (await channel(bot).send("clip", nonce="job-3")).id != first.id
+    assert len(fake.bot_messages(CHANNEL_ID)) == 2
+
+
+async def test_webhooks_have_no_nonces(fake: FakeDiscord, bot: FakeTestBot) -> None:
+    rec = await fake.slash("ping")
+    await rec.wait_original()
+    body = {"content": "clip", "nonce": "job-4", "enforce_nonce": True}
+    path = f"/webhooks/{fake.app_id}/{rec.token}"
+    replies = [await raw(fake, "POST", path, json=body, bot_token=False, wait="true") for _ in range(2)]
+    assert [status for status, _ in replies] == [200, 200]
+    assert replies[0][1]["id"] != replies[1][1]["id"] and len(rec.followups) == 2
+    assert all("nonce" not in data for _, data in replies)
+    assert all(m.nonce is None for m in rec.followups)
+    # Nor does a webhook post register its nonce for an enforced channel post.
+    sent = await channel(bot).send("clip", nonce="job-4")
+    assert sent.id not in {m.id for m in rec.followups}
+
+
+# ------------------------------------------------------------------------------------ permissions
+
+
+async def test_channel_posts_need_send_attach_and_embed(fake: FakeDiscord, bot: FakeTestBot) -> None:
+    ch = channel(bot)
+
+    def clip() -> discord.File:
+        return discord.File(io.BytesIO(b"mp4"), filename="clip.mp4")
+
+    fake.set_bot_permissions(CHANNEL_ID, MEMBER_PERMISSIONS & ~ATTACH_FILES)
+    with pytest.raises(discord.Forbidden) as info:
+        await ch.send("clip", file=clip())
+    assert (info.value.status, info.value.code, info.value.text) == (403, 50013, "Missing Permissions")
+    await ch.send("text only is fine")
+    fake.set_bot_permissions(CHANNEL_ID, MEMBER_PERMISSIONS & ~EMBED_LINKS)
+    with pytest.raises(discord.Forbidden) as info:
+        await ch.send(embed=discord.Embed(title="clip"))
+    assert info.value.code == 50013
+    await ch.send(file=clip())
+    fake.set_bot_permissions(CHANNEL_ID, MEMBER_PERMISSIONS & ~SEND_MESSAGES)
+    with pytest.raises(discord.Forbidden) as info:
+        await ch.send("hi")
+    assert info.value.code == 50013
+    fake.set_bot_permissions(CHANNEL_ID, MEMBER_PERMISSIONS & ~VIEW_CHANNEL)
+    with pytest.raises(discord.Forbidden) as info:
+        await ch.send("hi")
+    assert (info.value.code, info.value.text) == (50001, "Missing Access")
+    fake.set_bot_permissions(CHANNEL_ID, None)
+    await ch.send("clip", file=clip(), embed=discord.Embed(title="clip"))
+    assert [(m.content, len(m.attachments), len(m.embeds)) for m in fake.bot_messages(CHANNEL_ID)] == [
+        ("text only is fine", 0, 0),
+        ("", 1, 0),
+        ("clip", 1, 1),
+    ]
+
+
+async def test_threads_need_send_in_threads_and_inherit_the_parent(fake: FakeDiscord, bot: FakeTestBot) -> None:
+    thread = bot.get_partial_messageable(THREAD_ID, guild_id=GUILD_ID)
+    fake.set_bot_permissions(CHANNEL_ID, MEMBER_PERMISSIONS & ~SEND_MESSAGES_IN_THREADS)
+    with pytest.raises(discord.Forbidden) as info:
+        await thread.send("in the thread")
+    assert info.value.code == 50013
+    await channel(bot).send("in the channel")
+    fake.set_bot_permissions(CHANNEL_ID, MEMBER_PERMISSIONS & ~SEND_MESSAGES)
+    await thread.send("in the thread")
+    with pytest.raises(discord.Forbidden):
+        await channel(bot).send("in the channel")
+    assert [m.channel_id for m in fake.bot_messages()] == [CHANNEL_ID, THREAD_ID]
+
+
+async def test_edits_need_view_and_embed_links(fake: FakeDiscord, bot: FakeTestBot) -> None:
+    msg = await channel(bot).send("status")
+    fake.set_bot_permissions(CHANNEL_ID, VIEW_CHANNEL)  # no SEND_MESSAGES: editing one's own message still works
+    await msg.edit(content="done")
+    with pytest.raises(discord.Forbidden) as info:
+        await msg.edit(embed=discord.Embed(title="clip"))
+    assert info.value.code == 50013
+    fake.forbid_channel(CHANNEL_ID)
+    with pytest.raises(discord.Forbidden) as info:
+        await msg.edit(content="again")
+    assert info.value.code == 50001
+    assert fake.message(msg.id).content == "done" and fake.message(msg.id).embeds == []
+
+
+async def test_app_permissions_are_the_channel_value(fake: FakeDiscord, bot: FakeTestBot) -> None:
+    fake.set_bot_permissions(CHANNEL_ID, VIEW_CHANNEL | SEND_MESSAGES)
+    await (await fake.slash("ping")).wait_original()
+    await (await fake.slash("ping", channel=THREAD_ID)).wait_original()
+    in_channel, in_thread = bot.seen[-2:]
+    assert in_channel.app_permissions.value == in_thread.app_permissions.value == VIEW_CHANNEL | SEND_MESSAGES
+    assert not in_channel.app_permissions.attach_files
+    fake.guilds[GUILD_ID].bot_permissions = ADMINISTRATOR
+    fake.set_bot_permissions(CHANNEL_ID, None)
+    await (await fake.slash("ping")).wait_original()
+    assert bot.seen[-1].app_permissions.administrator and bot.seen[-1].app_permissions.attach_files
+
+
+# ------------------------------------------------------------------------------------ history
+
+
+@pytest.fixture
+async def rest_client(fake: FakeDiscord) -> AsyncIterator[discord.Client]:
+    """A REST-only client (logged in, no gateway), like the bot's worker process."""
+    client = discord.Client(intents=discord.Intents.default())
+    await client.login(fake.token)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def test_history_after_pages_oldest_first_through_discordpy(
+    fake: FakeDiscord, rest_client: discord.Client
+) -> None:
+    ids = [(await fake.user_message(f"m{n}")).id for n in range(230)]
+    pm = rest_client.get_partial_messageable(CHANNEL_ID, guild_id=GUILD_ID)
+    after = [m.id async for m in pm.history(after=discord.Object(ids[9]), limit=None)]
+    assert after == ids[10:]
+    pages = fake.requests_to("GET /channels/*/messages")
+    assert [(r.query["limit"], len(r.response)) for r in pages] == [("100", 100), ("100", 100), ("100", 20)]
+    assert [int(m["id"]) for m in pages[0].response] == ids[10:110][::-1]  # newest first on the wire
+    newest = [m.id async for m in pm.history(limit=120)]
+    assert newest == ids[::-1][:120]
+    around = [m.id async for m in pm.history(around=discord.Object(ids[50]), limit=11)]
+    assert sorted(around) == ids[45:56]
+
+
+async def test_history_query_rules(fake: FakeDiscord, rest_client: discord.Client) -> None:
+    ids = [(await fake.user_message(f"m{n}")).id for n in range(60)]
+    path = f"/channels/{CHANNEL_ID}/messages"
+    status, default = await raw(fake, "GET", path)
+    assert status == 200 and [int(m["id"]) for m in default] == ids[::-1][:50]
+    status, before = await raw(fake, "GET", path, before=str(ids[5]), limit="3")
+    assert [int(m["id"]) for m in before] == [ids[4], ids[3], ids[2]]
+    for bad in ("0", "101", "ten"):
+        status, error = await raw(fake, "GET", path, limit=bad)
+        assert (status, error["code"]) == (400, 50035) and "limit" in error["errors"]
+    status, error = await raw(fake, "GET", path, before=str(ids[5]), after=str(ids[1]))
+    assert (status, error["code"]) == (400, 50035)
+    status, _ = await raw(fake, "GET", path, bot_token=False)
+    assert status == 401
+
+
+async def test_history_needs_read_message_history(fake: FakeDiscord, rest_client: discord.Client) -> None:
+    msg = await fake.user_message("hello")
+    pm = rest_client.get_partial_messageable(CHANNEL_ID, guild_id=GUILD_ID)
+    fake.set_bot_permissions(CHANNEL_ID, MEMBER_PERMISSIONS & ~READ_MESSAGE_HISTORY)
+    with pytest.raises(discord.Forbidden) as info:
+        [m async for m in pm.history(limit=5)]
+    assert info.value.code == 50001
+    with pytest.raises(discord.Forbidden) as info:
+        await pm.fetch_message(msg.id)
+    assert info.value.code == 50001
+    fake.set_bot_permissions(CHANNEL_ID, None)
+    assert [m.content async for m in pm.history(limit=5)] == ["hello"]
+
+
+async def test_interaction_messages_are_in_history_with_their_components(fake: FakeDiscord, bot: FakeTestBot) -> None:
+    status = await (await fake.slash("ping")).wait_original()
+    queued = await fake.slash("queue")  # ephemeral "first" (fills the deferred message), public "second"
+    await queued.wait_followup(2)
+    gone = await channel(bot).send("deleted soon")
+    await gone.delete()
+    history = [m async for m in channel(bot).history(limit=10)]
+    assert [m.content for m in history] == ["second", "pong"]
+    pong = history[1]
+    assert pong.id == status.id and pong.author.id == APP_ID and pong.author.bot
+    assert pong.webhook_id == APP_ID and pong.application_id == APP_ID
+    assert custom_ids(pong) == ["ping:again:7", "ping:cancel:7"]
+    # A bot can find its own message again by a button's custom_id (how it recognises a posted clip).
+    found = [m.id async for m in channel(bot).history(limit=None) if "ping:cancel:7" in custom_ids(m)]
+    assert found == [status.id]
+
+
+def custom_ids(message: discord.Message) -> list[str]:
+    rows = [row for row in message.components if isinstance(row, discord.ActionRow)]
+    return [c.custom_id for row in rows for c in row.children if isinstance(c, discord.Button) and c.custom_id]

@@ -40,11 +40,13 @@ async def test_full_lifecycle_records_every_state_and_keeps_credits(
     done = await store.get_job(job.id)
     assert done is not None and done.state is JobState.DELIVERED
     assert sink.delivered[job.id].read_bytes() == CLIP_BYTES
-    states = [e.to_state for e in await store.job_events(job.id)]
+    events = await store.job_events(job.id)
+    states = [e.to_state for e in events]
     assert states == [
         JobState.QUEUED, JobState.SUBMITTING, JobState.RUNNING, JobState.DOWNLOADING,
-        JobState.DELIVERING, JobState.DELIVERED,
+        JobState.DELIVERING, JobState.DELIVERING, JobState.DELIVERED,
     ]  # fmt: skip
+    assert events[5].detail == "posting, try 1", "the intent to post is recorded before the post"
     usage = await service.usage(ALICE)
     assert (usage.used, usage.reserved, usage.left) == (4, 0, 56)
     assert not list((worker.staging_dir).glob("*.mp4")), "staged clip must be removed once delivered"

@@ -4,6 +4,7 @@ the admin cog checks permissions and calls these."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 from bot.clock import Clock
@@ -74,10 +75,10 @@ class AdminService:
 
     # --- queue ----------------------------------------------------------------------------------------
     async def pause(self, guild_id: int) -> None:
-        await self._update_settings(guild_id, paused=True)
+        await self._update_settings(guild_id, lambda settings: replace(settings, paused=True))
 
     async def resume(self, guild_id: int) -> None:
-        await self._update_settings(guild_id, paused=False)
+        await self._update_settings(guild_id, lambda settings: replace(settings, paused=False))
 
     async def clear_queue(self, guild_id: int) -> list[Job]:
         cancelled = await self.store.cancel_queued(guild_id, now=self.clock.now())
@@ -87,23 +88,30 @@ class AdminService:
     # --- models ---------------------------------------------------------------------------------------
     async def set_model_enabled(self, guild_id: int, model_id: str, enabled: bool) -> GuildSettings:
         self._known_model(model_id)
-        settings = await self.store.guild_settings(guild_id)
-        disabled = set(settings.disabled_models)
-        if enabled:
-            disabled.discard(model_id)
-        else:
-            if len([m for m in self.jobs.registry.models() if m.id not in disabled]) <= 1 and model_id not in disabled:
-                raise InvalidRequest("At least one model must stay enabled.")
-            disabled.add(model_id)
-        default_model = settings.default_model if settings.default_model not in disabled else None
-        return await self._update_settings(guild_id, disabled_models=frozenset(disabled), default_model=default_model)
+        configured = [m.id for m in self.jobs.registry.models()]
+
+        def change(settings: GuildSettings) -> GuildSettings:
+            disabled = set(settings.disabled_models)
+            if enabled:
+                disabled.discard(model_id)
+            else:
+                if len([m for m in configured if m not in disabled]) <= 1 and model_id not in disabled:
+                    raise InvalidRequest("At least one model must stay enabled.")
+                disabled.add(model_id)
+            default_model = settings.default_model if settings.default_model not in disabled else None
+            return replace(settings, disabled_models=frozenset(disabled), default_model=default_model)
+
+        return await self._update_settings(guild_id, change)
 
     async def set_default_model(self, guild_id: int, model_id: str) -> GuildSettings:
         self._known_model(model_id)
-        settings = await self.store.guild_settings(guild_id)
-        if model_id in settings.disabled_models:
-            raise InvalidRequest(f"`{model_id}` is disabled on this server; enable it first.")
-        return await self._update_settings(guild_id, default_model=model_id)
+
+        def change(settings: GuildSettings) -> GuildSettings:
+            if model_id in settings.disabled_models:
+                raise InvalidRequest(f"`{model_id}` is disabled on this server; enable it first.")
+            return replace(settings, default_model=model_id)
+
+        return await self._update_settings(guild_id, change)
 
     async def models(self, guild_id: int) -> list[tuple[ModelInfo, bool, bool]]:
         """Every configured model with (enabled, is the server's default)."""
@@ -112,11 +120,16 @@ class AdminService:
         return [(m, m.id not in settings.disabled_models, m.id == default) for m in self.jobs.registry.models()]
 
     async def set_admin_role(self, guild_id: int, role_id: int | None) -> GuildSettings:
-        return await self._update_settings(guild_id, admin_role_id=role_id)
+        """The front end refuses managed roles (it knows them); the role everyone has is refused here too,
+        since it would make every member an admin."""
+        if role_id == guild_id:
+            raise InvalidRequest("Every member has the @everyone role: choose a role only your admins have.")
+        return await self._update_settings(guild_id, lambda settings: replace(settings, admin_role_id=role_id))
 
-    async def _update_settings(self, guild_id: int, **changes: object) -> GuildSettings:
-        settings = replace(await self.store.guild_settings(guild_id), **changes)  # type: ignore[arg-type]
-        await self.store.save_guild_settings(settings)
+    async def _update_settings(self, guild_id: int, change: Callable[[GuildSettings], GuildSettings]) -> GuildSettings:
+        """One transaction per change, with `change` run on the row as it is then: two admins changing different
+        settings at once both keep theirs. Checks that depend on the current settings belong inside `change`."""
+        settings = await self.store.update_guild_settings(guild_id, change)
         self.jobs.forget_settings(guild_id)
         return settings
 

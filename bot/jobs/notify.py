@@ -1,8 +1,9 @@
 """The engine's only window to the outside: status changes and finished clips.
 
 The Discord layer implements `Delivery` (status message edits, posting the clip); the `generate` command and
-the tests use `FileSink`. Implementations must be idempotent per job id: after a crash between posting and
-recording the post, the next worker delivers again, and the second delivery must not make a second post.
+the tests use `FileSink`. A crash between posting and recording the post leaves the job's post unknown: the
+worker records its intent before each post, and after one that may have gone through it asks `find_post`
+before posting again.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ class Delivery(Protocol):
     async def deliver(self, job: Job, clip: Path) -> int | None:
         """Hand the finished clip over; return an id for the delivery (a message id) if there is one.
         Raise `DeliveryError` when it cannot be delivered."""
+        ...
+
+    async def find_post(self, job: Job) -> int | None:
+        """The id of the clip post an earlier attempt made for this job, if there is one. None when there is
+        none, and also when there is no way to look: the clip is then posted again (a possible duplicate
+        rather than a paid clip never shown). Raise a retryable `DeliveryError` to look again later."""
         ...
 
 
@@ -49,3 +56,6 @@ class FileSink:
         os.replace(partial, dest)  # whole or absent, and a repeat just overwrites
         self.delivered[job.id] = dest
         return None
+
+    async def find_post(self, job: Job) -> int | None:
+        return None  # a repeat overwrites the same file: nothing to find, nothing to double

@@ -20,10 +20,10 @@ from typing import Protocol
 import av
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bot.domain import MAX_SEED, Aspect, VideoRequest
-from bot.errors import VideoBotError
+from bot.errors import InvalidRequest, VideoBotError
+from bot.images import load_image
 from bot.providers.local_card import card_overlay, label_overlay
 
 log = logging.getLogger(__name__)
@@ -166,9 +166,10 @@ class _ImageBackground:
     def __init__(self, path: Path, width: int, height: int, total: int, rng: np.random.Generator) -> None:
         big_w, big_h = math.ceil(width * self.OVERSCAN), math.ceil(height * self.OVERSCAN)
         try:
-            with Image.open(path) as img:
-                fitted = ImageOps.fit(img.convert("RGB"), (big_w, big_h), Image.Resampling.BILINEAR)
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            # Decoded scaled down, and refused above the pixel limit before any decoding: a small file can
+            # declare a huge image, and this runs on the worker that renders everyone's jobs.
+            fitted = load_image(path, (big_w, big_h))
+        except (InvalidRequest, OSError) as exc:
             raise RenderError(f"cannot read the image {path.name}: {exc}") from exc
         self.image: U8Array = np.asarray(fitted, dtype=np.uint8)
         self.width, self.height, self.total = width, height, total

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bot.domain import GuildSettings, Job, JobEvent, JobState, QuotaLimits
+from bot.domain import GuildSettings, Job, JobEvent, JobState, QuotaLimits, WorkerInfo
 
 
 class LeaseLost(Exception):
@@ -70,6 +70,7 @@ class Transition:
     error: str | None = None
     result_path: str | None = None
     delivered_message_id: int | None = None
+    post_attempted_at: float | None = None
 
 
 AdmitFn = Callable[[Admission], None]
@@ -88,10 +89,28 @@ class Store(Protocol):
 
     async def get_job(self, job_id: str) -> Job | None: ...
 
-    async def claim_job(self, worker_id: str, *, now: float, lease_seconds: float, limits: ClaimLimits) -> Job | None:
+    async def claim_job(
+        self, worker_id: str, *, now: float, lease_seconds: float, limits: ClaimLimits, holding: Sequence[str] = ()
+    ) -> Job | None:
         """Take one job under a lease: first any active job whose lease ran out (its worker died), else the
-        next queued job in fair order whose member, provider and the global cap have a free slot."""
+        next queued job in fair order whose member, provider and the global cap have a free slot. Jobs in
+        `holding` (the ones this worker is driving) are never taken over, even with a lapsed lease."""
         ...
+
+    # --- the worker registry --------------------------------------------------------------------------
+    async def register_worker(self, worker: WorkerInfo) -> None: ...
+
+    async def heartbeat(self, worker_id: str, job_ids: Sequence[str], *, now: float, until: float) -> set[str]:
+        """Record that the worker lives and extend the leases it still holds; returns the ids it still holds."""
+        ...
+
+    async def workers(self) -> list[WorkerInfo]: ...
+
+    async def reap_workers(self, worker_ids: Sequence[str]) -> list[str]:
+        """Forget dead workers and let their active jobs be taken over at once; returns those jobs' ids."""
+        ...
+
+    async def unregister_worker(self, worker_id: str) -> None: ...
 
     async def renew_leases(self, worker_id: str, job_ids: Sequence[str], until: float) -> set[str]:
         """Extend the leases this worker still holds; returns the ids it still holds."""
@@ -117,7 +136,15 @@ class Store(Protocol):
         """Cancel and refund every queued job of a server."""
         ...
 
-    async def set_status_message(self, job_id: str, message_id: int) -> None: ...
+    async def set_status_message(self, job_id: str, message_id: int) -> None:
+        """The status message was sent (showing the job queued)."""
+        ...
+
+    async def mark_status_shown(self, job_id: str, state: JobState) -> None: ...
+
+    async def jobs_with_stale_status(self, since: float) -> list[Job]:
+        """Jobs changed since `since` whose status message does not show their current state."""
+        ...
 
     async def job_events(self, job_id: str) -> list[JobEvent]: ...
 
@@ -161,6 +188,14 @@ class Store(Protocol):
     async def guild_settings(self, guild_id: int) -> GuildSettings: ...
 
     async def save_guild_settings(self, settings: GuildSettings) -> None: ...
+
+    async def update_guild_settings(
+        self, guild_id: int, change: Callable[[GuildSettings], GuildSettings]
+    ) -> GuildSettings:
+        """Apply `change` to the server's current settings and save the result, in one write transaction, so
+        two admins changing different settings at once both keep their change. `change` is pure and may
+        raise to refuse (nothing is saved then); returns the settings as saved."""
+        ...
 
     async def get_meta(self, key: str) -> str | None: ...
 

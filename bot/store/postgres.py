@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from bot.domain import GuildSettings, Job, JobEvent, JobState, QuotaLimits
+from bot.domain import GuildSettings, Job, JobEvent, JobState, QuotaLimits, WorkerInfo
 from bot.errors import StoreError
 from bot.store import migrations
 from bot.store.base import Admission, AdmitFn, ClaimLimits, InvalidTransition, LeaseLost, PolicyLayers, Transition
@@ -36,6 +36,7 @@ from bot.store.rows import (
     layers_from_rows,
     limits_from_row,
     settings_from_row,
+    worker_from_row,
 )
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ SELECT GREATEST(COALESCE((SELECT value::bigint FROM meta WHERE key = $1), 0),
 _TAKEOVER_SQL = f"""
 WITH expired AS (
     SELECT seq, lease_owner FROM jobs
-    WHERE state IN {_ACTIVE} AND lease_expires_at < $1 {{provider_filter}}
+    WHERE state IN {_ACTIVE} AND lease_expires_at < $1 {{provider_filter}} {{held_filter}}
     ORDER BY lease_expires_at LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
@@ -326,13 +327,20 @@ class PostgresStore:
         row = await self._first("SELECT * FROM jobs WHERE id = $1", job_id)
         return job_from_row(row) if row else None
 
-    async def claim_job(self, worker_id: str, *, now: float, lease_seconds: float, limits: ClaimLimits) -> Job | None:
+    async def claim_job(
+        self, worker_id: str, *, now: float, lease_seconds: float, limits: ClaimLimits, holding: Sequence[str] = ()
+    ) -> Job | None:
         until = now + lease_seconds
         async with self._tx() as conn:
             provider_filter, params = _provider_filter("provider", limits.providers)
+            held_filter = ""
+            if holding:
+                params = (*params, list(holding))
+                held_filter = f"AND NOT (id = ANY(${3 + len(params)}::text[]))"
             row = await conn.fetchrow(
-                _TAKEOVER_SQL.format(provider_filter=provider_filter), now, worker_id, until, *params
-            )
+                _TAKEOVER_SQL.format(provider_filter=provider_filter, held_filter=held_filter),
+                now, worker_id, until, *params,
+            )  # fmt: skip
             if row is not None:
                 state, previous = JobState(row["state"]), row["previous_owner"]
                 detail = f"taken over by {worker_id} from {previous}"
@@ -375,6 +383,42 @@ class PostgresStore:
         rows = await self._fetch(sql, float(until), worker_id, list(job_ids))
         return {str(row["id"]) for row in rows}
 
+    # --- the worker registry --------------------------------------------------------------------------
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        await self._fetch(
+            "INSERT INTO workers (id, host, pid, pid_started, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $6)"
+            " ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+            worker.id, worker.host, worker.pid, worker.pid_started, worker.started_at, worker.heartbeat_at,
+        )  # fmt: skip
+
+    async def heartbeat(self, worker_id: str, job_ids: Sequence[str], *, now: float, until: float) -> set[str]:
+        async with self._tx() as conn:
+            await conn.execute("UPDATE workers SET heartbeat_at = $1 WHERE id = $2", float(now), worker_id)
+            rows = await conn.fetch(
+                "UPDATE jobs SET lease_expires_at = $1 WHERE lease_owner = $2 AND id = ANY($3::text[])"
+                f" AND state IN {_ACTIVE} RETURNING id",
+                float(until), worker_id, list(job_ids),
+            )  # fmt: skip
+        return {str(row["id"]) for row in rows}
+
+    async def workers(self) -> list[WorkerInfo]:
+        return [worker_from_row(row) for row in await self._fetch("SELECT * FROM workers ORDER BY started_at")]
+
+    async def reap_workers(self, worker_ids: Sequence[str]) -> list[str]:
+        if not worker_ids:
+            return []
+        async with self._tx() as conn:
+            await conn.execute("DELETE FROM workers WHERE id = ANY($1::text[])", list(worker_ids))
+            rows = await conn.fetch(
+                "UPDATE jobs SET lease_expires_at = 0 WHERE lease_owner = ANY($1::text[])"
+                f" AND state IN {_ACTIVE} RETURNING id",
+                list(worker_ids),
+            )
+        return [str(row["id"]) for row in rows]
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        await self._fetch("DELETE FROM workers WHERE id = $1", worker_id)
+
     async def release_lease(self, job_id: str, worker_id: str) -> None:
         sql = "UPDATE jobs SET lease_owner = NULL, lease_expires_at = 0 WHERE id = $1 AND lease_owner = $2"
         await self._fetch(sql, job_id, worker_id)
@@ -410,7 +454,17 @@ class PostgresStore:
             return [await _transition(conn, row["id"], change, now) for row in await conn.fetch(sql, guild_id)]
 
     async def set_status_message(self, job_id: str, message_id: int) -> None:
-        await self._fetch("UPDATE jobs SET status_message_id = $1 WHERE id = $2", message_id, job_id)
+        await self._fetch(
+            "UPDATE jobs SET status_message_id = $1, status_state = COALESCE(status_state, 'queued') WHERE id = $2",
+            message_id, job_id,
+        )  # fmt: skip
+
+    async def mark_status_shown(self, job_id: str, state: JobState) -> None:
+        await self._fetch("UPDATE jobs SET status_state = $1 WHERE id = $2", state.value, job_id)
+
+    async def jobs_with_stale_status(self, since: float) -> list[Job]:
+        sql = "SELECT * FROM jobs WHERE updated_at >= $1 AND status_state IS DISTINCT FROM state ORDER BY seq"
+        return [job_from_row(row) for row in await self._fetch(sql, float(since))]
 
     async def job_events(self, job_id: str) -> list[JobEvent]:
         rows = await self._fetch("SELECT * FROM job_events WHERE job_id = $1 ORDER BY at, id", job_id)
@@ -502,6 +556,23 @@ class PostgresStore:
         disabled = json.dumps(sorted(s.disabled_models))  # JSON text, as SQLite stores it
         await self._fetch(_SAVE_SETTINGS_SQL, s.guild_id, s.paused, s.default_model, disabled, s.admin_role_id)
 
+    async def update_guild_settings(
+        self, guild_id: int, change: Callable[[GuildSettings], GuildSettings]
+    ) -> GuildSettings:
+        async with self._tx() as conn:
+            # A row first, so there is one to lock: concurrent changes then apply one after the other, each
+            # reading what the previous one committed (READ COMMITTED re-reads the row once the lock is free).
+            await conn.execute("INSERT INTO guild_settings (guild_id) VALUES ($1) ON CONFLICT DO NOTHING", guild_id)
+            row = await conn.fetchrow("SELECT * FROM guild_settings WHERE guild_id = $1 FOR UPDATE", guild_id)
+            changed = change(settings_from_row(guild_id, row))
+            if changed.guild_id != guild_id:
+                raise ValueError(f"a settings change moved guild {guild_id} to {changed.guild_id}")
+            disabled = json.dumps(sorted(changed.disabled_models))
+            await conn.execute(
+                _SAVE_SETTINGS_SQL, guild_id, changed.paused, changed.default_model, disabled, changed.admin_role_id
+            )
+        return changed
+
     async def get_meta(self, key: str) -> str | None:
         row = await self._first("SELECT value FROM meta WHERE key = $1", key)
         return None if row is None else str(row["value"])
@@ -542,7 +613,7 @@ async def _transition(conn: Any, job_id: str, change: Transition, now: float) ->
         raise InvalidTransition(f"job {job_id} is {state}, cannot move to {change.to_state}")
     values: list[Any] = [change.to_state.value, float(now)]
     sets = ["state = $1", "updated_at = $2"]
-    for column in ("remote_id", "error", "result_path", "delivered_message_id"):
+    for column in ("remote_id", "error", "result_path", "delivered_message_id", "post_attempted_at"):
         if (value := getattr(change, column)) is not None:
             values.append(value)
             sets.append(f"{column} = ${len(values)}")

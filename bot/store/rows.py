@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bot.domain import GuildSettings, InteractionRef, Job, JobEvent, JobState, QuotaLimits, VideoRequest
+from bot.domain import GuildSettings, InteractionRef, Job, JobEvent, JobState, QuotaLimits, VideoRequest, WorkerInfo
 from bot.store.base import PolicyLayers
 
 ACTIVE_STATE_VALUES = ("submitting", "running", "downloading", "delivering")
@@ -16,7 +16,7 @@ TERMINAL_STATE_VALUES = ("delivered", "failed", "cancelled")
 JOB_INSERT_COLUMNS = (
     "id", "guild_id", "user_id", "channel_id", "model", "provider", "request_json", "credits",
     "max_running", "state", "priority", "fair_rank", "created_at", "updated_at", "application_id",
-    "interaction_token", "interaction_created_at", "attachment_size_limit", "status_message_id",
+    "interaction_token", "interaction_created_at", "attachment_size_limit", "status_message_id", "app_permissions",
 )  # fmt: skip
 
 
@@ -27,7 +27,7 @@ def job_insert_values(job: Job, max_running: int, fair_rank: int) -> tuple[Any, 
         job.request.model_dump_json(), job.credits, max_running, job.state.value, job.priority, fair_rank,
         job.created_at, job.updated_at,
         ref.application_id if ref else None, ref.token if ref else None, ref.created_at if ref else None,
-        ref.attachment_size_limit if ref else None, job.status_message_id,
+        ref.attachment_size_limit if ref else None, job.status_message_id, ref.app_permissions if ref else None,
     )  # fmt: skip
 
 
@@ -39,6 +39,7 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
             token=str(row["interaction_token"]),
             created_at=float(row["interaction_created_at"]),
             attachment_size_limit=int(row["attachment_size_limit"]),
+            app_permissions=_opt_int(row["app_permissions"]),
         )
     return Job(
         id=row["id"],
@@ -65,6 +66,8 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         finished_at=row["finished_at"],
         interaction=interaction,
         status_message_id=_opt_int(row["status_message_id"]),
+        post_attempted_at=row["post_attempted_at"],
+        status_state=JobState(row["status_state"]) if row["status_state"] else None,
     )
 
 
@@ -115,6 +118,17 @@ def settings_from_row(guild_id: int, row: Mapping[str, Any] | None) -> GuildSett
         default_model=row["default_model"],
         disabled_models=frozenset(json.loads(row["disabled_models"])),
         admin_role_id=_opt_int(row["admin_role_id"]),
+    )
+
+
+def worker_from_row(row: Mapping[str, Any]) -> WorkerInfo:
+    return WorkerInfo(
+        id=str(row["id"]),
+        host=str(row["host"]),
+        pid=int(row["pid"]),
+        pid_started=row["pid_started"],
+        started_at=float(row["started_at"]),
+        heartbeat_at=float(row["heartbeat_at"]),
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from bot.domain import GuildSettings, Job, JobEvent, JobState, QuotaLimits
+from bot.domain import GuildSettings, Job, JobEvent, JobState, QuotaLimits, WorkerInfo
 from bot.errors import StoreError
 from bot.store import migrations
 from bot.store.base import (
@@ -37,6 +37,7 @@ from bot.store.rows import (
     layers_from_rows,
     limits_from_row,
     settings_from_row,
+    worker_from_row,
 )
 
 log = logging.getLogger(__name__)
@@ -145,11 +146,14 @@ class SqliteStore:
                 if ok:
                     future.set_result(value)
                 else:
-                    future.set_exception(value)
+                    future.set_exception(_translated(value))
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         raw = self._db._conn
-        result: T = await self._db._execute(fn, raw)  # type: ignore[no-untyped-call]
+        try:
+            result: T = await self._db._execute(fn, raw)  # type: ignore[no-untyped-call]
+        except sqlite3.OperationalError as exc:
+            raise _translated(exc) from exc
         return result
 
     # --- schema ---------------------------------------------------------------------------------------
@@ -197,13 +201,16 @@ class SqliteStore:
         row = await self._read(lambda db: db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
         return job_from_row(row) if row else None
 
-    async def claim_job(self, worker_id: str, *, now: float, lease_seconds: float, limits: ClaimLimits) -> Job | None:
+    async def claim_job(
+        self, worker_id: str, *, now: float, lease_seconds: float, limits: ClaimLimits, holding: Sequence[str] = ()
+    ) -> Job | None:
         def claim(db: sqlite3.Connection) -> Job | None:
             provider_filter, params = _provider_filter(limits.providers)
+            held = f"AND id NOT IN ({', '.join('?' for _ in holding)})" if holding else ""
             row = db.execute(
-                f"SELECT * FROM jobs WHERE state IN {_ACTIVE} AND lease_expires_at < ? {provider_filter}"
+                f"SELECT * FROM jobs WHERE state IN {_ACTIVE} AND lease_expires_at < ? {provider_filter} {held}"
                 " ORDER BY lease_expires_at LIMIT 1",
-                (now, *params),
+                (now, *params, *holding),
             ).fetchone()
             if row is not None:
                 return _take_over(db, row, worker_id, now, lease_seconds)
@@ -253,6 +260,53 @@ class SqliteStore:
             return {row[0] for row in rows}
 
         return await self._write(renew)
+
+    # --- the worker registry --------------------------------------------------------------------------
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        await self._write(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO workers (id, host, pid, pid_started, started_at, heartbeat_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (worker.id, worker.host, worker.pid, worker.pid_started, worker.started_at, worker.heartbeat_at),
+            )
+        )
+
+    async def heartbeat(self, worker_id: str, job_ids: Sequence[str], *, now: float, until: float) -> set[str]:
+        marks = ", ".join("?" for _ in job_ids) or "NULL"
+
+        def beat(db: sqlite3.Connection) -> set[str]:
+            db.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (now, worker_id))
+            rows = db.execute(
+                f"UPDATE jobs SET lease_expires_at = ? WHERE lease_owner = ? AND id IN ({marks})"
+                f" AND state IN {_ACTIVE} RETURNING id",
+                (until, worker_id, *job_ids),
+            ).fetchall()
+            return {row[0] for row in rows}
+
+        return await self._write(beat)
+
+    async def workers(self) -> list[WorkerInfo]:
+        rows = await self._read(lambda db: db.execute("SELECT * FROM workers ORDER BY started_at").fetchall())
+        return [worker_from_row(row) for row in rows]
+
+    async def reap_workers(self, worker_ids: Sequence[str]) -> list[str]:
+        if not worker_ids:
+            return []
+        marks = ", ".join("?" for _ in worker_ids)
+
+        def reap(db: sqlite3.Connection) -> list[str]:
+            db.execute(f"DELETE FROM workers WHERE id IN ({marks})", tuple(worker_ids))
+            rows = db.execute(
+                f"UPDATE jobs SET lease_expires_at = 0 WHERE lease_owner IN ({marks}) AND state IN {_ACTIVE}"
+                " RETURNING id",
+                tuple(worker_ids),
+            ).fetchall()
+            return [row[0] for row in rows]
+
+        return await self._write(reap)
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        await self._write(lambda db: db.execute("DELETE FROM workers WHERE id = ?", (worker_id,)))
 
     async def release_lease(self, job_id: str, worker_id: str) -> None:
         await self._write(
@@ -304,8 +358,24 @@ class SqliteStore:
 
     async def set_status_message(self, job_id: str, message_id: int) -> None:
         await self._write(
-            lambda db: db.execute("UPDATE jobs SET status_message_id = ? WHERE id = ?", (message_id, job_id))
+            lambda db: db.execute(
+                "UPDATE jobs SET status_message_id = ?, status_state = COALESCE(status_state, 'queued') WHERE id = ?",
+                (message_id, job_id),
+            )
         )
+
+    async def mark_status_shown(self, job_id: str, state: JobState) -> None:
+        await self._write(lambda db: db.execute("UPDATE jobs SET status_state = ? WHERE id = ?", (state.value, job_id)))
+
+    async def jobs_with_stale_status(self, since: float) -> list[Job]:
+        rows = await self._read(
+            lambda db: db.execute(
+                "SELECT * FROM jobs WHERE updated_at >= ? AND (status_state IS NULL OR status_state != state)"
+                " ORDER BY seq",
+                (since,),
+            ).fetchall()
+        )
+        return [job_from_row(row) for row in rows]
 
     async def job_events(self, job_id: str) -> list[JobEvent]:
         rows = await self._read(
@@ -435,19 +505,35 @@ class SqliteStore:
         return settings_from_row(guild_id, row)
 
     async def save_guild_settings(self, settings: GuildSettings) -> None:
-        values = (
-            settings.guild_id,
-            int(settings.paused),
-            settings.default_model,
-            json.dumps(sorted(settings.disabled_models)),
-            settings.admin_role_id,
-        )
-        await self._write(
-            lambda db: db.execute(
-                "INSERT OR REPLACE INTO guild_settings"
-                " (guild_id, paused, default_model, disabled_models, admin_role_id) VALUES (?, ?, ?, ?, ?)",
-                values,
-            )
+        await self._write(lambda db: self._save_settings(db, settings))
+
+    async def update_guild_settings(
+        self, guild_id: int, change: Callable[[GuildSettings], GuildSettings]
+    ) -> GuildSettings:
+        # Read, change and write under the one write lock `_write` holds (BEGIN IMMEDIATE): no other writer,
+        # in this process or another, can save in between, so no change is lost.
+        def update(db: sqlite3.Connection) -> GuildSettings:
+            row = db.execute("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,)).fetchone()
+            changed = change(settings_from_row(guild_id, row))
+            if changed.guild_id != guild_id:
+                raise ValueError(f"a settings change moved guild {guild_id} to {changed.guild_id}")
+            self._save_settings(db, changed)
+            return changed
+
+        return await self._write(update)
+
+    @staticmethod
+    def _save_settings(db: sqlite3.Connection, settings: GuildSettings) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO guild_settings"
+            " (guild_id, paused, default_model, disabled_models, admin_role_id) VALUES (?, ?, ?, ?, ?)",
+            (
+                settings.guild_id,
+                int(settings.paused),
+                settings.default_model,
+                json.dumps(sorted(settings.disabled_models)),
+                settings.admin_role_id,
+            ),
         )
 
     async def get_meta(self, key: str) -> str | None:
@@ -460,6 +546,16 @@ class SqliteStore:
     async def _scalar(self, sql: str, params: Sequence[Any]) -> int:
         row = await self._read(lambda db: db.execute(sql, params).fetchone())
         return int(row[0]) if row and row[0] is not None else 0
+
+
+def _translated(exc: BaseException) -> BaseException:
+    """The database failing (locked past the busy timeout, disk full, I/O) is a `StoreError`, as on PostgreSQL:
+    callers treat it as "try again later", not as a bug in the job."""
+    if isinstance(exc, sqlite3.OperationalError):
+        error = StoreError(f"database error: {exc}")
+        error.__cause__ = exc
+        return error
+    return exc
 
 
 # --- the transaction bodies (run on the connection's thread) ----------------------------------------------
@@ -557,7 +653,7 @@ def _transition(db: sqlite3.Connection, job_id: str, change: Transition, now: fl
         raise InvalidTransition(f"job {job_id} is {state}, cannot move to {change.to_state}")
     sets = ["state = ?", "updated_at = ?"]
     values: list[Any] = [change.to_state.value, now]
-    for column in ("remote_id", "error", "result_path", "delivered_message_id"):
+    for column in ("remote_id", "error", "result_path", "delivered_message_id", "post_attempted_at"):
         value = getattr(change, column)
         if value is not None:
             sets.append(f"{column} = ?")

@@ -2,8 +2,18 @@
 
 Why: design.md wants discord.py tested for real, with no mocks. The fake serves what discord.py 2.7.1 needs
 (reference/discord.md §4a), records everything the bot sends, and is strict where Discord is: 3 s to
-acknowledge and only once, 15 min tokens, body limits, 401/403/413/429/5xx on demand. Time is the injectable
-``clock`` so tests expire tokens by ``fake.clock.advance(16 * 60)`` instead of sleeping.
+acknowledge and only once, 15 min tokens, body limits, channel permissions on bot-token routes, nonces only
+on channel posts, 401/403/413/429/5xx on demand. Time is the injectable ``clock`` so tests expire tokens by
+``fake.clock.advance(16 * 60)`` instead of sleeping.
+
+Knobs (tests/fakes/README.md has the full list):
+- faults (``discord_faults``): ``fail_next``, ``rate_limit_next``, ``drop_next`` answer before anything is
+  applied; ``fail_after_apply`` (5xx) and ``drop_after_apply`` (connection closed, no response) answer after
+  the request took effect: the message exists although the client saw a failure.
+- permissions: ``guilds[id].bot_permissions`` (guild default), ``set_bot_permissions(channel_id, perms)``
+  (per channel, inherited by threads; ``None`` resets), ``forbid_channel``/``allow_channel``; interactions
+  carry the effective value as ``app_permissions``.
+- ``nonce_window`` (5 min), ``upload_limit``, ``callback_deadline`` (3 s), ``token_lifetime`` (15 min).
 
     async with FakeDiscord() as fake, use_fake_discord(fake):
         client = commands.Bot(command_prefix="!", intents=discord.Intents.default(), guild_ready_timeout=0.1)
@@ -24,6 +34,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from tests.fakes.discord_faults import FaultsMixin
 from tests.fakes.discord_gateway import Gateway
 from tests.fakes.discord_interactions import InteractionRecord, InteractionsMixin
 from tests.fakes.discord_models import (
@@ -31,7 +42,9 @@ from tests.fakes.discord_models import (
     ADMIN_ID,
     ADMIN_ROLE_ID,
     ADMIN_ROLE_PERMISSIONS,
+    ADMINISTRATOR,
     ALICE_ID,
+    ALL_PERMISSIONS,
     APP_ID,
     ATTACH_FILES,
     CHANNEL_ID,
@@ -57,7 +70,7 @@ from tests.fakes.discord_models import (
     StoredMessage,
     iso,
 )
-from tests.fakes.discord_rest import RestApi, rate_limit_body, route_matches
+from tests.fakes.discord_rest import RestApi, route_matches
 
 __all__ = [
     "ADMIN_ID",
@@ -77,7 +90,7 @@ T = TypeVar("T")
 DM_PERMISSIONS = VIEW_CHANNEL | SEND_MESSAGES | EMBED_LINKS | ATTACH_FILES | READ_MESSAGE_HISTORY | ADD_REACTIONS
 
 
-class FakeDiscord(InteractionsMixin):
+class FakeDiscord(InteractionsMixin, FaultsMixin):
     """Gateway + REST fake; ``async with FakeDiscord() as fake`` or ``await start()`` / ``await close()``."""
 
     def __init__(
@@ -109,7 +122,7 @@ class FakeDiscord(InteractionsMixin):
         self.users: dict[int, FakeUser] = {APP_ID: self.bot_user}
         self.guilds: dict[int, FakeGuild] = {}
         self.channels: dict[int, FakeChannel] = {}
-        self.forbidden_channels: set[int] = set()
+        self.channel_bot_permissions: dict[int, int] = {}
         self.dm_blocked_users: set[int] = set()
         self.requests: list[RecordedRequest] = []
         self.unhandled: list[RecordedRequest] = []
@@ -119,7 +132,7 @@ class FakeDiscord(InteractionsMixin):
         self.interactions_by_token: dict[str, InteractionRecord] = {}
         self.modals: dict[str, InteractionRecord] = {}
         self.attachments: dict[int, StoredAttachment] = {}
-        self.nonces: dict[tuple[int, str], tuple[StoredMessage, float]] = {}
+        self.nonces: dict[tuple[int, int, str], tuple[StoredMessage, float]] = {}
         self.global_commands: list[dict[str, Any]] = []
         self.guild_commands: dict[int, list[dict[str, Any]]] = {}
         self._messages: dict[int, StoredMessage] = {}
@@ -260,16 +273,39 @@ class FakeDiscord(InteractionsMixin):
             self._dm_channels[u.id] = self.channels[channel.id] = channel
         return self._dm_channels[u.id]
 
-    def bot_permissions(self, channel: FakeChannel) -> int:
-        guild = self.guilds.get(channel.guild_id or 0)
-        return guild.bot_permissions if guild else DM_PERMISSIONS
+    def bot_permissions(self, channel: FakeChannel | int) -> int:
+        """The bot's effective permissions in ``channel``: its override (a thread inherits its parent's), else
+        the guild's ``bot_permissions``; DMs get what Discord allows there. Administrator means everything."""
+        ch = channel if isinstance(channel, FakeChannel) else self.channels[channel]
+        overrides = self.channel_bot_permissions
+        if ch.id in overrides:
+            perms = overrides[ch.id]
+        elif ch.is_thread and ch.parent_id in overrides:
+            perms = overrides[ch.parent_id]  # type: ignore[index]
+        else:
+            guild = self.guilds.get(ch.guild_id or 0)
+            perms = guild.bot_permissions if guild else DM_PERMISSIONS
+        return ALL_PERMISSIONS if perms & ADMINISTRATOR else perms
+
+    def set_bot_permissions(self, channel_id: int, permissions: int | None) -> None:
+        """Override the bot's permissions in one channel (and its threads); ``None`` restores the guild default.
+
+        Bot-token routes check them like Discord (e.g. posting needs VIEW_CHANNEL + SEND_MESSAGES, + ATTACH_FILES
+        with files, + EMBED_LINKS with embeds) and interactions in that channel carry them as ``app_permissions``.
+        Interaction callbacks and webhooks ignore them, as on Discord.
+        """
+        if permissions is None:
+            self.channel_bot_permissions.pop(channel_id, None)
+        else:
+            self.channel_bot_permissions[channel_id] = permissions
 
     def forbid_channel(self, channel_id: int) -> None:
-        """Bot-token channel routes answer 403 50013 (interaction followups still work, as on Discord)."""
-        self.forbidden_channels.add(channel_id)
+        """No permissions at all for the bot there: bot-token routes answer 403 50001 Missing Access
+        (interaction callbacks and followups still work, as on Discord)."""
+        self.set_bot_permissions(channel_id, 0)
 
     def allow_channel(self, channel_id: int) -> None:
-        self.forbidden_channels.discard(channel_id)
+        self.set_bot_permissions(channel_id, None)
 
     def block_dms(self, user: FakeUser | int | str) -> None:
         """Messages to this user's DM channel answer 403 50007 (user closed DMs)."""
@@ -379,7 +415,7 @@ class FakeDiscord(InteractionsMixin):
         timeout: float = 10.0,  # noqa: ASYNC109
     ) -> RecordedRequest:
         def seen() -> RecordedRequest | None:
-            done = [r for r in self.requests_to(pattern) if r.status]
+            done = [r for r in self.requests_to(pattern) if r.done]
             return done[count - 1] if len(done) >= count else None
 
         return await self.wait_for(seen, timeout, what=f"request #{count} to {pattern}")
@@ -388,41 +424,6 @@ class FakeDiscord(InteractionsMixin):
         last = ", ".join(f"{r.route}→{r.status}" for r in self.requests[-8:])
         extra = f"; unhandled: {[r.route for r in self.unhandled]}" if self.unhandled else ""
         return f"last requests: [{last}]{extra}"
-
-    # ---------------------------------------------------------------- fault injection
-
-    def fail_next(
-        self,
-        pattern: str | None = None,
-        *,
-        status: int = 500,
-        times: int = 1,
-        code: int = 0,
-        message: str | None = None,
-        body: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        """The next ``times`` requests matching ``pattern`` (``None`` = any) get ``status``.
-
-        The body is ``{"message", "code"}`` (e.g. ``status=404, code=10008, message="Unknown Message"``) unless
-        ``body`` is given. Faults are consumed in the order they were added.
-        """
-        default = {"message": message or f"{status}: Fake failure", "code": code}
-        self.faults.append(Fault(pattern, status, body or default, dict(headers or {}), times))
-
-    def rate_limit_next(
-        self, pattern: str | None = None, *, retry_after: float = 0.05, times: int = 1, is_global: bool = False
-    ) -> None:
-        """429 as Discord sends it (``Via`` header, JSON ``retry_after``) so discord.py sleeps and retries."""
-        body, headers = rate_limit_body(retry_after, is_global)
-        self.faults.append(Fault(pattern, 429, body, headers, times))
-
-    def take_fault(self, method: str, path: str) -> Fault | None:
-        for fault in self.faults:
-            if fault.remaining > 0 and route_matches(fault.pattern, method, path):
-                fault.remaining -= 1
-                return fault
-        return None
 
     # ---------------------------------------------------------------- gateway controls
 

@@ -218,6 +218,8 @@ class Gateway:
                 data["guild_id"] = str(msg.guild_id)
         else:
             data = msg.payload()
+            if event == "MESSAGE_CREATE" and msg.nonce is not None:
+                data["nonce"] = msg.nonce  # echoed on creation only, like the create response
             own = msg.author_id == self.fake.app_id
             exempt = own or msg.guild_id is None or self.fake.app_id in msg.pinged_user_ids
             if not (session.intents & MESSAGE_CONTENT or exempt):  # privileged intent missing

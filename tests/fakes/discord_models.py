@@ -448,8 +448,6 @@ class StoredMessage:
         }
         if self.guild_id is not None:
             data["guild_id"] = str(self.guild_id)
-        if self.nonce is not None:
-            data["nonce"] = self.nonce
         if self.webhook_id is not None:
             data["webhook_id"] = str(self.webhook_id)
             data["application_id"] = str(self.webhook_id)
@@ -481,11 +479,33 @@ class RecordedRequest:
     time: float
     authorized: bool | None = None
     status: int = 0
+    """HTTP status the client got; 0 while in flight and for a dropped connection (see ``dropped``)."""
     response: Any = None
+    fault: str | None = None
+    """Scripted fault that answered: ``"fail"``/``"drop"`` (nothing applied) or ``"fail_after_apply"``/
+    ``"drop_after_apply"`` (the request took effect, then the client got a 5xx or a closed connection)."""
+    applied_status: int | None = None
+    """For an after-apply fault: the status the request really had (e.g. 200 with the message created)."""
+    applied_response: Any = None
+    """For an after-apply fault: the body Discord would have sent (e.g. the created message)."""
 
     @property
     def route(self) -> str:
         return f"{self.method} {self.path}"
+
+    @property
+    def dropped(self) -> bool:
+        """The connection was closed without any HTTP response."""
+        return self.fault in ("drop", "drop_after_apply")
+
+    @property
+    def applied(self) -> bool:
+        """The request took effect on the fake (a 2xx, or a success hidden behind an after-apply fault)."""
+        return 200 <= (self.applied_status or self.status) < 300
+
+    @property
+    def done(self) -> bool:
+        return bool(self.status) or self.dropped
 
 
 @dataclass
@@ -497,6 +517,14 @@ class Fault:
     body: dict[str, Any] | None
     headers: dict[str, str]
     remaining: int
+    after_apply: bool = False
+    """Run the request for real first (message created…), then answer with the fault."""
+    drop: bool = False
+    """Close the TCP connection without an HTTP response instead of answering ``status``."""
+
+    @property
+    def kind(self) -> str:
+        return ("drop" if self.drop else "fail") + ("_after_apply" if self.after_apply else "")
 
 
 @dataclass

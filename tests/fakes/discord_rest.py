@@ -1,8 +1,13 @@
-"""REST half of the fake Discord: routing, recording, auth, scripted faults and the message endpoints.
+"""REST half of the fake Discord: routing, recording, auth, scripted faults and the message plumbing.
 
 Why so strict: every rule here (exact ``application/json``, ``Via`` on 429, 3 s callback deadline, 15 min
 token lifetime, one ack per interaction, 413 on big files) is one that discord.py or Discord enforces, and a
 bot that only works against a lenient fake breaks in production.
+
+Routes live in ``discord_channel_routes`` (bot token: channels, messages, history, permissions, nonces) and
+``discord_interaction_routes`` (callbacks and interaction webhooks). Every request is recorded first, then a
+scripted fault (``discord_faults``) may answer instead of the route: before it runs (nothing applied), or
+after it succeeded (applied, then a 5xx or a connection closed without any response).
 """
 
 from __future__ import annotations
@@ -17,26 +22,20 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
 
+from tests.fakes.discord_channel_routes import ChannelRoutes
 from tests.fakes.discord_interaction_routes import InteractionRoutes
 from tests.fakes.discord_models import (
     LOADING,
-    MANAGE_MESSAGES,
     MENTION_RE,
     FakeChannel,
+    Fault,
     RecordedFile,
     RecordedRequest,
     StoredAttachment,
     StoredMessage,
     iso,
 )
-from tests.fakes.discord_validation import (
-    CHANNEL_MESSAGE_FLAGS,
-    EDIT_FLAGS,
-    ApiError,
-    check_commands,
-    check_message_body,
-    form_error,
-)
+from tests.fakes.discord_validation import EDIT_FLAGS, ApiError, check_commands, form_error
 
 if TYPE_CHECKING:
     from tests.fakes.discord import FakeDiscord
@@ -101,11 +100,12 @@ class RestApi:
     def __init__(self, fake: FakeDiscord) -> None:
         self.fake = fake
         self.interactions = InteractionRoutes(fake, self)
-        i = self.interactions
+        self.channels = ChannelRoutes(fake, self)
+        i, c = self.interactions, self.channels
         self.routes: list[Route] = [
             Route("GET", "/users/@me", self.get_me, True),
             Route("GET", "/users/{user_id}", self.get_user, True),
-            Route("POST", "/users/@me/channels", self.open_dm, True),
+            Route("POST", "/users/@me/channels", c.open_dm, True),
             Route("GET", "/oauth2/applications/@me", self.get_application, True),
             Route("GET", "/applications/@me", self.get_application, True),
             Route("GET", "/gateway/bot", self.gateway_bot, True),
@@ -119,13 +119,14 @@ class RestApi:
             Route("GET", "/webhooks/{app_id}/{token}/messages/{message_id}", i.get_message, False),
             Route("PATCH", "/webhooks/{app_id}/{token}/messages/{message_id}", i.edit_message, False),
             Route("DELETE", "/webhooks/{app_id}/{token}/messages/{message_id}", i.delete_message, False),
-            Route("GET", "/guilds/{guild_id}/members/{user_id}", self.get_member, True),
-            Route("GET", "/channels/{channel_id}", self.get_channel, True),
-            Route("POST", "/channels/{channel_id}/typing", self.typing, True),
-            Route("POST", "/channels/{channel_id}/messages", self.create_message, True),
-            Route("GET", "/channels/{channel_id}/messages/{message_id}", self.get_message, True),
-            Route("PATCH", "/channels/{channel_id}/messages/{message_id}", self.edit_message, True),
-            Route("DELETE", "/channels/{channel_id}/messages/{message_id}", self.delete_message, True),
+            Route("GET", "/guilds/{guild_id}/members/{user_id}", c.get_member, True),
+            Route("GET", "/channels/{channel_id}", c.get_channel, True),
+            Route("POST", "/channels/{channel_id}/typing", c.typing, True),
+            Route("GET", "/channels/{channel_id}/messages", c.get_messages, True),
+            Route("POST", "/channels/{channel_id}/messages", c.create_message, True),
+            Route("GET", "/channels/{channel_id}/messages/{message_id}", c.get_message, True),
+            Route("PATCH", "/channels/{channel_id}/messages/{message_id}", c.edit_message, True),
+            Route("DELETE", "/channels/{channel_id}/messages/{message_id}", c.delete_message, True),
             Route("GET", "/attachments/{channel_id}/{attachment_id}/{filename}", self.download, False),
         ]
 
@@ -148,7 +149,15 @@ class RestApi:
         try:
             if bad_body is not None:
                 raise bad_body
-            response = self._fault_response(rec) or await self._dispatch(request, rec)
+            fault = fake.take_fault(rec.method, rec.path)
+            if fault is not None:
+                return self._answer_fault(request, rec, fault)
+            response = await self._dispatch(request, rec)
+            if 200 <= response.status < 300:
+                fault = fake.take_fault(rec.method, rec.path, after_apply=True)
+                if fault is not None:
+                    rec.applied_status, rec.applied_response = response.status, rec.response
+                    return self._answer_fault(request, rec, fault)
         except ApiError as exc:
             response = json_response(exc.status, exc.body())
             rec.response = exc.body()
@@ -159,6 +168,20 @@ class RestApi:
         rec.status = response.status
         fake.notify()
         return response
+
+    def _answer_fault(self, request: web.Request, rec: RecordedRequest, fault: Fault) -> web.Response:
+        """A scripted answer: a status with its body, or a TCP connection closed without any response."""
+        rec.fault = fault.kind
+        if fault.drop:
+            rec.response = None
+            if request.transport is not None:
+                request.transport.abort()  # aiohttp then has nothing to write to; the client sees a disconnect
+            self.fake.notify()
+            return web.Response(status=500)
+        rec.response = fault.body
+        rec.status = fault.status
+        self.fake.notify()
+        return json_response(fault.status, fault.body, fault.headers)
 
     async def _dispatch(self, request: web.Request, rec: RecordedRequest) -> web.Response:
         for route in self.routes:
@@ -187,13 +210,6 @@ class RestApi:
             "X-RateLimit-Reset-After": "1.000",
             "X-RateLimit-Bucket": hashlib.md5(pattern.encode()).hexdigest()[:16],
         }
-
-    def _fault_response(self, rec: RecordedRequest) -> web.Response | None:
-        fault = self.fake.take_fault(rec.method, rec.path)
-        if fault is None:
-            return None
-        rec.response = fault.body
-        return json_response(fault.status, fault.body, fault.headers)
 
     @staticmethod
     async def _read_body(request: web.Request) -> tuple[Any, list[RecordedFile]]:
@@ -280,7 +296,6 @@ class RestApi:
             author=fake.bot_user.payload(),
             timestamp=iso(fake.clock.now()),
             tts=bool(body.get("tts", False)),
-            nonce=body.get("nonce"),
             **kw,
         )
         self.apply_body(msg, body, files)
@@ -378,98 +393,6 @@ class RestApi:
         self._check_app(app_id)
         fake = self.fake
         return 200, fake.guild_commands.get(int(guild_id), []) if guild_id else fake.global_commands
-
-    # ---------------------------------------------------------------- channels & messages (bot token)
-
-    def channel(self, channel_id: str) -> FakeChannel:
-        fake = self.fake
-        channel = fake.channels.get(int(channel_id)) if channel_id.isdigit() else None
-        if channel is None:
-            raise ApiError(404, 10003, "Unknown Channel")
-        if channel.id in fake.forbidden_channels:
-            raise ApiError(403, 50013, "Missing Permissions")
-        return channel
-
-    def _channel_message(self, channel: FakeChannel, message_id: str) -> StoredMessage:
-        msg = self.fake.find_message(int(message_id)) if message_id.isdigit() else None
-        if msg is None or msg.deleted or msg.channel_id != channel.id or msg.ephemeral:
-            raise ApiError(404, 10008, "Unknown Message")
-        return msg
-
-    async def get_member(self, rec: RecordedRequest, guild_id: str, user_id: str) -> Reply:
-        guild = self.fake.guilds.get(int(guild_id)) if guild_id.isdigit() else None
-        if guild is None:
-            raise ApiError(404, 10004, "Unknown Guild")
-        member = guild.members.get(int(user_id)) if user_id.isdigit() else None
-        if member is None:
-            raise ApiError(404, 10007, "Unknown Member")
-        return 200, member.payload()
-
-    async def typing(self, rec: RecordedRequest, channel_id: str) -> Reply:
-        self.channel(channel_id)
-        return 204, None
-
-    async def get_channel(self, rec: RecordedRequest, channel_id: str) -> Reply:
-        return 200, self.channel(channel_id).payload()
-
-    async def create_message(self, rec: RecordedRequest, channel_id: str) -> Reply:
-        fake = self.fake
-        channel = self.channel(channel_id)
-        if channel.type == 1 and any(u.id in fake.dm_blocked_users for u in channel.recipients):
-            raise ApiError(403, 50007, "Cannot send messages to this user")
-        body = rec.json if isinstance(rec.json, dict) else {}
-        self.check_sizes(rec.files, fake.upload_limit)
-        check_message_body(body, len(rec.files), creating=True, allowed_flags=CHANNEL_MESSAGE_FLAGS)
-        nonce = body.get("nonce")
-        if nonce is not None and body.get("enforce_nonce"):
-            seen = fake.nonces.get((channel.id, str(nonce)))
-            if seen is not None and fake.clock.now() - seen[1] < fake.nonce_window:
-                return 200, seen[0].payload()
-        ref = body.get("message_reference")
-        if ref and ref.get("fail_if_not_exists", True):
-            target = fake.find_message(int(ref.get("message_id", 0)))
-            if target is None or target.deleted:
-                raise form_error("message_reference", "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message")
-        msg = self.new_message(
-            channel, body, rec.files, type=19 if ref else 0, flags=int(body.get("flags") or 0), message_reference=ref
-        )
-        if nonce is not None:
-            fake.nonces[(channel.id, str(nonce))] = (msg, fake.clock.now())
-        fake.store_message(msg)
-        return 200, msg.payload()
-
-    async def get_message(self, rec: RecordedRequest, channel_id: str, message_id: str) -> Reply:
-        return 200, self._channel_message(self.channel(channel_id), message_id).payload()
-
-    async def edit_message(self, rec: RecordedRequest, channel_id: str, message_id: str) -> Reply:
-        fake = self.fake
-        msg = self._channel_message(self.channel(channel_id), message_id)
-        if msg.author_id != fake.app_id:
-            raise ApiError(403, 50005, "Cannot edit a message authored by another user")
-        body = rec.json if isinstance(rec.json, dict) else {}
-        self.check_sizes(rec.files, fake.upload_limit)
-        check_message_body(body, len(rec.files), creating=False, allowed_flags=CHANNEL_MESSAGE_FLAGS)
-        self.edit(msg, body, rec.files)
-        fake.message_event("MESSAGE_UPDATE", msg)
-        return 200, msg.payload()
-
-    async def delete_message(self, rec: RecordedRequest, channel_id: str, message_id: str) -> Reply:
-        fake = self.fake
-        channel = self.channel(channel_id)
-        msg = self._channel_message(channel, message_id)
-        guild = fake.guilds.get(channel.guild_id or 0)
-        if msg.author_id != fake.app_id and guild is not None and not guild.bot_permissions & MANAGE_MESSAGES:
-            raise ApiError(403, 50013, "Missing Permissions")
-        fake.delete_message(msg)
-        return 204, None
-
-    async def open_dm(self, rec: RecordedRequest) -> Reply:
-        body = rec.json if isinstance(rec.json, dict) else {}
-        rid = str(body.get("recipient_id", ""))
-        user = self.fake.users.get(int(rid)) if rid.isdigit() else None
-        if user is None:
-            raise ApiError(400, 50033, "Invalid Recipient(s)")
-        return 200, self.fake.dm_channel(user).payload()
 
     async def download(self, rec: RecordedRequest, channel_id: str, attachment_id: str, filename: str) -> Reply:
         """CDN stand-in: serves uploaded files (the bot's own and test-injected ones) by URL."""

@@ -1,0 +1,113 @@
+"""Members' images: opened only as the format they were declared as, bounded in pixels before anything is
+decoded, and decoded no larger than they will be used.
+
+Why so strict: Pillow recognizes dozens of formats, each a parser a member could aim at, and a PNG of a few
+kilobytes can declare 12000×12000 pixels, which decodes to over half a gigabyte. Every failure becomes an
+`InvalidRequest` whose words the member sees.
+
+Memory: JPEG is decoded already scaled down (libjpeg's DCT scaling, `draft()`), so it never exists larger than
+about twice the size asked for. Pillow has no scaled decoding for PNG and WebP: they are decoded whole once,
+which the pixel limit bounds (`MAX_IMAGE_PIXELS` × 4 bytes), then reduced at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from bot.errors import InvalidRequest
+
+MAX_IMAGE_PIXELS = 40_000_000
+"""Largest width × height accepted (a 40 MP photo); far more than a video frame needs."""
+
+FORMATS: dict[str, str] = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
+"""Declared content type → the one Pillow format allowed to open it."""
+
+_REDUCIBLE_MODES = frozenset({"RGB", "RGBA", "L", "LA", "I", "F", "CMYK", "YCbCr"})
+"""Modes `Image.reduce` averages correctly (a palette image must become RGB first)."""
+
+_CHECK_SIZE = (64, 64)
+"""What `check_image` decodes to, only to prove the pixel data is whole."""
+
+
+def check_image(path: Path, content_type: str) -> tuple[int, int]:
+    """Refuse (`InvalidRequest`) unless `path` is a whole image of the declared type within the pixel limit;
+    returns its width and height. Runs in a thread: it decodes the image (scaled down) once."""
+    kind = content_type.split(";")[0].strip().lower()
+    fmt = FORMATS.get(kind)
+    if fmt is None:
+        raise InvalidRequest("That file is not an image I can use: attach a png, jpeg or webp.")
+    with _member_errors(fmt.lower()):
+        with _open(path, (fmt,)) as img:
+            size = img.size
+            img.verify()  # PNG: every chunk's checksum, to the end of the file
+        # `verify()` leaves the image unusable and checks nothing of a JPEG's or WebP's pixel data: decoding
+        # is the only proof that the renderer (or a provider) will be able to read it.
+        with _open(path, (fmt,)) as img:
+            _cover(img, _CHECK_SIZE)
+    return size
+
+
+def load_image(path: Path, size: tuple[int, int]) -> Image.Image:
+    """The image at `path` in RGB, scaled and centre-cropped to fill exactly `size`; decoded no larger than
+    needed (see the module docstring). Any of the accepted formats; `InvalidRequest` for anything else."""
+    with _member_errors("png, jpeg or webp"), _open(path, tuple(FORMATS.values())) as img:
+        return _cover(img, size)
+
+
+@contextlib.contextmanager
+def _open(path: Path, formats: Sequence[str]) -> Iterator[Image.Image]:
+    """Open (headers only) with nothing but `formats`, and refuse too many pixels before any decoding."""
+    with Image.open(path, formats=list(formats)) as img:
+        width, height = img.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise InvalidRequest(
+                f"That image is {width}×{height} pixels; the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels. "
+                "Scale it down and attach it again."
+            )
+        yield img
+
+
+@contextlib.contextmanager
+def _member_errors(expected: str) -> Iterator[None]:
+    """Pillow's failures as words for the member. Its parsers raise many types for a malformed file (OSError,
+    SyntaxError, ValueError, struct.error, EOFError…), so anything but our own refusal means "damaged"."""
+    try:
+        yield
+    except (InvalidRequest, FileNotFoundError):
+        raise  # a missing file is the caller's problem, not the member's
+    except UnidentifiedImageError as exc:
+        raise InvalidRequest(
+            f"That file is not a {expected} image, whatever its name says: attach a png, jpeg or webp."
+        ) from exc
+    except Image.DecompressionBombError as exc:
+        raise InvalidRequest(
+            f"That image has far too many pixels; the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels. "
+            "Scale it down and attach it again."
+        ) from exc
+    except Exception as exc:
+        raise InvalidRequest(
+            "That image is damaged or incomplete and cannot be read: attach a png, jpeg or webp."
+        ) from exc
+
+
+def _cover(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Decode `img` at the smallest scale that still covers `size`, then crop it to exactly `size`."""
+    target_w, target_h = size
+    scale = max(target_w / img.width, target_h / img.height)
+    needed = (max(1, math.ceil(img.width * scale)), max(1, math.ceil(img.height * scale)))
+    if scale < 1:
+        img.draft("RGB", needed)  # JPEG only (a no-op for the others): decode at 1/2, 1/4 or 1/8 scale
+    img.load()
+    if img.mode not in _REDUCIBLE_MODES:
+        img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
+    factor = min(img.width // needed[0], img.height // needed[1])
+    if factor >= 2:
+        img = img.reduce(factor)  # a box average: cheap, and drops the full-size copy at once
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return ImageOps.fit(img, size, Image.Resampling.BILINEAR)
