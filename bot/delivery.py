@@ -12,6 +12,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import discord
 from discord.webhook.async_ import async_context
@@ -123,21 +124,12 @@ class DiscordDelivery:
         return job.state.value, step
 
     async def _edit_status(self, job: Job) -> None:
-        # SUPPRESS_EMBEDS: a link in a prompt must not unfold into a preview on the bot's public message.
-        params = discord.http.handle_message_parameters(
-            content=status_text(job), view=status_view(job), allowed_mentions=NO_PINGS, flags=SUPPRESSED
-        )
+        params = _status_params(status_text(job), status_view(job))
         try:
             if self._token_fresh(job):
                 assert job.interaction is not None
                 ref = job.interaction
-                webhook = discord.Webhook.partial(ref.application_id, ref.token, client=self.client)
-                # discord.py's Webhook.edit_message cannot set flags; its adapter (same route, same rate
-                # limits) can. "@original" addresses the interaction's own response.
-                await async_context.get().edit_webhook_message(
-                    ref.application_id, ref.token, "@original",  # type: ignore[arg-type]
-                    session=webhook.session, payload=params.payload,
-                )  # fmt: skip
+                await _edit_original(self.client, ref.application_id, ref.token, params)
             elif job.status_message_id is not None:
                 await self.client.http.edit_message(job.channel_id, job.status_message_id, params=params)
         except discord.HTTPException as exc:
@@ -228,6 +220,33 @@ class DiscordDelivery:
     def _token_fresh(self, job: Job) -> bool:
         ref = job.interaction
         return ref is not None and self.clock.now() < ref.created_at + TOKEN_LIFETIME - TOKEN_MARGIN
+
+
+async def edit_original_status(
+    client: discord.Client, application_id: int, token: str, content: str, view: discord.ui.View
+) -> int:
+    """Replace an interaction's response with a status message; returns the message's id."""
+    data = await _edit_original(client, application_id, token, _status_params(content, view))
+    return int(data["id"])
+
+
+def _status_params(content: str, view: discord.ui.View) -> discord.http.MultipartParameters:
+    # SUPPRESS_EMBEDS: a link in a prompt must not unfold into a preview on the bot's public message.
+    return discord.http.handle_message_parameters(
+        content=content, view=view, allowed_mentions=NO_PINGS, flags=SUPPRESSED
+    )
+
+
+async def _edit_original(
+    client: discord.Client, application_id: int, token: str, params: discord.http.MultipartParameters
+) -> Any:
+    # discord.py's Webhook.edit_message cannot set flags; its adapter (same route, same rate limits) can.
+    # "@original" addresses the interaction's own response.
+    webhook = discord.Webhook.partial(application_id, token, client=client)
+    return await async_context.get().edit_webhook_message(
+        application_id, token, "@original",  # type: ignore[arg-type]
+        session=webhook.session, payload=params.payload,
+    )  # fmt: skip
 
 
 def _too_large(limit: int) -> str:

@@ -18,6 +18,7 @@ from bot.config import Settings
 from bot.delivery import DiscordDelivery
 from bot.jobs.admin import AdminService
 from bot.jobs.service import JobService
+from bot.jobs.staging import StagingDirs
 from bot.jobs.worker import Worker
 from bot.providers import build_registry
 from bot.providers.registry import ProviderRegistry
@@ -72,7 +73,10 @@ async def build_app(
             lease_seconds=settings.lease_seconds,
             global_limit=settings.global_concurrency,
         )  # fmt: skip
-    jobs = JobService(store, registry, clock, on_enqueue=worker.wake if worker else None)
+    jobs = JobService(
+        store, registry, clock, on_enqueue=worker.wake if worker else None, on_change=delivery.job_updated,
+        staging=StagingDirs(settings.data_dir),
+    )  # fmt: skip
     listen = getattr(store, "listen", None)
     if worker is not None and listen is not None:
         await listen(worker.wake)  # PostgreSQL: wake at once when another process queues a job

@@ -2,6 +2,7 @@
 
 Every command is checked at run time (`AdminGroup.interaction_check`): Manage Server or the server's admin
 role. The command's `default_permissions` only hides it from others, and server owners can change that.
+Naming the admin role itself needs Manage Server.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.errors import InvalidRequest, NotAllowed
 from bot.replies import answer
 from cogs.admin_quota import AdminGroup, MemberOption, QuotaGroup
 
@@ -111,6 +113,7 @@ class VideoAdmin(AdminGroup, name="videoadmin", description="Video bot settings 
     async def settings(self, interaction: discord.Interaction, admin_role: discord.Role | None = None) -> None:
         guild_id = interaction.guild_id or 0
         if admin_role is not None:
+            _check_admin_role(interaction, admin_role)
             await self.bot.admin.set_admin_role(guild_id, admin_role.id)
             await answer(interaction, f"Members with {admin_role.mention} now count as video admins, as do members "
                                       "with Manage Server.")  # fmt: skip
@@ -119,6 +122,19 @@ class VideoAdmin(AdminGroup, name="videoadmin", description="Video bot settings 
         role = f"<@&{current}>" if current is not None else "none"
         await answer(interaction, f"Admin role: {role}. Members with Manage Server are always admins; "
                                   "give `admin_role` to change it.")  # fmt: skip
+
+
+def _check_admin_role(interaction: discord.Interaction, role: discord.Role) -> None:
+    """Who may name the admin role, and which roles may be it. Holders of the admin role run every other
+    admin command, but moving the role would let them hand admin to anyone: only Manage Server may."""
+    if not interaction.permissions.manage_guild:
+        raise NotAllowed("Only members with the Manage Server permission can change the admin role.")
+    if role.is_default():
+        raise InvalidRequest("Every member has @everyone, so it cannot be the admin role: choose a role only "
+                             "your admins have.")  # fmt: skip
+    if role.managed:
+        raise InvalidRequest(f"{role.mention} is managed by an integration (a bot, boosts or a subscription), "
+                             "so it cannot be the admin role: choose a role your admins give out.")  # fmt: skip
 
 
 class AdminCog(commands.Cog):

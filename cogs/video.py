@@ -21,6 +21,7 @@ from discord import app_commands
 from discord.ext import commands
 from pydantic import ValidationError
 
+from bot.delivery import edit_original_status
 from bot.delivery_render import status_text, status_view
 from bot.domain import (
     ASPECTS,
@@ -32,7 +33,8 @@ from bot.domain import (
     Job,
     VideoRequest,
 )
-from bot.errors import InvalidRequest, NotAllowed, UserError
+from bot.errors import InvalidRequest, NotAllowed, StoreError, UserError
+from bot.faults import crash_point
 from bot.images import MAX_IMAGE_PIXELS, check_image
 from bot.replies import NO_PINGS, answer
 
@@ -124,11 +126,7 @@ class VideoCog(commands.Cog):
         # Fetching the image may take longer than the deadline allows: acknowledge first.
         await interaction.response.defer(thinking=True)
         staged = await self._stage_image(image)
-        try:
-            await self.submit(interaction, request_from_options(**options, image_path=str(staged)))
-        except BaseException:
-            staged.unlink(missing_ok=True)
-            raise
+        await self.submit(interaction, request_from_options(**options, image_path=str(staged)))
 
     @video.autocomplete("model")
     async def model_autocomplete(
@@ -149,38 +147,57 @@ class VideoCog(commands.Cog):
 
     # --- shared by /video, Animate, Again and Remix ---------------------------------------------------
     async def submit(self, interaction: discord.Interaction, request: VideoRequest) -> Job | None:
-        """Enqueue and answer with the public status message; refusals are ephemeral and cost nothing."""
+        """Enqueue and answer with the public status message; refusals are ephemeral and cost nothing.
+
+        A staged input image belongs to this call until the job exists, then to the job: it is deleted here on
+        a refusal or an error, and by the job's end otherwise. If the member cannot be told that the job was
+        queued, the job is cancelled and refunded: nobody would be waiting for it."""
         who = self.bot.requester(interaction)
         ref = InteractionRef(
             application_id=interaction.application_id,
             token=interaction.token,
             created_at=self.bot.clock.now(),
             attachment_size_limit=interaction.filesize_limit,
+            app_permissions=interaction.app_permissions.value,
         )
         enqueue = asyncio.ensure_future(self.bot.jobs.enqueue(who, request, interaction=ref))
-        if not interaction.response.is_done():
-            await asyncio.wait({enqueue}, timeout=ACK_BUDGET)
-            if not enqueue.done():
-                await interaction.response.defer(thinking=True)
         try:
+            if not interaction.response.is_done():
+                await asyncio.wait({enqueue}, timeout=ACK_BUDGET)
+                if not enqueue.done():
+                    await interaction.response.defer(thinking=True)
             job = await enqueue
         except UserError as refusal:
-            if request.image_path:
-                Path(request.image_path).unlink(missing_ok=True)
+            _discard(request)
             await self._refuse(interaction, str(refusal))
             return None
+        except BaseException:
+            _discard(request)
+            if enqueue.done() and not enqueue.cancelled() and enqueue.exception() is None:
+                await self.bot.jobs.abandon(enqueue.result().id)  # queued, but the defer failed
+            raise
+        crash_point("enqueued")
+        try:
+            message_id = await self._show_queued(interaction, job)
+        except BaseException:
+            await self.bot.jobs.abandon(job.id)
+            raise
+        try:
+            await self.bot.store.set_status_message(job.id, message_id)
+        except StoreError as exc:  # only needed for edits after the token expires; the job itself is fine
+            log.warning("job %s: could not record its status message (%s)", job.id, exc)
+        return job
+
+    async def _show_queued(self, interaction: discord.Interaction, job: Job) -> int:
         entry = await self.bot.jobs.entry(job)
         content = status_text(job, position=entry.position, eta=entry.eta)
         view = status_view(job)
         if interaction.response.is_done():
-            message = await interaction.edit_original_response(content=content, view=view, allowed_mentions=NO_PINGS)
-            message_id = message.id
-        else:
-            sent = await interaction.response.send_message(content, view=view, allowed_mentions=NO_PINGS)
-            message_id = sent.message_id or (await interaction.original_response()).id
-        # Recorded after answering: it only matters for edits after the token expires, minutes from now.
-        await self.bot.store.set_status_message(job.id, message_id)
-        return job
+            return await edit_original_status(self.bot, interaction.application_id, interaction.token, content, view)
+        sent = await interaction.response.send_message(
+            content, view=view, allowed_mentions=NO_PINGS, suppress_embeds=True
+        )
+        return sent.message_id or (await interaction.original_response()).id
 
     async def _refuse(self, interaction: discord.Interaction, reason: str) -> None:
         if not interaction.response.is_done():
@@ -308,6 +325,11 @@ class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"vide
             await interaction.delete_original_response()
         else:
             raise InvalidRequest("That button is no longer supported.")
+
+
+def _discard(request: VideoRequest) -> None:
+    if request.image_path:
+        Path(request.image_path).unlink(missing_ok=True)
 
 
 def _check_attachment(image: discord.Attachment, max_bytes: int) -> None:

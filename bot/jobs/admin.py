@@ -81,7 +81,7 @@ class AdminService:
         await self._update_settings(guild_id, lambda settings: replace(settings, paused=False))
 
     async def clear_queue(self, guild_id: int) -> list[Job]:
-        cancelled = await self.store.cancel_queued(guild_id, now=self.clock.now())
+        cancelled = await self.jobs.cancel_queued(guild_id)
         log.info("guild %s: queue cleared, %d jobs cancelled and refunded", guild_id, len(cancelled))
         return cancelled
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import statistics
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from bot.clock import Clock
 from bot.domain import (
@@ -22,6 +22,7 @@ from bot.domain import (
 )
 from bot.errors import InvalidRequest, JobNotFound, NotAllowed
 from bot.jobs.quotas import check_admission, resolve_policy, window_bounds
+from bot.jobs.staging import StagingDirs, discard_input
 from bot.providers.registry import ProviderRegistry
 from bot.store.base import Admission, Store
 
@@ -43,11 +44,16 @@ class JobService:
         clock: Clock,
         *,
         on_enqueue: Callable[[], None] | None = None,
+        on_change: Callable[[Job], Awaitable[None]] | None = None,
+        staging: StagingDirs | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.clock = clock
         self._on_enqueue = on_enqueue
+        self.on_change = on_change
+        """Told of jobs that ended here rather than in a worker (cancelled while queued), for their status."""
+        self.staging = staging
         self._settings: dict[int, tuple[float, GuildSettings]] = {}
         self._job_seconds: dict[str, tuple[float, float]] = {}
 
@@ -138,7 +144,35 @@ class JobService:
             raise NotAllowed("Only the member who asked for this video (or an admin) can cancel it.")
         if job.state.is_terminal:
             raise InvalidRequest(f"This video is already {job.state.value}; there is nothing to cancel.")
-        return await self.store.request_cancel(job_id, now=self.clock.now())
+        return await self._cancel(job_id)
+
+    async def abandon(self, job_id: str) -> Job:
+        """Cancel a job the member was never told about (answering them failed): nobody waits for it, so it
+        must neither run nor cost anything."""
+        log.warning("job %s: the member could not be answered; cancelling it", job_id)
+        return await self._cancel(job_id)
+
+    async def cancel_queued(self, guild_id: int) -> list[Job]:
+        """Cancel and refund every queued job of a server."""
+        cancelled = await self.store.cancel_queued(guild_id, now=self.clock.now())
+        await self._ended(cancelled)
+        return cancelled
+
+    async def _cancel(self, job_id: str) -> Job:
+        job = await self.store.request_cancel(job_id, now=self.clock.now())
+        if job.state.is_terminal:  # was queued: no worker will see it, so its input and status are ours
+            await self._ended([job])
+        return job
+
+    async def _ended(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            if self.staging is not None:
+                discard_input(job.request.image_path, self.staging)
+            if self.on_change is not None:
+                try:
+                    await self.on_change(job)
+                except Exception:
+                    log.exception("job %s: could not report its end", job.id)
 
     # --- views ----------------------------------------------------------------------------------------
     async def queue_entries(self, guild_id: int, user_id: int) -> list[QueueEntry]:

@@ -133,7 +133,7 @@ class ChannelRoutes:
         self.require(channel, needed | (READ_MESSAGE_HISTORY if ref else 0))
         nonce = body.get("nonce")
         key = (channel.id, fake.app_id, str(nonce))
-        if nonce is not None:
+        if nonce is not None and body.get("enforce_nonce"):
             seen = fake.nonces.get(key)
             if seen is not None and not seen[0].deleted and fake.clock.now() - seen[1] < fake.nonce_window:
                 return 200, self.created_payload(seen[0])
@@ -168,7 +168,7 @@ class ChannelRoutes:
         if "before" in anchors:
             page = [m for m in msgs if m.id < anchors["before"]][-limit:]
         elif "after" in anchors:
-            page = [m for m in msgs if m.id > anchors["after"]][:limit]
+            page = [m for m in msgs if m.id > anchors["after"]][-limit:]
         elif "around" in anchors:
             older = [m for m in msgs if m.id < anchors["around"]][-(limit // 2) :] if limit >= 2 else []
             page = older + [m for m in msgs if m.id >= anchors["around"]][: limit - len(older)]
