@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from bot.config import Settings, load_settings
 from bot.domain import ASPECTS
 from bot.errors import ConfigError, UserError
+from bot.logs import configure_logging
 
 log = logging.getLogger("bot")
 
@@ -45,11 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"videobot: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings)
     try:
         if command == "generate":
             from bot.cli_generate import generate

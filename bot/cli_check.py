@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from bot.config import Settings
+from bot.logs import Redactor, redact_url, settings_secrets
 from bot.providers import build_registry
 from bot.store import open_store
 
@@ -13,14 +14,14 @@ async def check(settings: Settings) -> int:
     rows: list[tuple[str, bool, str]] = []
     token = settings.discord_token.get_secret_value().strip() if settings.discord_token else ""
     rows.append(("DISCORD_TOKEN", bool(token), "set" if token else "missing (needed for run/gateway/worker)"))
-    rows.append(("DISCORD_API_BASE", True, settings.discord_api_base))
+    rows.append(("DISCORD_API_BASE", True, redact_url(settings.discord_api_base)))
     try:
         store = await open_store(settings.database_url)
         depth = await store.queue_depth()
         await store.close()
-        rows.append(("database", True, f"{_redact(settings.database_url)}: migrated, {depth} job(s) queued"))
+        rows.append(("database", True, f"{redact_url(settings.database_url)}: migrated, {depth} job(s) queued"))
     except Exception as exc:
-        rows.append(("database", False, f"{_redact(settings.database_url)}: {exc}"))
+        rows.append(("database", False, f"{redact_url(settings.database_url)}: {exc}"))
     registry = build_registry(settings)
     try:
         for provider in registry.providers:
@@ -34,20 +35,12 @@ async def check(settings: Settings) -> int:
     rows.append(("DATA_DIR", True, str(settings.data_dir.resolve())))
 
     width = max(len(name) for name, _, _ in rows)
+    # Every line is masked, not only the URLs above: a driver's error message can quote its connection string.
+    redact = Redactor(settings_secrets(settings))
     for name, ok, detail in rows:
-        print(f"{'ok ' if ok else 'BAD'}  {name:<{width}}  {detail}")
+        print(redact(f"{'ok ' if ok else 'BAD'}  {name:<{width}}  {detail}"))
     problems = [name for name, ok, _ in rows if not ok]
     if problems:
         print(f"{len(problems)} problem(s): {', '.join(problems)}", file=sys.stderr)
         return 1
     return 0
-
-
-def _redact(url: str) -> str:
-    """Database URLs may carry a password: show everything but it."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else f"{scheme}://{user}@{host}"

@@ -30,8 +30,12 @@ MIN_SECRET_CHARS = 6
 """Shorter configured secrets are not masked as plain text (masking "abc" everywhere would ruin every line);
 they are still masked where they sit in a URL, a header or a token field."""
 
-_SECRET_NAME = r"[\w.-]*(?:pass|pwd|token|secret|key|auth|sig|credential)[\w.-]*"
-"""A parameter or field whose value is a secret: password, sslpassword, api_key, access_token, X-Amz-Signature…"""
+_SECRET_NAME = (
+    r"(?:[\w.-]{0,30}(?:password|passwd|passphrase|pwd|token|secret|signature|credentials?|apikey|authorization)"
+    r"[\w.-]{0,30}|(?:[\w.-]{0,30}[_.-])?(?:key|sig|auth|pass)(?:[_.-][\w.-]{0,30})?)"
+)
+"""A parameter or field whose value is a secret: password, sslpassword, api_key, access_token, X-Amz-Signature…
+Bounded repetitions: log lines can hold long unbroken strings, and unbounded ones would backtrack for ages."""
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Interaction and webhook tokens in Discord URLs: /webhooks/{id}/{token}, /interactions/{id}/{token}/callback.
@@ -39,7 +43,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Interaction tokens anywhere: they are base64 of "interaction:…".
     (re.compile(r"aW50ZXJhY3Rpb246[\w.:=+/-]*"), MASK),
     # A credential in a URL: scheme://user:password@host.
-    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@'\"]*:)[^@\s/'\"]*@", re.IGNORECASE), rf"\g<1>{MASK}@"),
+    (re.compile(r"(\b[a-z][a-z0-9+.-]{0,30}://[^/\s:@'\"]*:)[^@\s/'\"]*@", re.IGNORECASE), rf"\g<1>{MASK}@"),
     # A secret query parameter or assignment: ?password=…, &api_key=…, token=… (not already quoted).
     (re.compile(rf"((?<![\w-]){_SECRET_NAME}=)(?!['\"])[^&\s#,;)'\"]+", re.IGNORECASE), rf"\g<1>{MASK}"),
     # A secret field in JSON, a dict repr or a dataclass repr: "token": "…", 'token': '…', token='…'.
@@ -47,10 +51,10 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         re.compile(rf"((?<![\w-])['\"]?{_SECRET_NAME}['\"]?\s*[:=]\s*)(['\"])(?:(?!\2).)*\2", re.IGNORECASE),
         rf"\g<1>\g<2>{MASK}\g<2>",
     ),
-    # Authorization headers and their schemes: "Authorization: Bot …", Bearer …
+    # Authorization schemes wherever they appear: Bot …, Bearer …, Basic …
     (re.compile(r"\b(Bot|Bearer|Basic)\s+[\w.=+/-]{16,}"), rf"\g<1> {MASK}"),
     # Anything shaped like a Discord bot token (or a JWT): three base64url parts joined by dots.
-    (re.compile(r"[\w-]{20,}\.[\w-]{6,}\.[\w-]{20,}"), MASK),
+    (re.compile(r"(?<![\w-])[\w-]{20,}\.[\w-]{6,}\.[\w-]{20,}"), MASK),
 )
 
 

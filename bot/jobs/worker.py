@@ -396,8 +396,18 @@ class Worker:
         raise AssertionError("unreachable")
 
     async def _move(self, job: Job, state: JobState, **fields: object) -> Job:
+        """Record a step. Retried through a short outage: the record often follows a side effect (a submit, a
+        post) whose result would otherwise be lost with it."""
         change = Transition(state, worker_id=self.worker_id, **fields)  # type: ignore[arg-type]
-        moved = await self.store.transition(job.id, change, now=self.clock.now())
+        for attempt in range(1, self.retry.max_attempts + 1):
+            try:
+                moved = await self.store.transition(job.id, change, now=self.clock.now())
+                break
+            except StoreError as exc:
+                if attempt == self.retry.max_attempts:
+                    raise
+                log.warning("job %s: recording %s failed (%s); retrying", job.id, state.value, exc)
+                await self.clock.sleep(self.retry.delay(attempt))
         log.info("job %s: %s → %s (guild %s, member %s, %s)", job.id, job.state.value, state.value, job.guild_id,
                  job.user_id, job.model)  # fmt: skip
         return moved

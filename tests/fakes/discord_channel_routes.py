@@ -164,11 +164,11 @@ class ChannelRoutes:
         channel = self.visible_channel(channel_id)
         self.require_history(channel)
         limit, anchors = self._history_params(rec.query)
-        msgs = sorted(self.fake.messages(channel.id, include_ephemeral=False), key=lambda m: m.id)
+        msgs = sorted(self.fake.messages(channel.id), key=lambda m: m.id)
         if "before" in anchors:
             page = [m for m in msgs if m.id < anchors["before"]][-limit:]
         elif "after" in anchors:
-            page = [m for m in msgs if m.id > anchors["after"]][-limit:]
+            page = [m for m in msgs if m.id > anchors["after"]][:limit]
         elif "around" in anchors:
             older = [m for m in msgs if m.id < anchors["around"]][-(limit // 2) :] if limit >= 2 else []
             page = older + [m for m in msgs if m.id >= anchors["around"]][: limit - len(older)]

@@ -124,6 +124,8 @@ class FakeRole:
     name: str
     permissions: int = 0
     position: int = 0
+    managed: bool = False
+    """Owned by an integration (a bot's own role, the booster role); nobody can be given it by hand."""
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -136,7 +138,7 @@ class FakeRole:
             "unicode_emoji": None,
             "position": self.position,
             "permissions": str(self.permissions),
-            "managed": False,
+            "managed": self.managed,
             "mentionable": False,
             "flags": 0,
         }
@@ -309,6 +311,9 @@ class StoredAttachment:
     content_type: str | None = None
     description: str | None = None
     ephemeral: bool = False
+    width: int | None = None
+    height: int | None = None
+    """Set for images Discord could measure; absent otherwise, as on Discord."""
 
     @property
     def size(self) -> int:
@@ -325,6 +330,8 @@ class StoredAttachment:
         }
         if self.description is not None:
             data["description"] = self.description
+        if self.width is not None and self.height is not None:
+            data["width"], data["height"] = self.width, self.height
         if self.ephemeral:
             data["ephemeral"] = True
         return data
