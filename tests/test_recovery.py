@@ -98,7 +98,7 @@ async def test_restart_takes_over_a_dead_workers_jobs_without_waiting_for_the_le
     assert [w.id for w in await store.workers()] == ["new"], "the dead worker is forgotten"
 
 
-async def test_a_reused_pid_does_not_keep_a_dead_worker_alive(clock: FakeClock) -> None:
+def test_a_reused_pid_does_not_keep_a_dead_worker_alive(clock: FakeClock) -> None:
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         started = liveness.process_started(sleeper.pid)
