@@ -482,7 +482,7 @@ class BotRig:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(bp.proc.wait()), 0.2)
         code = bp.proc.returncode
-        fired = f"crash point {point} reached" in bp.log_text()
+        fired = f"crash point {point.partition(':')[0]} reached" in bp.log_text()
         if code != -signal.SIGKILL or not fired:
             raise RigError(
                 f"{bp.name} exited with {code} (wanted -9 from crash point {point!r}; "

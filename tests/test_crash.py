@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -114,11 +115,20 @@ async def finish_and_verify(rig: BotRig, *, extra: list[str] | None = None) -> R
 
 async def targeted_kill(rig: BotRig, *, roles: list[str], victim: str, point: str) -> None:
     """Start `roles` (the victim with the crash point set), send two `/video duration:1` from two members, wait
-    for the victim to die at the point, restart it without the variable, and check exactly once."""
+    for the victim to die at the point, restart it without the variable, and check exactly once.
+
+    A separate worker is started only after both commands were answered, so its kill hits jobs the members saw
+    queued (which must then be delivered, not cancelled). In one `run` process the first claim races the answer;
+    the `<point>:2` cases kill at the second job, which waits for the renderer and is answered by then."""
     await rig.prepare(members=2)
+    late = [victim] if victim == "worker" else []
     for role in roles:
-        await rig.start(role, crash_at=point if role == victim else None)
-    await rig.send_burst((member, f"crash at {point}, job {n}") for n, member in enumerate(rig.members, 1))
+        if role not in late:
+            await rig.start(role, crash_at=point if role == victim else None)
+    records = await rig.send_burst((member, f"crash at {point}, job {n}") for n, member in enumerate(rig.members, 1))
+    if late:
+        await gather_callbacks(records, 5)
+        await rig.start(victim, crash_at=point)
     await rig.wait_crash(victim, point)
     at_death = await rig.db.snapshot()
     restarted = await rig.start(victim)
@@ -133,7 +143,7 @@ async def targeted_kill(rig: BotRig, *, roles: list[str], victim: str, point: st
     await finish_and_verify(rig)
 
 
-@pytest.mark.parametrize("point", POINTS)
+@pytest.mark.parametrize("point", [*POINTS, "claimed:2", "submitted:2"])
 async def test_kill_at_point_sqlite(sqlite_rig: BotRig, point: str) -> None:
     await targeted_kill(sqlite_rig, roles=["run"], victim="run", point=point)
 
@@ -242,7 +252,11 @@ async def random_kills(
             await asyncio.sleep(delay)
             at = asyncio.get_running_loop().time() - t0
             await rig.kill(victim)
-            say(f"[random] kill {k}/{kills}: {victim} at +{at:.2f}s ({delay:.2f}s after it was ready)")
+            states = Counter(j["state"] for j in (await rig.db.snapshot()).jobs)
+            say(
+                f"[random] kill {k}/{kills}: {victim} at +{at:.2f}s ({delay:.2f}s after it was ready); "
+                f"jobs then: {dict(sorted(states.items()))}"
+            )
             await rig.start(victim)
         await producer
     finally:

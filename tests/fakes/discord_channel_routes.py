@@ -164,7 +164,7 @@ class ChannelRoutes:
         channel = self.visible_channel(channel_id)
         self.require_history(channel)
         limit, anchors = self._history_params(rec.query)
-        msgs = sorted(self.fake.messages(channel.id), key=lambda m: m.id)
+        msgs = sorted(self.fake.messages(channel.id, include_ephemeral=False), key=lambda m: m.id)
         if "before" in anchors:
             page = [m for m in msgs if m.id < anchors["before"]][-limit:]
         elif "after" in anchors:

@@ -2,8 +2,9 @@
 
 Why "after applying" as well: Discord (like any server) can create the message and then fail to tell you so,
 with a 5xx from its edge or a connection that dies before the answer arrives. discord.py re-sends a request
-after a 500/502/504/524 (up to 5 tries, bot-token and webhook routes alike, uploads included), so a bot that
-does not guard its posts (an enforced nonce, or looking for the post before repeating it) posts twice. These
+after a 500/502/504/524 on bot-token routes and after any 5xx on webhook routes (up to 5 tries, uploads
+included), so a bot that does not guard its posts (an enforced nonce, or looking for the post before
+repeating it) posts twice. These
 knobs reproduce exactly that; the plain ones reproduce a failure that happened before anything was applied.
 
 Patterns are those of ``route_matches``: ``"POST /channels/{channel_id}/messages"``, ``"POST /webhooks/*/*"``,

@@ -27,6 +27,7 @@ class ScriptedProvider:
     polls_to_finish: int = 0
     """How many polls answer RUNNING before SUCCEEDED."""
     weight: float = 1.0
+    supports_image: bool = False
     fail_with: str | None = None
     """Every job ends FAILED with this message."""
     faults: dict[str, deque[ProviderError]] = field(default_factory=lambda: defaultdict(deque))
@@ -45,7 +46,7 @@ class ScriptedProvider:
                 label="Scripted test model",
                 durations=(2, 4, 5, 8),
                 aspects=ASPECTS,
-                supports_image=False,
+                supports_image=self.supports_image,
                 supports_seed=True,
                 weight=self.weight,
             )
