@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from bot.text import visible_text
@@ -26,6 +26,9 @@ MAX_NEGATIVE_PROMPT_CHARS = 1000
 MAX_SEED = 2_147_483_647
 NO_VISIBLE_TEXT = "no_visible_text"
 """The validation error type of a prompt that renders as nothing (only spaces, format characters, marks…)."""
+STORED: dict[str, bool] = {"stored": True}
+"""Validation context for requests read back from the database: what was accepted then stays readable, so a
+rule added later (the visible-text one) cannot make a queued, already-charged job unreadable."""
 
 
 class JobState(enum.StrEnum):
@@ -68,11 +71,11 @@ class VideoRequest(BaseModel):
 
     @field_validator("prompt")
     @classmethod
-    def _prompt_has_text(cls, value: str) -> str:
+    def _prompt_has_text(cls, value: str, info: ValidationInfo) -> str:
         # Zero-width and filler characters pass the length check but ask for nothing; the error type lets the
         # front end say so rather than quote the length limits.
         value = value.strip()
-        if not visible_text(value):
+        if not visible_text(value) and not (info.context or {}).get("stored"):
             raise PydanticCustomError(NO_VISIBLE_TEXT, "the prompt has no visible text")
         return value
 

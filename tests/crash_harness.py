@@ -418,7 +418,7 @@ class BotRig:
                     raise RigError(f"{bp.name} exited with {bp.proc.returncode} while waiting for {what}\n{bp.tail()}")
             if _now() > deadline:
                 raise RigError(f"timed out after {timeout:.0f}s waiting for {what}\n{self.log_tails()}")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
 
     # --- signals --------------------------------------------------------------------------------------
     async def kill(self, role: str) -> BotProcess:

@@ -118,8 +118,10 @@ async def targeted_kill(rig: BotRig, *, roles: list[str], victim: str, point: st
     for the victim to die at the point, restart it without the variable, and check exactly once.
 
     A separate worker is started only after both commands were answered, so its kill hits jobs the members saw
-    queued (which must then be delivered, not cancelled). In one `run` process the first claim races the answer;
-    the `<point>:2` cases kill at the second job, which waits for the renderer and is answered by then."""
+    queued (which must then be delivered, not cancelled). In one `run` process the first claim (and the steps
+    right after it: submitted, running, the first poll) races the answer, so those jobs may count as never
+    answered; the `<point>:2` cases kill at the second passage (the second job waits for the renderer, the
+    second poll comes 0.5 s later), when every member has been answered."""
     await rig.prepare(members=2)
     late = [victim] if victim == "worker" else []
     for role in roles:
@@ -143,7 +145,7 @@ async def targeted_kill(rig: BotRig, *, roles: list[str], victim: str, point: st
     await finish_and_verify(rig)
 
 
-@pytest.mark.parametrize("point", [*POINTS, "claimed:2", "submitted:2"])
+@pytest.mark.parametrize("point", [*POINTS, "claimed:2", "submitted:2", "running:2", "polled:2"])
 async def test_kill_at_point_sqlite(sqlite_rig: BotRig, point: str) -> None:
     await targeted_kill(sqlite_rig, roles=["run"], victim="run", point=point)
 
@@ -228,10 +230,19 @@ async def test_recovery_first_clip_after_kill_sqlite(sqlite_rig: BotRig) -> None
 
 
 async def random_kills(
-    rig: BotRig, *, seed: int, jobs: int, members: int, kills: int, roles: list[str], victims: list[str]
+    rig: BotRig,
+    *,
+    seed: int,
+    jobs: int,
+    members: int,
+    kills: int,
+    roles: list[str],
+    victims: list[str],
+    gap: tuple[float, float] = (0.05, 0.6),
 ) -> None:
-    """`jobs` `/video` from `members` members over time while `kills` SIGKILLs hit a random victim at random
-    delays (0.2–2 s after it was ready), each followed by a restart; then exactly once over everything."""
+    """`jobs` `/video` from `members` members, one every `gap` seconds, while `kills` SIGKILLs hit a random
+    victim at random delays (0.2–2 s after it was ready), each followed by a restart; then exactly once over
+    everything. The jobs are spread over about the time the kills take, so kills land on jobs at every step."""
     producer_rng, killer_rng = random.Random(f"{seed}:producer"), random.Random(f"{seed}:killer")
     say(f"[random] {rig.db.label}: seed {seed} (replay with CRASH_SEED={seed}); {jobs} jobs, {kills} kills")
     await rig.prepare(members=members)
@@ -241,7 +252,7 @@ async def random_kills(
 
     async def produce() -> None:
         for n in range(jobs):
-            await asyncio.sleep(producer_rng.uniform(0.05, 0.6))
+            await asyncio.sleep(producer_rng.uniform(*gap))
             await rig.send_video(producer_rng.choice(rig.members), f"random job {n + 1}")
 
     producer = asyncio.create_task(produce())
@@ -289,5 +300,12 @@ async def test_random_kills_sqlite(sqlite_rig: BotRig) -> None:
 @needs_postgres
 async def test_random_kills_postgres(pg_rig: BotRig) -> None:
     await random_kills(
-        pg_rig, seed=SEED, jobs=15, members=4, kills=6, roles=["gateway", "worker"], victims=["gateway", "worker"]
+        pg_rig,
+        seed=SEED,
+        jobs=15,
+        members=4,
+        kills=6,
+        roles=["gateway", "worker"],
+        victims=["worker", "worker", "gateway"],  # the worker does the side effects: hit it more often
+        gap=(0.2, 1.2),
     )

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from PIL import _imaging as pillow_memory  # Pillow's allocator counters
 from pydantic import ValidationError
 
-from bot.domain import NO_VISIBLE_TEXT, Requester, VideoRequest
+from bot.domain import NO_VISIBLE_TEXT, STORED, Requester, VideoRequest
 from bot.errors import InvalidRequest
 from bot.images import MAX_IMAGE_PIXELS, check_image, load_image
 from bot.providers.local_render import RenderError, _ImageBackground
@@ -100,6 +101,13 @@ def test_visible_prompts_pass_unchanged(prompt: str) -> None:
     request = request_from_options(prompt=prompt, model="local/preview", duration=2, negative_prompt="blur\u200b")
     assert request.prompt == prompt.strip()
     assert request.negative_prompt == "blur\u200b"
+
+
+def test_a_request_stored_before_the_rule_stays_readable() -> None:
+    stored = VideoRequest.model_construct(prompt="\u200b", model="local/preview", duration=2).model_dump_json()
+    assert VideoRequest.model_validate_json(stored, context=STORED).prompt == "\u200b"
+    with pytest.raises(ValidationError):
+        VideoRequest.model_validate_json(stored)
 
 
 def test_the_refusal_names_the_real_problem() -> None:
@@ -238,9 +246,9 @@ def test_the_renderer_decodes_a_large_jpeg_scaled_down(tmp_path: Path) -> None:
     path = tmp_path / "photo.jpg"
     gradient = np.linspace(0, 255, 6000, dtype=np.uint8)[None, :].repeat(4000, axis=0)
     Image.fromarray(gradient, "L").save(path, "JPEG")
-    Image.core.reset_stats()
+    pillow_memory.reset_stats()
     background = _ImageBackground(path, 1280, 720, 48, np.random.default_rng(0))
-    stats = Image.core.get_stats()
+    stats = pillow_memory.get_stats()
     assert background.image.shape == (778, 1383, 3), "kept at the (overscanned) frame size"
     # Pillow allocates image memory in blocks of at most 16 MB, one or more per image: one block each means
     # nothing near the 24 MP source (24 MB in one channel, 96 MB in RGB) ever existed in memory.
@@ -251,10 +259,10 @@ def test_the_renderer_decodes_a_large_jpeg_scaled_down(tmp_path: Path) -> None:
 def test_the_renderer_refuses_too_many_pixels_without_decoding(tmp_path: Path) -> None:
     path = tmp_path / "huge.png"
     path.write_bytes(huge_png(12000, 12000))
-    Image.core.reset_stats()
+    pillow_memory.reset_stats()
     with pytest.raises(RenderError, match="12000×12000 pixels"):
         _ImageBackground(path, 1280, 720, 48, np.random.default_rng(0))
-    assert Image.core.get_stats()["new_count"] == 0, "no pixel memory was allocated"
+    assert pillow_memory.get_stats()["new_count"] == 0, "no pixel memory was allocated"
 
 
 def test_load_image_fills_the_size_asked_for(tmp_path: Path) -> None:
@@ -362,7 +370,7 @@ async def refusal_after_defer(rec: Any) -> str:
     is ephemeral is decided by `VideoCog.video`/`PromptModal`, outside what these tests cover.)"""
     callback: CallbackRecord = await rec.wait_callback()
     assert callback.type == 5, callback.data
-    return (await rec.wait_followup()).content
+    return str((await rec.wait_followup()).content)
 
 
 async def assert_nothing_charged(h: Harness) -> None:
@@ -379,5 +387,7 @@ def modal_input(modal: CallbackRecord) -> str:
 
 
 def assert_no_bare_url(text: str) -> None:
-    """Every link sits inside `<…>`, which Discord shows as a link without a preview."""
-    assert not re.search(r"(?<!<)https?://", text), f"a bare link in {text!r}"
+    """Every link sits inside a closed `<…>`, which Discord shows as a link without a preview."""
+    for link in re.finditer(r"https?://[^\s<>]*", text):
+        inside = text[link.start() - 1 : link.start()] == "<" and text[link.end() : link.end() + 1] == ">"
+        assert inside, f"a bare link in {text!r}"
