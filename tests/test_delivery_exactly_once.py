@@ -87,3 +87,25 @@ async def test_without_read_history_the_clips_nonce_still_stops_a_second_channel
         job_id, message_id = await deliver_one(h)
         assert clips_of(h, job_id) == [message_id]
         assert len(h.fake.requests_to(CHANNEL_POST)) == 2, "posted again, deduplicated by Discord"
+
+
+async def test_a_5xx_that_outlasts_the_librarys_retries_is_retried_by_the_worker(tmp_path: Path) -> None:
+    async with running_bot(tmp_path) as h:
+        h.fake.fail_next(CHANNEL_POST, status=503, times=2)  # discord.py does not retry a 503 itself
+        job_id, message_id = await deliver_one(h)
+        assert clips_of(h, job_id) == [message_id]
+
+
+async def test_an_unknown_webhook_is_a_clear_refusal_not_a_raw_error(tmp_path: Path) -> None:
+    async with running_bot(tmp_path) as h:
+        h.fake.set_bot_permissions(CHANNEL_ID, CANNOT_SEND)
+        h.fake.fail_next(WEBHOOK_POST, status=404, code=10015, message="Unknown Webhook")
+        rec = await h.fake.slash("video", {"prompt": "a lighthouse in a storm", "duration": 1})
+        await rec.wait_callback()
+        job = await h.wait_job_state((await h.wait_for_job()).id, "delivered", "failed", timeout=30)
+        # The interaction is gone and the bot may not post in the channel: the member is told why and refunded.
+        assert job.state is JobState.FAILED
+        assert job.error is not None and "not allowed to post" in job.error
+        assert len(h.fake.requests_to(f"POST /channels/{CHANNEL_ID}/messages")) == 1, "then the channel, once"
+        assert len(h.fake.requests_to(CHANNEL_POST)) == 2, "and the member got a DM"
+        assert clips_of(h, job.id) == []
