@@ -105,6 +105,7 @@ class VideoBot(commands.Bot):
         member = interaction.user
         return (
             settings.admin_role_id is not None
+            and settings.admin_role_id != interaction.guild_id  # @everyone, saved before it was refused
             and isinstance(member, discord.Member)
             and any(role.id == settings.admin_role_id for role in member.roles)
         )

@@ -28,7 +28,9 @@ FORMATS: dict[str, str] = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp
 """Declared content type → the one Pillow format allowed to open it."""
 
 _REDUCIBLE_MODES = frozenset({"RGB", "RGBA", "L", "LA", "I", "F", "CMYK", "YCbCr"})
-"""Modes `Image.reduce` averages correctly (a palette image must become RGB first)."""
+"""Modes `Image.reduce` averages correctly; the others are converted first, at full size."""
+_GREY_MODES = frozenset({"1", "I;16", "I;16B", "I;16L", "I;16N"})
+"""Bilevel and 16-bit grey become 8-bit grey (1 byte a pixel), not RGB (4): the full-size copy stays small."""
 
 _CHECK_SIZE = (64, 64)
 """What `check_image` decodes to, only to prove the pixel data is whole."""
@@ -103,7 +105,9 @@ def _cover(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     if scale < 1:
         img.draft("RGB", needed)  # JPEG only (a no-op for the others): decode at 1/2, 1/4 or 1/8 scale
     img.load()
-    if img.mode not in _REDUCIBLE_MODES:
+    if img.mode in _GREY_MODES:
+        img = img.convert("L")
+    elif img.mode not in _REDUCIBLE_MODES:
         img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
     factor = min(img.width // needed[0], img.height // needed[1])
     if factor >= 2:

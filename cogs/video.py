@@ -125,8 +125,9 @@ class VideoCog(commands.Cog):
             return
         # Fetching the image may take longer than the deadline allows: acknowledge first.
         await interaction.response.defer(thinking=True)
-        staged = await self._stage_image(image)
-        await self.submit(interaction, request_from_options(**options, image_path=str(staged)))
+        staged = await self.stage_or_refuse(interaction, image)
+        if staged is not None:
+            await self.submit(interaction, request_from_options(**options, image_path=str(staged)))
 
     @video.autocomplete("model")
     async def model_autocomplete(
@@ -209,6 +210,15 @@ class VideoCog(commands.Cog):
             await interaction.delete_original_response()
         await interaction.followup.send(reason, ephemeral=True, allowed_mentions=NO_PINGS)
 
+    async def stage_or_refuse(self, interaction: discord.Interaction, image: discord.Attachment) -> Path | None:
+        """Stage the image, or refuse it privately: the interaction is already acknowledged publicly (fetching
+        an image can outlast Discord's deadline), and a refusal must not show in the channel."""
+        try:
+            return await self._stage_image(image)
+        except UserError as refusal:
+            await self._refuse(interaction, str(refusal))
+            return None
+
     async def _stage_image(self, image: discord.Attachment) -> Path:
         folder = self.bot.settings.data_dir / "staging" / "inputs"
         folder.mkdir(parents=True, exist_ok=True)
@@ -268,7 +278,9 @@ class PromptModal(discord.ui.Modal):
         assert info is not None
         request_from_options(prompt=self.prompt.value, model=model, duration=info.default_duration)
         await interaction.response.defer(thinking=True)
-        staged = await self.cog._stage_image(self.image)
+        staged = await self.cog.stage_or_refuse(interaction, self.image)
+        if staged is None:
+            return
         await self.cog.submit(
             interaction,
             request_from_options(prompt=self.prompt.value, model=model, duration=info.default_duration,

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from tests.fakes.discord import CHANNEL_ID, GUILD_ID, FakeDiscord, InteractionRecord, StoredMessage
+from tests.fakes.discord import GUILD_ID, FakeDiscord, InteractionRecord, StoredMessage
 
 REPO = Path(__file__).resolve().parent.parent
 TERMINAL = ("delivered", "failed", "cancelled")
@@ -239,9 +239,9 @@ def is_clip(message: StoredMessage) -> str | None:
     return None
 
 
-def clip_messages(fake: FakeDiscord, channel_id: int | None = CHANNEL_ID) -> list[tuple[str, StoredMessage]]:
-    """Every clip message the bot ever posted in the channel, deleted ones included (a deleted clip means the
-    bot posted a duplicate and took it back: members saw two)."""
+def clip_messages(fake: FakeDiscord, channel_id: int | None = None) -> list[tuple[str, StoredMessage]]:
+    """Every clip message the bot ever posted (in one channel, or anywhere), deleted ones included (a deleted
+    clip means the bot posted a duplicate and took it back: members saw two)."""
     out = []
     for message in fake.messages(channel_id, include_deleted=True):
         if message.author_id != fake.app_id:

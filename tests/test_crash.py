@@ -255,10 +255,11 @@ async def random_kills(
             await asyncio.sleep(producer_rng.uniform(*gap))
             await rig.send_video(producer_rng.choice(rig.members), f"random job {n + 1}")
 
+    schedule = [victims[k % len(victims)] for k in range(kills)]  # each victim its share, in a random order
+    killer_rng.shuffle(schedule)
     producer = asyncio.create_task(produce())
     try:
-        for k in range(1, kills + 1):
-            victim = killer_rng.choice(victims)
+        for k, victim in enumerate(schedule, 1):
             delay = killer_rng.uniform(0.2, 2.0)
             await asyncio.sleep(delay)
             at = asyncio.get_running_loop().time() - t0

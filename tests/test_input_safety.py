@@ -186,6 +186,8 @@ def test_too_many_pixels_is_refused_from_the_header(tmp_path: Path) -> None:
     edge.write_bytes(huge_png(8000, MAX_IMAGE_PIXELS // 8000 + 1))
     with pytest.raises(InvalidRequest, match="megapixels"):
         check_image(edge, "image/png")
+    edge.write_bytes(huge_png(8000, MAX_IMAGE_PIXELS // 8000))
+    assert check_image(edge, "image/png") == (8000, 5000), "the limit itself is allowed"
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
@@ -266,7 +268,7 @@ def test_the_renderer_refuses_too_many_pixels_without_decoding(tmp_path: Path) -
 
 
 def test_load_image_fills_the_size_asked_for(tmp_path: Path) -> None:
-    for fmt, mode in [("PNG", "P"), ("PNG", "RGBA"), ("PNG", "1"), ("WEBP", "RGBA"), ("JPEG", "CMYK")]:
+    for fmt, mode in [("PNG", "P"), ("PNG", "RGBA"), ("PNG", "1"), ("PNG", "I;16"), ("WEBP", "RGBA"), ("JPEG", "CMYK")]:
         path = tmp_path / f"image.{fmt.lower()}"
         Image.new(mode, (900, 300)).save(path, fmt)
         loaded = load_image(path, (200, 100))
@@ -366,11 +368,14 @@ async def ephemeral(rec: Any) -> str:
 
 
 async def refusal_after_defer(rec: Any) -> str:
-    """The refusal of an interaction deferred while its image was fetched: the first followup. (Whether it
-    is ephemeral is decided by `VideoCog.video`/`PromptModal`, outside what these tests cover.)"""
+    """The refusal of an interaction deferred while its image was fetched: a private followup, and the public
+    "thinking…" placeholder deleted, so the channel never shows it."""
     callback: CallbackRecord = await rec.wait_callback()
     assert callback.type == 5, callback.data
-    return str((await rec.wait_followup()).content)
+    followup = await rec.wait_followup()
+    assert followup.ephemeral, "an image refusal is private"
+    assert rec.original is None or rec.original.deleted, "the public placeholder is removed"
+    return str(followup.content)
 
 
 async def assert_nothing_charged(h: Harness) -> None:

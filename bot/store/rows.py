@@ -7,7 +7,17 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bot.domain import GuildSettings, InteractionRef, Job, JobEvent, JobState, QuotaLimits, VideoRequest, WorkerInfo
+from bot.domain import (
+    STORED,
+    GuildSettings,
+    InteractionRef,
+    Job,
+    JobEvent,
+    JobState,
+    QuotaLimits,
+    VideoRequest,
+    WorkerInfo,
+)
 from bot.store.base import PolicyLayers
 
 ACTIVE_STATE_VALUES = ("submitting", "running", "downloading", "delivering")
@@ -74,7 +84,8 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
 @functools.lru_cache(maxsize=4096)
 def _parse_request(text: str) -> VideoRequest:
     """Requests are immutable and re-read on every state change: parse each one once."""
-    return VideoRequest.model_validate_json(text)
+    # STORED: a request accepted under older rules still loads (it must finish, not block the queue).
+    return VideoRequest.model_validate_json(text, context=STORED)
 
 
 def event_from_row(row: Mapping[str, Any]) -> JobEvent:

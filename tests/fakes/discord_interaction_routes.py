@@ -175,8 +175,9 @@ class InteractionRoutes:
         body = req.json if isinstance(req.json, dict) else {}
         self.rest.check_sizes(req.files, rec.attachment_size_limit)
         check_message_body(body, len(req.files), creating=True, allowed_flags=INTERACTION_MESSAGE_FLAGS)
-        if rec.original is not None and rec.original.loading and not rec.followups and not rec.edits:
-            # Discord: the first followup after a type-5 defer fills in the loading message.
+        original = rec.original
+        if original is not None and original.loading and not original.deleted and not rec.followups and not rec.edits:
+            # Discord: the first followup after a type-5 defer fills in the loading message (unless it was deleted).
             msg = rec.original
             self.rest.edit(msg, body, req.files)
             fake.message_event("MESSAGE_UPDATE", msg)
