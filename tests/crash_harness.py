@@ -30,7 +30,6 @@ import re
 import signal
 import sqlite3
 import sys
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -722,7 +721,3 @@ async def gather_callbacks(records: Iterable[InteractionRecord], timeout: float)
     """Give interactions time to be acknowledged (best effort: a killed process never answers)."""
     waits: list[Awaitable[Any]] = [r.wait_callback(timeout=timeout) for r in records if r.callback is None]
     await asyncio.gather(*waits, return_exceptions=True)
-
-
-def stamp() -> str:
-    return time.strftime("%H:%M:%S")
