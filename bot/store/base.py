@@ -112,10 +112,6 @@ class Store(Protocol):
 
     async def unregister_worker(self, worker_id: str) -> None: ...
 
-    async def renew_leases(self, worker_id: str, job_ids: Sequence[str], until: float) -> set[str]:
-        """Extend the leases this worker still holds; returns the ids it still holds."""
-        ...
-
     async def release_lease(self, job_id: str, worker_id: str) -> None:
         """Give a job back without changing its state (graceful shutdown): another worker resumes it."""
         ...

@@ -373,16 +373,6 @@ class PostgresStore:
             await _event(conn, claimed["id"], now, JobState.QUEUED, JobState.SUBMITTING, f"worker {worker_id}")
             return job_from_row(claimed)
 
-    async def renew_leases(self, worker_id: str, job_ids: Sequence[str], until: float) -> set[str]:
-        if not job_ids:
-            return set()
-        sql = (
-            "UPDATE jobs SET lease_expires_at = $1 WHERE lease_owner = $2 AND id = ANY($3::text[])"
-            f" AND state IN {_ACTIVE} RETURNING id"
-        )
-        rows = await self._fetch(sql, float(until), worker_id, list(job_ids))
-        return {str(row["id"]) for row in rows}
-
     # --- the worker registry --------------------------------------------------------------------------
     async def register_worker(self, worker: WorkerInfo) -> None:
         await self._fetch(

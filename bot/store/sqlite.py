@@ -246,21 +246,6 @@ class SqliteStore:
 
         return await self._write(claim)
 
-    async def renew_leases(self, worker_id: str, job_ids: Sequence[str], until: float) -> set[str]:
-        if not job_ids:
-            return set()
-        marks = ", ".join("?" for _ in job_ids)
-
-        def renew(db: sqlite3.Connection) -> set[str]:
-            rows = db.execute(
-                f"UPDATE jobs SET lease_expires_at = ? WHERE lease_owner = ? AND id IN ({marks})"
-                f" AND state IN {_ACTIVE} RETURNING id",
-                (until, worker_id, *job_ids),
-            ).fetchall()
-            return {row[0] for row in rows}
-
-        return await self._write(renew)
-
     # --- the worker registry --------------------------------------------------------------------------
     async def register_worker(self, worker: WorkerInfo) -> None:
         await self._write(
