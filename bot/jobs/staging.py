@@ -47,11 +47,17 @@ class StagingDirs:
 
 def discard_job_files(job: Job, dirs: StagingDirs) -> None:
     """Everything staged for a job that has ended: its clip in every form, its render and its input image."""
-    for folder in (dirs.clips, dirs.renders):
-        if folder.is_dir():
-            for path in folder.glob(f"*{job.id}.*"):
-                path.unlink(missing_ok=True)
+    for path in _job_files(job.id, dirs):
+        path.unlink(missing_ok=True)
     discard_input(job.request.image_path, dirs)
+
+
+def _job_files(job_id: str, dirs: StagingDirs) -> list[Path]:
+    """Every file the engine and the providers make for a job (the sweep catches anything else): the clip, its
+    re-encode to fit and the offline render, each with the partial file it is written through."""
+    clip, render = f"{job_id}.mp4", f"{job_id}.render.mp4"
+    return [dirs.clips / clip, dirs.clips / f"{job_id}.fit.mp4", dirs.clips / f"{clip}.part",
+            dirs.clips / f".{clip}.part", dirs.renders / render, dirs.renders / f".{render}.part"]  # fmt: skip
 
 
 def discard_input(image_path: str | None, dirs: StagingDirs) -> None:
