@@ -24,15 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.crash_harness import (
-    BotRig,
-    Database,
-    PostgresDatabase,
-    SqliteDatabase,
-    clip_messages,
-    message_time,
-    verify,
-)
+from tests.crash_checks import Database, PostgresDatabase, SqliteDatabase, clip_messages, message_time, verify
+from tests.crash_harness import BotRig
 from tests.fakes.discord import FakeDiscord
 
 

@@ -28,17 +28,8 @@ from pathlib import Path
 import pytest
 
 from bot.faults import POINTS
-from tests.crash_harness import (
-    BotRig,
-    PostgresDatabase,
-    Report,
-    RigError,
-    SqliteDatabase,
-    UploadGate,
-    answered,
-    gather_callbacks,
-    verify,
-)
+from tests.crash_checks import PostgresDatabase, Report, SqliteDatabase, answered, verify
+from tests.crash_harness import BotRig, RigError, UploadGate, gather_callbacks
 from tests.fakes.discord import FakeDiscord
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
