@@ -133,7 +133,7 @@ class Worker:
             if job is None:
                 break
             if job.id in self._tasks:  # never drive one job twice, whatever the store returned
-                continue
+                break
             crash_point("claimed")
             task = asyncio.create_task(self.drive(job), name=f"job-{job.id}")
             self._tasks[job.id] = task
