@@ -9,12 +9,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.delivery_render import status_text
+from bot.discord.render import status_text
+from bot.discord.replies import answer, timestamp
 from bot.domain import QueueEntry, Usage
-from bot.replies import answer, timestamp
 
 if TYPE_CHECKING:
-    from bot.client import VideoBot
+    from bot.discord.client import VideoBot
 
 MAX_LISTED = 10
 """Jobs listed one by one in `/queue`; the rest are counted (an embed holds 4,096 characters)."""

@@ -21,8 +21,9 @@ from discord import app_commands
 from discord.ext import commands
 from pydantic import ValidationError
 
-from bot.delivery import edit_original_status
-from bot.delivery_render import status_text, status_view
+from bot.discord.delivery import edit_original_status
+from bot.discord.render import status_text, status_view
+from bot.discord.replies import NO_PINGS, answer
 from bot.domain import (
     ASPECTS,
     MAX_NEGATIVE_PROMPT_CHARS,
@@ -36,10 +37,9 @@ from bot.domain import (
 from bot.errors import InvalidRequest, NotAllowed, StoreError, UserError
 from bot.faults import crash_point
 from bot.images import MAX_IMAGE_PIXELS, check_image
-from bot.replies import NO_PINGS, answer
 
 if TYPE_CHECKING:
-    from bot.client import VideoBot
+    from bot.discord.client import VideoBot
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.cli.run import App, build_app, make_bot
 from bot.clock import OffsetClock
 from bot.config import Settings
 from bot.providers.registry import ProviderRegistry
-from bot.runner import App, build_app, make_bot
 from bot.store.base import Store
 from tests.fakes.discord import ALICE_ID, GUILD_ID, FakeDiscord, use_fake_discord
 

@@ -21,7 +21,7 @@ from bot.providers.registry import ProviderRegistry
 from bot.store.base import Store
 from tests.discord_harness import Harness, running_bot
 from tests.fakes.discord import ADMIN_ID, ALICE_ID, GUILD_ID, FakeDiscord
-from tests.fakes.discord_models import CallbackRecord
+from tests.fakes.discord.models import CallbackRecord
 from tests.fakes.scripted_provider import ScriptedProvider
 
 MODELS = 21

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import bot.client
+import bot.discord.client
 from bot.clock import OffsetClock
 from tests.discord_harness import running_bot
 from tests.fakes.discord import FakeDiscord
@@ -22,11 +22,11 @@ async def test_commands_sync_once_per_definition_across_restarts(
     fake = FakeDiscord(clock=clock)
     await fake.start()
     database_url = f"sqlite:///{tmp_path / 'bot.db'}"
-    release = bot.client.EXTENSIONS
+    release = bot.discord.client.EXTENSIONS
     older_release = tuple(name for name in release if name != "cogs.queue")  # before /queue and /quota existed
     assert older_release != release
     try:
-        monkeypatch.setattr(bot.client, "EXTENSIONS", older_release)
+        monkeypatch.setattr(bot.discord.client, "EXTENSIONS", older_release)
         async with running_bot(tmp_path, with_worker=False, database_url=database_url, clock=clock, fake=fake):
             pass
         assert len(fake.requests_to(GLOBAL_SYNC)) == 1, "the first start must sync the commands"
@@ -39,7 +39,7 @@ async def test_commands_sync_once_per_definition_across_restarts(
         assert len(fake.requests_to(GLOBAL_SYNC)) == 1, "a restart with unchanged commands must not sync"
 
         # A new release adds commands: the next start syncs them.
-        monkeypatch.setattr(bot.client, "EXTENSIONS", release)
+        monkeypatch.setattr(bot.discord.client, "EXTENSIONS", release)
         async with running_bot(tmp_path, with_worker=False, database_url=database_url, clock=clock, fake=fake):
             pass
         assert len(fake.requests_to(GLOBAL_SYNC)) == 2, "changed commands must be synced"

@@ -14,7 +14,7 @@ import pytest
 from bot.domain import JobState
 from tests.discord_harness import Harness, running_bot
 from tests.fakes.discord import CHANNEL_ID
-from tests.fakes.discord_models import ATTACH_FILES, EMBED_LINKS, READ_MESSAGE_HISTORY, SEND_MESSAGES, VIEW_CHANNEL
+from tests.fakes.discord.models import ATTACH_FILES, EMBED_LINKS, READ_MESSAGE_HISTORY, SEND_MESSAGES, VIEW_CHANNEL
 
 CHANNEL_POST = "POST /channels/*/messages"
 WEBHOOK_POST = "POST /webhooks/*/*"
@@ -71,7 +71,7 @@ async def test_without_read_history_a_lost_answer_errs_toward_posting_again(
     async with running_bot(tmp_path) as h:
         h.fake.set_bot_permissions(CHANNEL_ID, VIEW_CHANNEL | ATTACH_FILES | EMBED_LINKS)
         h.fake.drop_after_apply(WEBHOOK_POST)
-        with caplog.at_level(logging.WARNING, logger="bot.delivery_post"):
+        with caplog.at_level(logging.WARNING, logger="bot.discord.posting"):
             job_id, message_id = await deliver_one(h)
         clips = clips_of(h, job_id)
         assert len(clips) == 2 and message_id in clips

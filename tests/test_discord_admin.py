@@ -17,7 +17,7 @@ from bot.providers.local import LocalPreviewProvider
 from bot.providers.registry import ProviderRegistry
 from tests.discord_harness import Harness, running_bot
 from tests.fakes.discord import ADMIN_ID, ALICE_ID, GUILD_ID, FakeDiscord
-from tests.fakes.discord_models import ADMIN_ROLE_ID, CallbackRecord
+from tests.fakes.discord.models import ADMIN_ROLE_ID, CallbackRecord
 from tests.fakes.scripted_provider import ScriptedProvider
 
 ALICE = Requester(guild_id=GUILD_ID, user_id=ALICE_ID)

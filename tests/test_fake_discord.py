@@ -29,7 +29,7 @@ from tests.fakes.discord import (
     FakeDiscord,
     use_fake_discord,
 )
-from tests.fakes.discord_models import (
+from tests.fakes.discord.models import (
     ADMINISTRATOR,
     ATTACH_FILES,
     EMBED_LINKS,

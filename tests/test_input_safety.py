@@ -17,16 +17,16 @@ from PIL import Image
 from PIL import _imaging as pillow_memory  # Pillow's allocator counters
 from pydantic import ValidationError
 
+from bot.discord.replies import quote
 from bot.domain import NO_VISIBLE_TEXT, STORED, Requester, VideoRequest
 from bot.errors import InvalidRequest
 from bot.images import MAX_IMAGE_PIXELS, check_image, load_image
 from bot.providers.local_render import RenderError, _ImageBackground
-from bot.replies import quote
 from bot.text import visible_text
 from cogs.video import request_from_options
 from tests.discord_harness import Harness, running_bot
 from tests.fakes.discord import ALICE_ID, GUILD_ID
-from tests.fakes.discord_models import CallbackRecord
+from tests.fakes.discord.models import CallbackRecord
 
 # Pillow warns (once per place) about images over its own 89 MP limit before our 40 MP refusal happens.
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from bot.__main__ import main
+from bot.cli.main import main
 from bot.config import Settings
 from bot.domain import InteractionRef
 from bot.logs import MASK, Redactor, configure_logging, redact_url, settings_secrets

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tests.fakes.discord_models import (
+from tests.fakes.discord.models import (
     CallbackRecord,
     FakeChannel,
     FakeGuild,
@@ -23,7 +23,7 @@ from tests.fakes.discord_models import (
     StoredAttachment,
     StoredMessage,
 )
-from tests.fakes.discord_validation import (
+from tests.fakes.discord.validation import (
     check_option_value,
     infer_option_type,
     modal_inputs,

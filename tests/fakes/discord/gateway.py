@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from tests.fakes.discord_models import StoredMessage, iso
+from tests.fakes.discord.models import StoredMessage, iso
 
 if TYPE_CHECKING:
     from tests.fakes.discord import FakeDiscord

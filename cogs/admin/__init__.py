@@ -13,12 +13,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord.replies import answer
 from bot.errors import InvalidRequest, NotAllowed
-from bot.replies import answer
-from cogs.admin_quota import AdminGroup, MemberOption, QuotaGroup
+from cogs.admin.quota import AdminGroup, MemberOption, QuotaGroup
 
 if TYPE_CHECKING:
-    from bot.client import VideoBot
+    from bot.discord.client import VideoBot
 
 
 async def model_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from bot.clock import Clock
-from bot.delivery import DiscordDelivery
+from bot.discord.delivery import DiscordDelivery
 from bot.jobs.staging import StagingDirs, sweep
 from bot.jobs.worker import Worker
 from bot.store.base import Store

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
+from bot.discord.replies import answer, timestamp
 from bot.domain import DEFAULT_LIMITS, Period, QuotaLimits, Requester, Usage
 from bot.errors import InvalidRequest, NotAllowed
-from bot.replies import answer, timestamp
 from cogs.queue import quota_embed, this_window
 
 if TYPE_CHECKING:
-    from bot.client import VideoBot
+    from bot.discord.client import VideoBot
 
 MAX_LIMIT = 1_000_000
 Credits = app_commands.Range[int, 0, MAX_LIMIT]

@@ -28,7 +28,7 @@ import discord
 import httpx
 
 from bot.clock import Clock
-from bot.delivery_render import clip_embed, clip_view, custom_id
+from bot.discord.render import clip_embed, clip_view, custom_id
 from bot.domain import Job
 from bot.errors import DeliveryError
 

@@ -34,10 +34,10 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from tests.fakes.discord_faults import FaultsMixin
-from tests.fakes.discord_gateway import Gateway
-from tests.fakes.discord_interactions import InteractionRecord, InteractionsMixin
-from tests.fakes.discord_models import (
+from tests.fakes.discord.faults import FaultsMixin
+from tests.fakes.discord.gateway import Gateway
+from tests.fakes.discord.interactions import InteractionRecord, InteractionsMixin
+from tests.fakes.discord.models import (
     ADD_REACTIONS,
     ADMIN_ID,
     ADMIN_ROLE_ID,
@@ -70,7 +70,7 @@ from tests.fakes.discord_models import (
     StoredMessage,
     iso,
 )
-from tests.fakes.discord_rest import RestApi, route_matches
+from tests.fakes.discord.rest import RestApi, route_matches
 
 __all__ = [
     "ADMIN_ID",

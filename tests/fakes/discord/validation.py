@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tests.fakes.discord_models import (
+from tests.fakes.discord.models import (
     EPHEMERAL,
     FakeChannel,
     FakeRole,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tests.fakes.discord_models import EPHEMERAL, LOADING, CallbackRecord, StoredMessage
-from tests.fakes.discord_validation import (
+from tests.fakes.discord.models import EPHEMERAL, LOADING, CallbackRecord, StoredMessage
+from tests.fakes.discord.validation import (
     EDIT_FLAGS,
     INTERACTION_MESSAGE_FLAGS,
     ApiError,
@@ -21,9 +21,9 @@ from tests.fakes.discord_validation import (
 
 if TYPE_CHECKING:
     from tests.fakes.discord import FakeDiscord
-    from tests.fakes.discord_interactions import InteractionRecord
-    from tests.fakes.discord_models import RecordedRequest
-    from tests.fakes.discord_rest import Reply, RestApi
+    from tests.fakes.discord.interactions import InteractionRecord
+    from tests.fakes.discord.models import RecordedRequest
+    from tests.fakes.discord.rest import Reply, RestApi
 
 # Which callback types each interaction type accepts (docs: receiving-and-responding, callback types).
 ALLOWED_CALLBACKS: dict[int, set[int]] = {

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
 
-from tests.fakes.discord_channel_routes import ChannelRoutes
-from tests.fakes.discord_interaction_routes import InteractionRoutes
-from tests.fakes.discord_models import (
+from tests.fakes.discord.channel_routes import ChannelRoutes
+from tests.fakes.discord.interaction_routes import InteractionRoutes
+from tests.fakes.discord.models import (
     LOADING,
     MENTION_RE,
     FakeChannel,
@@ -35,7 +35,7 @@ from tests.fakes.discord_models import (
     StoredMessage,
     iso,
 )
-from tests.fakes.discord_validation import EDIT_FLAGS, ApiError, check_commands, form_error
+from tests.fakes.discord.validation import EDIT_FLAGS, ApiError, check_commands, form_error
 
 if TYPE_CHECKING:
     from tests.fakes.discord import FakeDiscord

@@ -12,15 +12,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.background import BackgroundLoops
+from bot.discord.background import BackgroundLoops
+from bot.discord.replies import NO_PINGS, answer
 from bot.domain import Requester
 from bot.errors import UserError
-from bot.replies import NO_PINGS, answer
 
 if TYPE_CHECKING:
     from bot.clock import Clock
     from bot.config import Settings
-    from bot.delivery import DiscordDelivery
+    from bot.discord.delivery import DiscordDelivery
     from bot.jobs.admin import AdminService
     from bot.jobs.service import JobService
     from bot.jobs.worker import Worker

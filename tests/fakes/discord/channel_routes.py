@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tests.fakes.discord_models import (
+from tests.fakes.discord.models import (
     ATTACH_FILES,
     EMBED_LINKS,
     MANAGE_MESSAGES,
@@ -28,12 +28,12 @@ from tests.fakes.discord_models import (
     FakeChannel,
     StoredMessage,
 )
-from tests.fakes.discord_validation import CHANNEL_MESSAGE_FLAGS, ApiError, check_message_body, form_error
+from tests.fakes.discord.validation import CHANNEL_MESSAGE_FLAGS, ApiError, check_message_body, form_error
 
 if TYPE_CHECKING:
     from tests.fakes.discord import FakeDiscord
-    from tests.fakes.discord_models import RecordedRequest
-    from tests.fakes.discord_rest import Reply, RestApi
+    from tests.fakes.discord.models import RecordedRequest
+    from tests.fakes.discord.rest import Reply, RestApi
 
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 100

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tests.fakes.discord_models import Fault
-from tests.fakes.discord_rest import rate_limit_body, route_matches
+from tests.fakes.discord.models import Fault
+from tests.fakes.discord.rest import rate_limit_body, route_matches
 
 if TYPE_CHECKING:
     from tests.fakes.discord import FakeDiscord

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import discord
 import yarl
 
-from bot.background import BackgroundLoops
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
-from bot.delivery import DiscordDelivery
+from bot.discord.background import BackgroundLoops
+from bot.discord.delivery import DiscordDelivery
 from bot.jobs.admin import AdminService
 from bot.jobs.service import JobService
 from bot.jobs.staging import StagingDirs
@@ -84,7 +84,7 @@ async def build_app(
 
 
 def make_bot(app: App, **options: object) -> discord.Client:
-    from bot.client import VideoBot
+    from bot.discord.client import VideoBot
 
     return VideoBot(
         settings=app.settings, store=app.store, jobs=app.jobs, admin=app.admin,

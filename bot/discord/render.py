@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import discord
 
+from bot.discord.replies import progress_bar, quote, timestamp
 from bot.domain import Job, JobState
-from bot.replies import progress_bar, quote, timestamp
 
 ACTIONS = ("cancel", "again", "remix", "delete")
 

@@ -2,7 +2,7 @@
 
 Works from the gateway process and from a REST-only worker alike: it needs a logged-in `discord.Client`, not a
 gateway connection. Status edits go through the interaction token while it lives (15 minutes, less a margin),
-then through the bot's token. How a clip is posted exactly once is in `bot.delivery_post`.
+then through the bot's token. How a clip is posted exactly once is in `bot.discord.posting`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import discord
 from discord.webhook.async_ import async_context
 
 from bot.clock import Clock
-from bot.delivery_post import NETWORK_ERRORS, ClipPoster, PostForbidden, TooLarge
-from bot.delivery_render import status_text, status_view
+from bot.discord.posting import NETWORK_ERRORS, ClipPoster, PostForbidden, TooLarge
+from bot.discord.render import status_text, status_view
+from bot.discord.replies import NO_PINGS
 from bot.domain import Job, JobState
 from bot.errors import DeliveryError, StoreError
 from bot.faults import crash_point
 from bot.media import MediaError, fit_to_size
-from bot.replies import NO_PINGS
 from bot.store.base import Store
 
 log = logging.getLogger(__name__)
