@@ -35,9 +35,6 @@ class NullDelivery:
     def __init__(self) -> None:
         self.delivered = 0
 
-    async def job_updated(self, job: object) -> None:
-        return None
-
     async def deliver(self, job: object, clip: Path) -> int | None:
         self.delivered += 1
         return None

@@ -1,11 +1,14 @@
 """Settings, read once from the environment (and `.env`) in `__main__` and handed down.
 
-A missing or malformed setting ends the process with one line naming it; secrets are `SecretStr`, so they
-never show up in a repr, a log line or an error message.
+A missing or malformed setting ends the process with one line naming it, and so does a name in `.env` that is
+not a setting (a typo there would otherwise leave its setting at the default without a word). The process's
+environment is not checked that way: it holds PATH and everything else. Secrets are `SecretStr`, so they never
+show up in a repr, a log line or an error message.
 """
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +21,8 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
+    # extra="forbid" rejects unknown names in `.env` only: the environment source reads just the settings' names.
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="forbid", frozen=True)
 
     # Discord
     discord_token: SecretStr | None = None
@@ -105,7 +109,23 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
+        unknown = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden" and e["loc"]]
+        if unknown:
+            raise ConfigError(_unknown_names(unknown, overrides)) from None
         error = exc.errors()[0]
         name = str(error["loc"][0]).upper() if error["loc"] else "settings"
         message = str(error["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"setting {name} is invalid: {message}") from None
+
+
+def _unknown_names(names: list[str], overrides: dict[str, object]) -> str:
+    """One line naming each unknown name, with the setting it most resembles (DATA_DR: did you mean DATA_DIR?)."""
+    known = [name.upper() for name in Settings.model_fields]
+    where = str(overrides.get("_env_file", ".env"))
+    parts = []
+    for name in names:
+        source = "given" if name in overrides else f"in {where}"
+        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]}?)" if close else " (remove it, or fix its name: .env.example lists them all)"
+        parts.append(f"{name.upper()} {source} is not a setting{hint}")
+    return "; ".join(parts)

@@ -54,6 +54,22 @@ class JobState(enum.StrEnum):
 TERMINAL_STATES = frozenset({JobState.DELIVERED, JobState.FAILED, JobState.CANCELLED})
 ACTIVE_STATES = frozenset({JobState.SUBMITTING, JobState.RUNNING, JobState.DOWNLOADING, JobState.DELIVERING})
 
+_S = JobState
+ALLOWED: dict[JobState, frozenset[JobState]] = {
+    _S.QUEUED: frozenset({_S.SUBMITTING, _S.CANCELLED}),
+    _S.SUBMITTING: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED}),
+    _S.RUNNING: frozenset({_S.DOWNLOADING, _S.FAILED, _S.CANCELLED}),
+    # Back to RUNNING: the provider is making the video again (an offline render restarted after a crash).
+    _S.DOWNLOADING: frozenset({_S.DELIVERING, _S.RUNNING, _S.FAILED, _S.CANCELLED}),
+    # DELIVERING → DELIVERING records the intent to post (`post_attempted_at`) before each post.
+    _S.DELIVERING: frozenset({_S.DELIVERING, _S.DELIVERED, _S.FAILED, _S.CANCELLED}),
+    _S.DELIVERED: frozenset(),
+    _S.FAILED: frozenset(),
+    _S.CANCELLED: frozenset(),
+}
+"""The job state machine: every move the store accepts, from each state. A claim is QUEUED → SUBMITTING; a
+takeover of a lapsed lease keeps the state and is no move. The store refuses anything else (`InvalidTransition`)."""
+
 
 class VideoRequest(BaseModel):
     """What a member asked for. Validated on its own here, and against the model's capabilities on enqueue."""

@@ -3,7 +3,7 @@ decoded, and decoded no larger than they will be used.
 
 Why so strict: Pillow recognizes dozens of formats, each a parser a member could aim at, and a PNG of a few
 kilobytes can declare 12000×12000 pixels, which decodes to over half a gigabyte. Every failure becomes an
-`InvalidRequest` whose words the member sees.
+`ImageRejected` that says what is wrong (the front end tells the member).
 
 Memory: JPEG is decoded already scaled down (libjpeg's DCT scaling, `draft()`), so it never exists larger than
 about twice the size asked for. Pillow has no scaled decoding for PNG and WebP: they are decoded whole once,
@@ -19,13 +19,14 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from bot.errors import InvalidRequest
+from bot.errors import ImageDamaged, ImageFarTooLarge, ImageRejected, ImageTooLarge, NotAnImage, WrongImageFormat
 
 MAX_IMAGE_PIXELS = 40_000_000
 """Largest width × height accepted (a 40 MP photo); far more than a video frame needs."""
 
 FORMATS: dict[str, str] = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
 """Declared content type → the one Pillow format allowed to open it."""
+ACCEPTED = tuple(fmt.lower() for fmt in FORMATS.values())
 
 _REDUCIBLE_MODES = frozenset({"RGB", "RGBA", "L", "LA", "I", "F", "CMYK", "YCbCr"})
 """Modes `Image.reduce` averages correctly; the others are converted first, at full size."""
@@ -37,13 +38,13 @@ _CHECK_SIZE = (64, 64)
 
 
 def check_image(path: Path, content_type: str) -> tuple[int, int]:
-    """Refuse (`InvalidRequest`) unless `path` is a whole image of the declared type within the pixel limit;
+    """Refuse (`ImageRejected`) unless `path` is a whole image of the declared type within the pixel limit;
     returns its width and height. Runs in a thread: it decodes the image (scaled down) once."""
     kind = content_type.split(";")[0].strip().lower()
     fmt = FORMATS.get(kind)
     if fmt is None:
-        raise InvalidRequest("That file is not an image I can use: attach a png, jpeg or webp.")
-    with _member_errors(fmt.lower()):
+        raise NotAnImage()
+    with _member_errors((fmt.lower(),)):
         with _open(path, (fmt,)) as img:
             size = img.size
             img.verify()  # PNG: every chunk's checksum, to the end of the file
@@ -56,8 +57,8 @@ def check_image(path: Path, content_type: str) -> tuple[int, int]:
 
 def load_image(path: Path, size: tuple[int, int]) -> Image.Image:
     """The image at `path` in RGB, scaled and centre-cropped to fill exactly `size`; decoded no larger than
-    needed (see the module docstring). Any of the accepted formats; `InvalidRequest` for anything else."""
-    with _member_errors("png, jpeg or webp"), _open(path, tuple(FORMATS.values())) as img:
+    needed (see the module docstring). Any of the accepted formats; `ImageRejected` for anything else."""
+    with _member_errors(ACCEPTED), _open(path, tuple(FORMATS.values())) as img:
         return _cover(img, size)
 
 
@@ -67,34 +68,25 @@ def _open(path: Path, formats: Sequence[str]) -> Iterator[Image.Image]:
     with Image.open(path, formats=list(formats)) as img:
         width, height = img.size
         if width * height > MAX_IMAGE_PIXELS:
-            raise InvalidRequest(
-                f"That image is {width}×{height} pixels; the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels. "
-                "Scale it down and attach it again."
-            )
+            raise ImageTooLarge(width, height, MAX_IMAGE_PIXELS)
         yield img
 
 
 @contextlib.contextmanager
-def _member_errors(expected: str) -> Iterator[None]:
-    """Pillow's failures as words for the member. Its parsers raise many types for a malformed file (OSError,
-    SyntaxError, ValueError, struct.error, EOFError…), so anything but our own refusal means "damaged"."""
+def _member_errors(expected: tuple[str, ...]) -> Iterator[None]:
+    """Pillow's failures as refusals the member can act on. Its parsers raise many types for a malformed file
+    (OSError, SyntaxError, ValueError, struct.error, EOFError…), so anything but our own refusal means
+    "damaged"."""
     try:
         yield
-    except (InvalidRequest, FileNotFoundError):
+    except (ImageRejected, FileNotFoundError):
         raise  # a missing file is the caller's problem, not the member's
     except UnidentifiedImageError as exc:
-        raise InvalidRequest(
-            f"That file is not a {expected} image, whatever its name says: attach a png, jpeg or webp."
-        ) from exc
+        raise WrongImageFormat(expected) from exc
     except Image.DecompressionBombError as exc:
-        raise InvalidRequest(
-            f"That image has far too many pixels; the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels. "
-            "Scale it down and attach it again."
-        ) from exc
+        raise ImageFarTooLarge(MAX_IMAGE_PIXELS) from exc
     except Exception as exc:
-        raise InvalidRequest(
-            "That image is damaged or incomplete and cannot be read: attach a png, jpeg or webp."
-        ) from exc
+        raise ImageDamaged() from exc
 
 
 def _cover(img: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import re
 import uuid
@@ -22,26 +21,26 @@ from discord.ext import commands
 from pydantic import ValidationError
 
 from bot.discord.delivery import edit_original_status
+from bot.discord.messages import describe
 from bot.discord.render import status_text, status_view
 from bot.discord.replies import NO_PINGS, answer
-from bot.domain import (
-    ASPECTS,
-    MAX_NEGATIVE_PROMPT_CHARS,
-    MAX_PROMPT_CHARS,
-    MAX_SEED,
-    NO_VISIBLE_TEXT,
-    InteractionRef,
-    Job,
-    VideoRequest,
+from bot.domain import ASPECTS, MAX_NEGATIVE_PROMPT_CHARS, MAX_PROMPT_CHARS, MAX_SEED, InteractionRef, Job, VideoRequest
+from bot.errors import (
+    AttachmentNotAnImage,
+    AttachmentTooHeavy,
+    AttachmentTooLarge,
+    BadOption,
+    ImageDownloadFailed,
+    ImageNotKept,
+    NoImageInMessage,
+    UnsupportedButton,
+    UserError,
 )
-from bot.errors import InvalidRequest, NotAllowed, StoreError, UserError
 from bot.faults import crash_point
 from bot.images import MAX_IMAGE_PIXELS, check_image
 
 if TYPE_CHECKING:
     from bot.discord.client import VideoBot
-
-log = logging.getLogger(__name__)
 
 ACK_BUDGET = 1.5
 """Seconds the enqueue may take before the interaction is deferred (Discord allows 3)."""
@@ -50,29 +49,13 @@ JOB_ID = r"(?P<job>[0-9a-f]{32})"
 
 
 def request_from_options(**options: Any) -> VideoRequest:
-    """Build a request from command options, turning pydantic's report into one sentence for the member."""
+    """Build a request from command options; the first problem pydantic finds becomes a `BadOption`."""
     try:
         return VideoRequest(**{k: v for k, v in options.items() if v is not None})
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else "request"
-        raise InvalidRequest(f"`{field}`: {_explain(field, first)}") from None
-
-
-def _explain(field: str, error: Any) -> str:
-    if field == "prompt":
-        if error["type"] == NO_VISIBLE_TEXT:
-            return "it has nothing visible in it (only spaces or invisible characters). Describe the video in words."
-        return f"write a prompt of 1 to {MAX_PROMPT_CHARS:,} characters."
-    if field == "negative_prompt":
-        return f"keep it under {MAX_NEGATIVE_PROMPT_CHARS:,} characters."
-    if field == "duration":
-        return "choose 1 to 60 seconds."
-    if field == "seed":
-        return f"use a whole number from 0 to {MAX_SEED:,}."
-    if field == "aspect":
-        return f"choose one of {', '.join(ASPECTS)}."
-    return str(error["msg"])
+        option = str(first["loc"][0]) if first["loc"] else "request"
+        raise BadOption(option, problem=first["type"], message=first["msg"]) from None
 
 
 class VideoCog(commands.Cog):
@@ -112,12 +95,10 @@ class VideoCog(commands.Cog):
     ) -> None:
         if image is not None:
             _check_attachment(image, self.bot.settings.max_image_bytes)
-        chosen_model = model or await self.bot.jobs.default_model(interaction.guild_id or 0)
-        info = self.bot.jobs.registry.model(chosen_model)
+        chosen_model, default_duration = await self.bot.jobs.defaults(interaction.guild_id or 0, model)
         options = {
             "prompt": prompt, "model": chosen_model, "aspect": aspect, "seed": seed,
-            "negative_prompt": negative_prompt,
-            "duration": duration or (info.default_duration if info else 5),
+            "negative_prompt": negative_prompt, "duration": duration or default_duration,
         }  # fmt: skip
         request_from_options(**options)  # refuse bad input before anything is staged or charged
         if image is None:
@@ -142,7 +123,7 @@ class VideoCog(commands.Cog):
     async def animate(self, interaction: discord.Interaction, message: discord.Message) -> None:
         image = next((a for a in message.attachments if (a.content_type or "").split(";")[0] in IMAGE_TYPES), None)
         if image is None:
-            raise InvalidRequest("That message has no png, jpeg or webp image to animate.")
+            raise NoImageInMessage()
         _check_attachment(image, self.bot.settings.max_image_bytes)
         await interaction.response.send_modal(PromptModal(self, title="Animate this image", image=image))
 
@@ -170,7 +151,7 @@ class VideoCog(commands.Cog):
             job = await enqueue
         except UserError as refusal:
             _discard(request)
-            await self._refuse(interaction, str(refusal))
+            await self._refuse(interaction, describe(refusal))
             return None
         except BaseException:
             _discard(request)
@@ -183,10 +164,7 @@ class VideoCog(commands.Cog):
         except BaseException:
             await self.bot.jobs.abandon(job.id)
             raise
-        try:
-            await self.bot.store.set_status_message(job.id, message_id)
-        except StoreError as exc:  # only needed for edits after the token expires; the job itself is fine
-            log.warning("job %s: could not record its status message (%s)", job.id, exc)
+        await self.bot.jobs.record_status_message(job.id, message_id)
         return job
 
     async def _show_queued(self, interaction: discord.Interaction, job: Job) -> int:
@@ -216,7 +194,7 @@ class VideoCog(commands.Cog):
         try:
             return await self._stage_image(image)
         except UserError as refusal:
-            await self._refuse(interaction, str(refusal))
+            await self._refuse(interaction, describe(refusal))
             return None
 
     async def _stage_image(self, image: discord.Attachment) -> Path:
@@ -228,7 +206,7 @@ class VideoCog(commands.Cog):
             try:
                 await image.save(path)
             except discord.HTTPException as exc:
-                raise InvalidRequest("I could not download that image from Discord; attach it again.") from exc
+                raise ImageDownloadFailed() from exc
             await asyncio.to_thread(check_image, path, kind)
         except BaseException:
             # Whatever went wrong (a refusal, a full disk, the interaction cancelled), a refused image must
@@ -236,12 +214,6 @@ class VideoCog(commands.Cog):
             path.unlink(missing_ok=True)
             raise
         return path
-
-    async def job_for_button(self, interaction: discord.Interaction, job_id: str, *, owner_only: bool) -> Job:
-        job = await self.bot.jobs.get(job_id)
-        if owner_only and job.user_id != interaction.user.id and not await self.bot.is_admin(interaction):
-            raise NotAllowed("Only the member who asked for this video (or an admin) can do that.")
-        return job
 
 
 class PromptModal(discord.ui.Modal):
@@ -268,14 +240,8 @@ class PromptModal(discord.ui.Modal):
             await self.cog.submit(interaction, request_from_options(**fields))
             return
         assert self.image is not None
-        model = await bot.jobs.default_model(interaction.guild_id or 0)
-        info = bot.jobs.registry.model(model)
-        if info is None or not info.supports_image:
-            capable = [m.id for m in await bot.jobs.enabled_models(interaction.guild_id or 0) if m.supports_image]
-            if not capable:
-                raise InvalidRequest("No model enabled on this server can animate an image.")
-            model, info = capable[0], bot.jobs.registry.model(capable[0])
-        assert info is not None
+        info = await bot.jobs.image_model(interaction.guild_id or 0)
+        model = info.id
         request_from_options(prompt=self.prompt.value, model=model, duration=info.default_duration)
         await interaction.response.defer(thinking=True)
         staged = await self.cog.stage_or_refuse(interaction, self.image)
@@ -317,26 +283,26 @@ class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"vide
     async def _act(self, cog: VideoCog, interaction: discord.Interaction) -> None:
         bot = cog.bot
         if self.action == "cancel":
-            job = await cog.job_for_button(interaction, self.job_id, owner_only=True)
-            job = await bot.jobs.cancel(job.id, by_user=interaction.user.id, is_admin=await bot.is_admin(interaction))
+            is_admin = await bot.is_admin(interaction)
+            job = await bot.jobs.cancel(self.job_id, by_user=interaction.user.id, is_admin=is_admin)
             content = status_text(job) if job.state.is_terminal else "⏹️ Cancelling…\n" + status_text(job)
             await interaction.response.edit_message(content=content, view=status_view(job), allowed_mentions=NO_PINGS)
         elif self.action == "again":
-            job = await cog.job_for_button(interaction, self.job_id, owner_only=False)
+            job = await bot.jobs.get(self.job_id)
+            if job.request.image_path:
+                raise ImageNotKept(job.id)
             fields = job.request.model_dump()
             fields.update(seed=random.randint(0, MAX_SEED), image_path=None)
-            if job.request.image_path:
-                raise InvalidRequest("Animate the image again from its message; the original image is not kept.")
             await cog.submit(interaction, request_from_options(**fields))
         elif self.action == "remix":
-            job = await cog.job_for_button(interaction, self.job_id, owner_only=False)
+            job = await bot.jobs.get(self.job_id)
             await interaction.response.send_modal(PromptModal(cog, title="Remix this video", base=job))
         elif self.action == "delete":
-            await cog.job_for_button(interaction, self.job_id, owner_only=True)
+            await bot.jobs.owned(self.job_id, by_user=interaction.user.id, is_admin=await bot.is_admin(interaction))
             await interaction.response.defer()
             await interaction.delete_original_response()
         else:
-            raise InvalidRequest("That button is no longer supported.")
+            raise UnsupportedButton(self.action)
 
 
 def _discard(request: VideoRequest) -> None:
@@ -347,15 +313,13 @@ def _discard(request: VideoRequest) -> None:
 def _check_attachment(image: discord.Attachment, max_bytes: int) -> None:
     kind = (image.content_type or "").split(";")[0]
     if kind not in IMAGE_TYPES:
-        raise InvalidRequest(f"`{image.filename}` is not an image I can use: attach a png, jpeg or webp.")
+        raise AttachmentNotAnImage(image.filename)
     if image.size > max_bytes:
-        raise InvalidRequest(f"`{image.filename}` is {image.size / 1048576:.1f} MB; the limit is "
-                             f"{max_bytes / 1048576:.0f} MB.")  # fmt: skip
+        raise AttachmentTooHeavy(image.filename, size=image.size, max_bytes=max_bytes)
     # Discord measures images it can read; refusing here saves the download. Files it could not measure are
     # checked after staging (`check_image`), so this is a shortcut, not the guard.
     if image.width and image.height and image.width * image.height > MAX_IMAGE_PIXELS:
-        raise InvalidRequest(f"`{image.filename}` is {image.width}×{image.height} pixels; the limit is "
-                             f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels. Scale it down and try again.")  # fmt: skip
+        raise AttachmentTooLarge(image.width, image.height, MAX_IMAGE_PIXELS, filename=image.filename)
 
 
 async def setup(bot: VideoBot) -> None:  # type: ignore[misc]

@@ -14,7 +14,8 @@ from bot.jobs.service import JobService
 from bot.jobs.worker import Worker
 from bot.providers.registry import ProviderRegistry
 from bot.store.base import Store
-from bot.store.sqlite import SqliteStore
+from bot.store.dialects.sqlite import SqliteDialect
+from bot.store.sql_store import SqlStore
 from tests.fakes.scripted_provider import ScriptedProvider
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
@@ -32,17 +33,15 @@ def clock() -> FakeClock:
 
 async def open_test_store(backend: str, tmp_path: Path) -> Store:
     if backend == "sqlite":
-        return await SqliteStore.open(str(tmp_path / "test.db"))
-    from bot.store.postgres import PostgresStore
+        return SqlStore(await SqliteDialect.open(str(tmp_path / "test.db")))
+    from bot.store.dialects.postgres import PostgresDialect  # asyncpg is an optional extra
 
     assert TEST_DATABASE_URL is not None
-    return await PostgresStore.open(TEST_DATABASE_URL, schema=f"test_{uuid.uuid4().hex[:12]}")
+    return SqlStore(await PostgresDialect.open(TEST_DATABASE_URL, schema=f"test_{uuid.uuid4().hex[:12]}"))
 
 
 async def close_test_store(store: Store) -> None:
-    drop = getattr(store, "drop_schema", None)
-    if drop is not None:
-        await drop()
+    await store.drop_schema()
     await store.close()
 
 
@@ -88,7 +87,9 @@ def make_worker(
         "poll_interval": 1.0,
     }
     options.update(kwargs)
-    return Worker(store, registry, sink, clock, **options)  # type: ignore[arg-type]
+    worker = Worker(store, registry, sink, clock, **options)  # type: ignore[arg-type]
+    worker.transitions.subscribe(sink.on_transition)
+    return worker
 
 
 @pytest.fixture

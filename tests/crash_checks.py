@@ -101,7 +101,7 @@ class PostgresDatabase:
 
     asyncpg passes every query parameter it does not know as a server setting, so
     `postgresql://…/test?search_path=crash_ab12` makes each connection of the bot's pool work in that schema
-    (`PostgresStore.open(url)` without `schema=` uses the connection's `current_schema()`). The schema must
+    (`PostgresDialect.open(url)` without `schema=` uses the connection's `current_schema()`). The schema must
     exist first: with a missing one, `current_schema()` is NULL and the migrations have nowhere to go.
     """
 
@@ -115,7 +115,7 @@ class PostgresDatabase:
     async def _connect(self, *, in_schema: bool) -> Any:
         import asyncpg
 
-        from bot.store.postgres import postgres_dsn
+        from bot.store.dialects.postgres import postgres_dsn
 
         settings = {"search_path": self.schema} if in_schema else None
         return await asyncpg.connect(postgres_dsn(self.base_url), server_settings=settings)

@@ -13,8 +13,15 @@ from typing import Any
 import pytest
 
 from bot.clock import FakeClock, OffsetClock
+from bot.discord.messages import describe
 from bot.domain import GuildSettings
-from bot.errors import InvalidRequest
+from bot.errors import (
+    AdminRoleNeedsManageServer,
+    EveryoneAsAdminRole,
+    InvalidRequest,
+    LastEnabledModel,
+    ManagedRoleAsAdminRole,
+)
 from bot.jobs.admin import AdminService
 from bot.jobs.service import JobService
 from bot.providers.registry import ProviderRegistry
@@ -53,7 +60,7 @@ async def test_different_settings_changed_at_once_all_stick(store: Store, clock:
     admin = admin_service(store, clock)
     await asyncio.gather(
         admin.pause(GUILD_ID),
-        admin.set_admin_role(GUILD_ID, MODS_ROLE_ID),
+        admin.set_admin_role(GUILD_ID, MODS_ROLE_ID, by_manage_server=True),
         admin.set_default_model(GUILD_ID, "p20/video"),
         *(admin.set_model_enabled(GUILD_ID, f"p{n:02d}/video", False) for n in range(5)),
     )
@@ -75,8 +82,8 @@ async def test_checks_see_the_settings_as_they_are_at_the_change(store: Store, c
         *(admin.set_model_enabled(GUILD_ID, f"p{n:02d}/video", False) for n in range(MODELS)), return_exceptions=True
     )
     refused = [o for o in outcomes if isinstance(o, BaseException)]
-    assert len(refused) == 1 and isinstance(refused[0], InvalidRequest), outcomes
-    assert "At least one model must stay enabled" in str(refused[0])
+    assert len(refused) == 1 and isinstance(refused[0], LastEnabledModel), outcomes
+    assert "At least one model must stay enabled" in describe(refused[0])
     assert len((await store.guild_settings(GUILD_ID)).disabled_models) == MODELS - 1
 
 
@@ -89,9 +96,30 @@ async def test_a_refused_change_saves_nothing(store: Store, clock: FakeClock) ->
     with pytest.raises(InvalidRequest):
         await store.update_guild_settings(GUILD_ID, refuse)
     assert await store.guild_settings(GUILD_ID) == GuildSettings(GUILD_ID, paused=True, admin_role_id=MODS_ROLE_ID)
-    with pytest.raises(InvalidRequest, match="@everyone"):
-        await admin_service(store, clock).set_admin_role(GUILD_ID, GUILD_ID)
+    admin = admin_service(store, clock)
+    with pytest.raises(EveryoneAsAdminRole) as everyone:
+        await admin.set_admin_role(GUILD_ID, GUILD_ID, by_manage_server=True)
+    assert "@everyone" in describe(everyone.value)
+    with pytest.raises(ManagedRoleAsAdminRole) as managed:
+        await admin.set_admin_role(GUILD_ID, BOOSTER_ROLE_ID, by_manage_server=True, managed=True)
+    assert managed.value.role_id == BOOSTER_ROLE_ID
+    assert describe(managed.value).startswith(f"<@&{BOOSTER_ROLE_ID}> is managed by an integration")
+    with pytest.raises(AdminRoleNeedsManageServer):
+        await admin.set_admin_role(GUILD_ID, OTHER_ROLE_ID, by_manage_server=False)
     assert (await store.guild_settings(GUILD_ID)).admin_role_id == MODS_ROLE_ID
+
+
+async def test_the_admin_role_makes_admins_unless_it_is_everyone(store: Store, clock: FakeClock) -> None:
+    admin = admin_service(store, clock)
+    assert await admin.is_admin(GUILD_ID, manage_server=True, role_ids=())
+    assert not await admin.is_admin(GUILD_ID, manage_server=False, role_ids=(MODS_ROLE_ID,))
+    await admin.set_admin_role(GUILD_ID, MODS_ROLE_ID, by_manage_server=True)
+    assert await admin.is_admin(GUILD_ID, manage_server=False, role_ids=(OTHER_ROLE_ID, MODS_ROLE_ID))
+    assert not await admin.is_admin(GUILD_ID, manage_server=False, role_ids=(OTHER_ROLE_ID,))
+    # A row saved before @everyone was refused as the admin role must not make every member an admin.
+    await store.update_guild_settings(GUILD_ID, lambda s: replace(s, admin_role_id=GUILD_ID))
+    admin.jobs.forget_settings(GUILD_ID)
+    assert not await admin.is_admin(GUILD_ID, manage_server=False, role_ids=(GUILD_ID,))
 
 
 # --- the admin role, end to end -----------------------------------------------------------------------------
@@ -138,7 +166,7 @@ async def test_everyone_and_managed_roles_cannot_be_the_admin_role(tmp_path: Pat
 
 async def test_only_manage_server_moves_the_admin_role(tmp_path: Path) -> None:
     async with server(tmp_path) as h:
-        await h.app.admin.set_admin_role(GUILD_ID, MODS_ROLE_ID)
+        await h.app.admin.set_admin_role(GUILD_ID, MODS_ROLE_ID, by_manage_server=True)
 
         for role in (OTHER_ROLE_ID, MODS_ROLE_ID, GUILD_ID):
             refused = await settings_command(h, ALICE_ID, role)

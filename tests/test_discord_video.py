@@ -171,7 +171,7 @@ def registry(tmp_path: Path) -> ProviderRegistry:
 
 def worker_for(h: Harness) -> Worker:
     return Worker(h.store, h.app.registry, h.app.delivery, h.clock, staging_dir=h.settings.data_dir / "staging",
-                  poll_interval=0.05)  # fmt: skip
+                  poll_interval=0.05, transitions=h.app.transitions)  # fmt: skip
 
 
 async def test_restart_delivers_queued_and_running_jobs_exactly_once(tmp_path: Path) -> None:

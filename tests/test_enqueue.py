@@ -6,8 +6,19 @@ import pytest
 from pydantic import ValidationError
 
 from bot.clock import FakeClock
+from bot.discord.messages import describe
 from bot.domain import JobState, QuotaLimits, Requester, VideoRequest
-from bot.errors import Blocked, InvalidRequest, QueueFull, QueuePaused
+from bot.errors import (
+    Blocked,
+    DurationNotOffered,
+    ImageNotOffered,
+    LastEnabledModel,
+    NegativePromptNotOffered,
+    QueueFull,
+    QueuePaused,
+    UnknownModel,
+    UserError,
+)
 from bot.jobs.admin import AdminService
 from bot.jobs.service import JobService
 from bot.store.base import Store
@@ -42,19 +53,21 @@ def test_request_validation_refuses_bad_input(bad: dict[str, object]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("change", "message"),
+    ("change", "refusal", "message"),
     [
-        ({"model": "nope/model"}, "Unknown model"),
-        ({"duration": 3}, "makes videos of 2, 4, 5 or 8 seconds"),
-        ({"negative_prompt": "blurry"}, "does not take a negative prompt"),
-        ({"image_path": "/tmp/x.png"}, "cannot start from an image"),
+        ({"model": "nope/model"}, UnknownModel("nope/model"), "Unknown model `nope/model`"),
+        ({"duration": 3}, DurationNotOffered("fake/video", 3, (2, 4, 5, 8)), "makes videos of 2, 4, 5 or 8 seconds"),
+        ({"negative_prompt": "blurry"}, NegativePromptNotOffered("fake/video"), "does not take a negative prompt"),
+        ({"image_path": "/tmp/x.png"}, ImageNotOffered("fake/video"), "`fake/video` cannot start from an image"),
     ],
 )
 async def test_capabilities_are_checked_and_refusals_cost_nothing(
-    service: JobService, change: dict[str, object], message: str
+    service: JobService, change: dict[str, object], refusal: UserError, message: str
 ) -> None:
-    with pytest.raises(InvalidRequest, match=message):
+    with pytest.raises(type(refusal)) as refused:
         await service.enqueue(ALICE, req(**change))
+    assert vars(refused.value) == vars(refusal), "the facts the member is told"
+    assert message in describe(refused.value)
     usage = await service.usage(ALICE)
     assert (usage.left, usage.queued) == (60, 0)
 
@@ -63,8 +76,10 @@ async def test_caps_blocks_pause_and_disabled_models(service: JobService, store:
     admin = AdminService(store, service, clock)
     for _ in range(3):
         await service.enqueue(ALICE, req())
-    with pytest.raises(QueueFull, match="limit is 3"):
+    with pytest.raises(QueueFull) as full:
         await service.enqueue(ALICE, req())
+    assert (full.value.queued, full.value.max_queued) == (3, 3)
+    assert "(the limit is 3)" in describe(full.value) and "/queue" in describe(full.value)
     await admin.set_user_quota(1, 10, QuotaLimits(max_queued=4))
     job = await service.enqueue(ALICE, req())
     assert job.state is JobState.QUEUED
@@ -80,8 +95,9 @@ async def test_caps_blocks_pause_and_disabled_models(service: JobService, store:
     await admin.resume(1)
     await service.enqueue(bob, req())
 
-    with pytest.raises(InvalidRequest, match="At least one model"):
+    with pytest.raises(LastEnabledModel) as last:
         await admin.set_model_enabled(1, "fake/video", False)
+    assert last.value.model == "fake/video" and "At least one model" in describe(last.value)
     cleared = await admin.clear_queue(1)
     assert len(cleared) == 5 and all(j.state is JobState.CANCELLED for j in cleared)
     assert (await service.usage(ALICE)).left == 60

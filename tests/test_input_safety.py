@@ -17,9 +17,18 @@ from PIL import Image
 from PIL import _imaging as pillow_memory  # Pillow's allocator counters
 from pydantic import ValidationError
 
+from bot.discord.messages import describe
 from bot.discord.replies import quote
 from bot.domain import NO_VISIBLE_TEXT, STORED, Requester, VideoRequest
-from bot.errors import InvalidRequest
+from bot.errors import (
+    BadOption,
+    ImageDamaged,
+    ImageFarTooLarge,
+    ImageRejected,
+    ImageTooLarge,
+    NotAnImage,
+    WrongImageFormat,
+)
 from bot.images import MAX_IMAGE_PIXELS, check_image, load_image
 from bot.providers.local_render import RenderError, _ImageBackground
 from bot.text import visible_text
@@ -89,8 +98,10 @@ def test_a_prompt_of_only_invisible_characters_is_refused(chars: str) -> None:
 
 def test_all_invisible_characters_together_are_still_nothing() -> None:
     assert visible_text(ALL_INVISIBLE * 2) == ""
-    with pytest.raises(InvalidRequest, match="nothing visible"):
+    with pytest.raises(BadOption) as refused:
         request_from_options(prompt=ALL_INVISIBLE, model="local/preview", duration=2)
+    assert (refused.value.option, refused.value.problem) == ("prompt", NO_VISIBLE_TEXT)
+    assert "nothing visible" in describe(refused.value)
 
 
 @pytest.mark.parametrize(
@@ -111,12 +122,16 @@ def test_a_request_stored_before_the_rule_stays_readable() -> None:
 
 
 def test_the_refusal_names_the_real_problem() -> None:
-    with pytest.raises(InvalidRequest) as invisible:
+    with pytest.raises(BadOption) as invisible:
         request_from_options(prompt="\u200b\u3164", model="local/preview", duration=2)
-    assert str(invisible.value).startswith("`prompt`: it has nothing visible in it")
-    with pytest.raises(InvalidRequest) as too_long:
+    assert describe(invisible.value).startswith("`prompt`: it has nothing visible in it")
+    with pytest.raises(BadOption) as too_long:
         request_from_options(prompt="x" * 2001, model="local/preview", duration=2)
-    assert "1 to 2,000 characters" in str(too_long.value)
+    assert (too_long.value.option, too_long.value.problem) == ("prompt", "string_too_long")
+    assert describe(too_long.value) == "`prompt`: write a prompt of 1 to 2,000 characters."
+    with pytest.raises(BadOption) as bad_model:
+        request_from_options(prompt="a fox", model="no slash", duration=2)
+    assert describe(bad_model.value).startswith("`model`: "), "an option without its own sentence: the validator's"
 
 
 async def test_video_with_an_invisible_prompt_is_refused_and_free(tmp_path: Path) -> None:
@@ -160,8 +175,18 @@ async def test_remix_and_animate_refuse_an_invisible_prompt(tmp_path: Path) -> N
 def test_an_image_must_be_the_format_it_was_declared_as(tmp_path: Path, fmt: str, declared: str) -> None:
     path = tmp_path / "image.png"
     Image.new("RGB", (32, 32), (200, 30, 30)).save(path, fmt)
-    with pytest.raises(InvalidRequest, match=f"not a {declared.split('/')[1]} image"):
+    with pytest.raises(WrongImageFormat) as refused:
         check_image(path, declared)
+    assert refused.value.expected == (declared.split("/")[1],)
+    assert f"not a {declared.split('/')[1]} image" in describe(refused.value)
+
+
+def test_a_file_declared_as_no_accepted_image_type_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "image.gif"
+    Image.new("RGB", (32, 32)).save(path, "GIF")
+    with pytest.raises(NotAnImage) as refused:
+        check_image(path, "image/gif")
+    assert describe(refused.value) == "That file is not an image I can use: attach a png, jpeg or webp."
 
 
 @pytest.mark.parametrize(("fmt", "declared"), [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp")])
@@ -176,15 +201,18 @@ def test_too_many_pixels_is_refused_from_the_header(tmp_path: Path) -> None:
     path = tmp_path / "huge.png"
     path.write_bytes(huge_png(12000, 12000))
     assert path.stat().st_size < 40_000, "a tiny file that declares 144 MP"
-    with pytest.raises(InvalidRequest, match="12000×12000 pixels; the limit is 40 megapixels"):
+    with pytest.raises(ImageTooLarge) as refused:
         check_image(path, "image/png")
+    assert (refused.value.width, refused.value.height, refused.value.max_pixels) == (12000, 12000, MAX_IMAGE_PIXELS)
+    assert "12000×12000 pixels; the limit is 40 megapixels" in describe(refused.value)
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(huge_png(20000, 20000))  # over Pillow's own limit: it raises DecompressionBombError
-    with pytest.raises(InvalidRequest, match="far too many pixels"):
+    with pytest.raises(ImageFarTooLarge) as bombed:
         check_image(bomb, "image/png")
+    assert "far too many pixels" in describe(bombed.value)
     edge = tmp_path / "edge.png"
     edge.write_bytes(huge_png(8000, MAX_IMAGE_PIXELS // 8000 + 1))
-    with pytest.raises(InvalidRequest, match="megapixels"):
+    with pytest.raises(ImageTooLarge):
         check_image(edge, "image/png")
     edge.write_bytes(huge_png(8000, MAX_IMAGE_PIXELS // 8000))
     assert check_image(edge, "image/png") == (8000, 5000), "the limit itself is allowed"
@@ -197,10 +225,11 @@ def test_damaged_images_are_refused(tmp_path: Path, fmt: str) -> None:
     Image.fromarray(noise).save(whole, fmt)
     path = tmp_path / "cut"
     path.write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])
-    with pytest.raises(InvalidRequest, match="damaged or incomplete"):
+    with pytest.raises(ImageDamaged) as damaged:
         check_image(path, f"image/{fmt.lower()}")
+    assert "damaged or incomplete" in describe(damaged.value)
     path.write_bytes(whole.getvalue()[:40] + b"\x00" * 300)
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(ImageRejected):
         check_image(path, f"image/{fmt.lower()}")
 
 
@@ -262,8 +291,10 @@ def test_the_renderer_refuses_too_many_pixels_without_decoding(tmp_path: Path) -
     path = tmp_path / "huge.png"
     path.write_bytes(huge_png(12000, 12000))
     pillow_memory.reset_stats()
-    with pytest.raises(RenderError, match="12000×12000 pixels"):
+    with pytest.raises(RenderError) as refused:
         _ImageBackground(path, 1280, 720, 48, np.random.default_rng(0))
+    cause = refused.value.__cause__
+    assert isinstance(cause, ImageTooLarge) and (cause.width, cause.height) == (12000, 12000)
     assert pillow_memory.get_stats()["new_count"] == 0, "no pixel memory was allocated"
 
 
@@ -275,8 +306,9 @@ def test_load_image_fills_the_size_asked_for(tmp_path: Path) -> None:
         assert (loaded.size, loaded.mode) == ((200, 100), "RGB"), (fmt, mode)
     gif = tmp_path / "image.gif"
     Image.new("RGB", (40, 40)).save(gif, "GIF")
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(WrongImageFormat) as refused:
         load_image(gif, (20, 20))
+    assert "not a png, jpeg or webp image" in describe(refused.value)
 
 
 # --- finding 9: prompts that render as markup --------------------------------------------------------------

@@ -6,11 +6,12 @@ import sqlite3
 from pathlib import Path
 
 from bot.store import migrations
-from bot.store.sqlite import SqliteStore
+from bot.store.dialects.sqlite import SqliteDialect
+from bot.store.sql_store import SqlStore
 
 
 async def test_fresh_sqlite_database_equals_all_migrations_applied(tmp_path: Path) -> None:
-    store = await SqliteStore.open(str(tmp_path / "a.db"))
+    store = SqlStore(await SqliteDialect.open(str(tmp_path / "a.db")))
     try:
         migrated = await store.schema()
         await store.migrate()

@@ -20,19 +20,28 @@ from bot.errors import QueueFull, QuotaExceeded
 from bot.jobs.service import JobService
 from bot.providers.registry import ProviderRegistry
 from bot.store import migrations
-from bot.store.base import ClaimLimits, Transition
-from bot.store.sqlite import SqliteStore
+from bot.store.base import ClaimLimits
+from bot.store.dialects.sqlite import SqliteDialect
+from bot.store.sql_store import SqlStore
 from tests.conftest import TEST_DATABASE_URL
 from tests.fakes.scripted_provider import ScriptedProvider
+from tests.store_moves import walk
 
 pytestmark = pytest.mark.skipif(not TEST_DATABASE_URL, reason="TEST_DATABASE_URL is not set")
 
 if TEST_DATABASE_URL:  # asyncpg is an optional extra: import it only when the tests run
     import asyncpg
 
-    from bot.store.postgres import PostgresStore
+    from bot.store.dialects.postgres import PostgresDialect
 
 LEASE = 300.0  # long enough that no lease runs out unless a test moves the clock past it
+
+
+PgStore = SqlStore["PostgresDialect"]
+
+
+async def open_pg(*, schema: str, max_size: int = 10) -> PgStore:
+    return SqlStore(await PostgresDialect.open(url(), schema=schema, max_size=max_size))
 
 
 def url() -> str:
@@ -49,11 +58,11 @@ def req(duration: int = 4) -> VideoRequest:
 
 
 @pytest.fixture
-async def pair() -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
+async def pair() -> AsyncIterator[tuple[PgStore, PgStore]]:
     """Two stores with their own pools on one schema: as two worker processes would see the database."""
     schema = fresh_schema()
-    first = await PostgresStore.open(url(), schema=schema)
-    second = await PostgresStore.open(url(), schema=schema)
+    first = await open_pg(schema=schema)
+    second = await open_pg(schema=schema)
     try:
         yield first, second
     finally:
@@ -62,13 +71,13 @@ async def pair() -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
         await first.close()
 
 
-def services(pair: tuple[PostgresStore, PostgresStore], clock: FakeClock) -> tuple[JobService, JobService]:
+def services(pair: tuple[PgStore, PgStore], clock: FakeClock) -> tuple[JobService, JobService]:
     registry = ProviderRegistry([ScriptedProvider()])
     return JobService(pair[0], registry, clock), JobService(pair[1], registry, clock)
 
 
 async def test_concurrent_claimers_never_share_a_job_and_respect_member_limits(
-    pair: tuple[PostgresStore, PostgresStore], clock: FakeClock
+    pair: tuple[PgStore, PgStore], clock: FakeClock
 ) -> None:
     first, second = pair
     service, _ = services(pair, clock)
@@ -85,7 +94,7 @@ async def test_concurrent_claimers_never_share_a_job_and_respect_member_limits(
 
     claims: list[Job] = []
 
-    async def claim_until_empty(store: PostgresStore, name: str) -> None:
+    async def claim_until_empty(store: PgStore, name: str) -> None:
         while (
             job := await store.claim_job(name, now=clock.now(), lease_seconds=LEASE, limits=ClaimLimits())
         ) is not None:
@@ -102,13 +111,13 @@ async def test_concurrent_claimers_never_share_a_job_and_respect_member_limits(
 
     for job in claims:
         assert job.lease_owner is not None
-        await first.transition(job.id, Transition(JobState.DELIVERED, worker_id=job.lease_owner), now=clock.now())
+        await walk(first, job, JobState.DELIVERED, now=clock.now(), worker_id=job.lease_owner)
 
     # Phase 2: claim, hold for a moment, finish; until every job is delivered.
     delivered = {job.id for job in claims}
     active: dict[tuple[int, int], set[str]] = defaultdict(set)
 
-    async def work(store: PostgresStore, name: str) -> None:
+    async def work(store: PgStore, name: str) -> None:
         while len(delivered) < len(queued):
             job = await store.claim_job(name, now=clock.now(), lease_seconds=LEASE, limits=ClaimLimits())
             if job is None:
@@ -120,18 +129,19 @@ async def test_concurrent_claimers_never_share_a_job_and_respect_member_limits(
             assert len(active[key]) <= limit[key], f"member {key} runs {len(active[key])} jobs"
             await asyncio.sleep(0)
             active[key].discard(job.id)
-            await store.transition(job.id, Transition(JobState.DELIVERED, worker_id=name), now=clock.now())
+            await walk(store, job, JobState.DELIVERED, now=clock.now(), worker_id=name)
             delivered.add(job.id)
 
     await asyncio.gather(*(work(store, f"w{i}") for i, store in enumerate([first, second] * 4)))
     assert sorted(job.id for job in claims) == sorted(job.id for job in queued), "each job claimed exactly once"
     assert await first.queue_depth() == 0 and await first.running_count() == 0
     events = await second.job_events(queued[-1].id)
-    assert [e.to_state for e in events] == [JobState.QUEUED, JobState.SUBMITTING, JobState.DELIVERED]
+    assert [e.to_state for e in events] == [JobState.QUEUED, JobState.SUBMITTING, JobState.RUNNING,
+                                            JobState.DOWNLOADING, JobState.DELIVERING, JobState.DELIVERED]  # fmt: skip
 
 
 async def test_one_expired_lease_is_taken_over_by_exactly_one_worker(
-    pair: tuple[PostgresStore, PostgresStore], clock: FakeClock
+    pair: tuple[PgStore, PgStore], clock: FakeClock
 ) -> None:
     first, second = pair
     service, _ = services(pair, clock)
@@ -156,7 +166,7 @@ async def test_one_expired_lease_is_taken_over_by_exactly_one_worker(
     ],
 )
 async def test_fifty_concurrent_enqueues_from_two_pools_never_exceed_the_quota(
-    pair: tuple[PostgresStore, PostgresStore],
+    pair: tuple[PgStore, PgStore],
     clock: FakeClock,
     limits: QuotaLimits,
     admitted: int,
@@ -179,9 +189,7 @@ async def test_fifty_concurrent_enqueues_from_two_pools_never_exceed_the_quota(
     assert len({job.fair_rank for job in jobs}) == admitted, "a member's jobs get distinct ranks"
 
 
-async def test_listen_wakes_another_pool_when_a_job_is_queued(
-    pair: tuple[PostgresStore, PostgresStore], clock: FakeClock
-) -> None:
+async def test_listen_wakes_another_pool_when_a_job_is_queued(pair: tuple[PgStore, PgStore], clock: FakeClock) -> None:
     _, second = pair
     woke = asyncio.Event()
     stop = await second.listen(woke.set)
@@ -193,9 +201,7 @@ async def test_listen_wakes_another_pool_when_a_job_is_queued(
     await stop()  # stopping twice is harmless
 
 
-async def test_migrating_again_is_a_no_op_and_matches_sqlite(
-    pair: tuple[PostgresStore, PostgresStore], tmp_path: Path
-) -> None:
+async def test_migrating_again_is_a_no_op_and_matches_sqlite(pair: tuple[PgStore, PgStore], tmp_path: Path) -> None:
     first, second = pair
     before = await first.schema()
     await first.migrate()
@@ -203,7 +209,7 @@ async def test_migrating_again_is_a_no_op_and_matches_sqlite(
     assert await first.schema() == before
     assert await applied_versions(first) == [m.version for m in migrations.load("postgres")]
 
-    sqlite = await SqliteStore.open(str(tmp_path / "ref.db"))
+    sqlite = SqlStore(await SqliteDialect.open(str(tmp_path / "ref.db")))
     try:
         assert {name for name, _ in before} == {name for name, _ in await sqlite.schema()}
     finally:
@@ -212,7 +218,7 @@ async def test_migrating_again_is_a_no_op_and_matches_sqlite(
 
 async def test_stores_migrating_one_fresh_schema_together_all_succeed() -> None:
     schema = fresh_schema()
-    stores = await asyncio.gather(*(PostgresStore.open(url(), schema=schema, max_size=2) for _ in range(4)))
+    stores = await asyncio.gather(*(open_pg(schema=schema, max_size=2) for _ in range(4)))
     try:
         schemas = [await store.schema() for store in stores]
         assert all(s == schemas[0] for s in schemas) and schemas[0]
@@ -223,11 +229,11 @@ async def test_stores_migrating_one_fresh_schema_together_all_succeed() -> None:
             await store.close()
 
 
-async def applied_versions(store: PostgresStore) -> list[int]:
+async def applied_versions(store: PgStore) -> list[int]:
     """Read `schema_migrations` over a connection of our own (the store has no API for it)."""
     conn = await asyncpg.connect(url())
     try:
-        rows = await conn.fetch(f'SELECT version FROM "{store.namespace}".schema_migrations ORDER BY version')
+        rows = await conn.fetch(f'SELECT version FROM "{store.dialect.namespace}".schema_migrations ORDER BY version')
     finally:
         await conn.close()
     return [int(row["version"]) for row in rows]

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.clock import FakeClock
+from bot.discord.messages import describe
 from bot.domain import QuotaLimits, Requester, VideoRequest
 from bot.errors import QuotaExceeded
 from bot.jobs.admin import AdminService
@@ -65,8 +66,9 @@ async def test_quota_refusal_then_next_window_refills(service: JobService, store
     await service.enqueue(ALICE, req(5))
     with pytest.raises(QuotaExceeded) as refused:
         await service.enqueue(ALICE, req(2))
-    assert "costs 2 credits but you have 0 left" in str(refused.value)
-    assert f"<t:{int(ts('2026-03-11 00:00:00'))}:R>" in str(refused.value)
+    assert (refused.value.cost, refused.value.left, refused.value.resets_at) == (2, 0, ts("2026-03-11 00:00:00"))
+    assert "costs 2 credits but you have 0 left" in describe(refused.value)
+    assert f"<t:{int(ts('2026-03-11 00:00:00'))}:R>" in describe(refused.value)
     clock.set(ts("2026-03-11 00:00:01"))
     await service.enqueue(ALICE, req(5))  # a new day, a new allowance
     usage = await service.usage(ALICE)

@@ -6,7 +6,8 @@ from bot.clock import FakeClock
 from bot.domain import JobState, QuotaLimits, Requester, VideoRequest
 from bot.jobs.admin import AdminService
 from bot.jobs.service import DEFAULT_JOB_SECONDS, JobService
-from bot.store.base import ClaimLimits, Store, Transition
+from bot.store.base import ClaimLimits, Store
+from tests.store_moves import walk
 
 
 def who(user: int, guild: int = 1) -> Requester:
@@ -18,7 +19,9 @@ def req() -> VideoRequest:
 
 
 async def finish(store: Store, job_id: str, now: float) -> None:
-    await store.transition(job_id, Transition(JobState.DELIVERED), now=now)
+    job = await store.get_job(job_id)
+    assert job is not None
+    await walk(store, job, JobState.DELIVERED, now=now)
 
 
 async def generous(service: JobService, store: Store, clock: FakeClock, guild: int = 1) -> None:

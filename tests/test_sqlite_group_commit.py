@@ -8,7 +8,8 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
-from bot.store.sqlite import SqliteStore
+from bot.store.dialects.sqlite import SqliteDialect
+from bot.store.sql_store import SqlStore
 
 GUILD, MEMBER = 1, 10
 WINDOW = (0.0, 1e12)
@@ -20,7 +21,7 @@ class Boom(Exception):
 
 async def test_a_failing_write_is_rolled_back_alone_while_its_batch_commits(tmp_path: Path) -> None:
     path = tmp_path / "group.db"
-    store = await SqliteStore.open(str(path))
+    store = SqlStore(await SqliteDialect.open(str(path)))
     # An independent reader of the same file: it sees only what has been committed.
     outside = sqlite3.connect(path, check_same_thread=False)
     try:
@@ -44,10 +45,10 @@ async def test_a_failing_write_is_rolled_back_alone_while_its_batch_commits(tmp_
 
         results = await asyncio.gather(
             store.set_meta("first", "1"),
-            store._write(write_then_fail),
+            store.dialect.unit(write_then_fail),
             store.add_ledger(GUILD, MEMBER, "grant", 5, at=2.0),
             store.set_meta("third", "3"),
-            store._write(witness),
+            store.dialect.unit(witness),
             return_exceptions=True,
         )
 

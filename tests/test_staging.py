@@ -8,7 +8,7 @@ from pathlib import Path
 from bot.clock import FakeClock
 from bot.domain import JobState, VideoRequest
 from bot.jobs.admin import AdminService
-from bot.jobs.notify import FileSink
+from bot.jobs.notify import FileSink, JobTransition
 from bot.jobs.service import JobService
 from bot.jobs.staging import CLIP_GRACE, INPUT_GRACE, StagingDirs, sweep
 from bot.providers.registry import ProviderRegistry
@@ -40,11 +40,12 @@ async def test_inputs_are_deleted_when_queued_jobs_are_cancelled_or_cleared(
     dirs = StagingDirs(tmp_path / "data")
     ended: list[str] = []
 
-    async def on_change(job: object) -> None:
-        ended.append(getattr(job, "id", ""))
+    async def on_transition(event: JobTransition) -> None:
+        ended.append(event.job.id)
 
     registry = ProviderRegistry([ScriptedProvider(supports_image=True)])
-    service = JobService(store, registry, clock, staging=dirs, on_change=on_change)
+    service = JobService(store, registry, clock, staging=dirs)
+    service.transitions.subscribe(on_transition)
     first, second = staged_input(dirs, "a.png"), staged_input(dirs, "b.png")
     cancelled = await service.enqueue(ALICE, image_request(first))
     cleared = await service.enqueue(ALICE, image_request(second))

@@ -10,15 +10,17 @@ import sys
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from bot.clock import SystemClock
 from bot.config import Settings
 from bot.domain import Job, JobState, QuotaLimits, Requester, VideoRequest
-from bot.errors import InvalidRequest
+from bot.errors import BadOption, ModelNotConfigured
 from bot.jobs.notify import FileSink
 from bot.jobs.service import JobService
 from bot.jobs.worker import Worker
 from bot.providers import build_registry
-from bot.store.sqlite import SqliteStore
+from bot.store import open_store
 
 CLI_MEMBER = Requester(guild_id=0, user_id=0)
 
@@ -57,8 +59,7 @@ async def generate(settings: Settings, args: argparse.Namespace) -> int:
     model_id = args.model or registry.default_model
     model = registry.model(model_id)
     if model is None:
-        known = ", ".join(m.id for m in registry.models())
-        raise InvalidRequest(f"unknown model {model_id!r}; configured: {known}")
+        raise ModelNotConfigured(model_id, tuple(m.id for m in registry.models()))
     try:
         request = VideoRequest(
             prompt=args.prompt,
@@ -69,11 +70,13 @@ async def generate(settings: Settings, args: argparse.Namespace) -> int:
             negative_prompt=args.negative_prompt,
             image_path=str(Path(args.image).resolve()) if args.image else None,
         )
-    except ValueError as exc:
-        raise InvalidRequest(_first_error(exc)) from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        option = str(first["loc"][0]) if first["loc"] else "request"
+        raise BadOption(option, problem=first["type"], message=first["msg"]) from None
 
     clock = SystemClock()
-    store = await SqliteStore.open(":memory:")
+    store = await open_store("sqlite:///:memory:")
     bar = ProgressBar()
     sink = FileSink(output, on_update=bar.update)
     try:
@@ -83,6 +86,7 @@ async def generate(settings: Settings, args: argparse.Namespace) -> int:
         worker = Worker(
             store, registry, sink, clock, staging_dir=settings.data_dir / "staging", concurrency=1, poll_interval=0.25
         )
+        worker.transitions.subscribe(sink.on_transition)
         await worker.drain()
         bar.close()
         final = await service.get(job.id)
@@ -94,11 +98,3 @@ async def generate(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     print(f"wrote {output} ({model.label}, {request.duration}s {request.aspect}, {output.stat().st_size:,} bytes)")
     return 0
-
-
-def _first_error(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-    return str(exc)

@@ -47,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"videobot: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
+    if command == "generate" and "log_level" not in settings.model_fields_set:
+        logging.getLogger().setLevel(logging.WARNING)  # the progress bar tells the story; LOG_LEVEL brings logs back
     try:
         if command == "generate":
             from bot.cli.generate import generate
@@ -61,7 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"videobot: {exc}", file=sys.stderr)
         return 2
     except UserError as exc:
-        print(f"videobot: {exc}", file=sys.stderr)
+        from bot.discord.messages import describe  # the one place engine errors become words
+
+        print(f"videobot: {describe(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -17,6 +17,7 @@ from bot.config import Settings
 from bot.discord.background import BackgroundLoops
 from bot.discord.delivery import DiscordDelivery
 from bot.jobs.admin import AdminService
+from bot.jobs.notify import Transitions
 from bot.jobs.service import JobService
 from bot.jobs.staging import StagingDirs
 from bot.jobs.worker import Worker
@@ -38,6 +39,8 @@ class App:
     admin: AdminService
     delivery: DiscordDelivery
     worker: Worker | None
+    transitions: Transitions
+    """Every committed job change, from the worker and the services: status messages subscribe here."""
 
     async def aclose(self) -> None:
         await self.registry.aclose()
@@ -65,22 +68,27 @@ async def build_app(
     registry = registry or build_registry(settings)
     worker: Worker | None = None
     delivery = delivery or DiscordDelivery(clock, store=store)
+    transitions = Transitions()
+    # The status message follows the job: every state change and progress report marks it for an edit
+    # (coalesced by the delivery). Metrics and the audit trail subscribe here too.
+    transitions.subscribe(lambda event: delivery.job_updated(event.job))
     if with_worker:
         worker = Worker(
             store, registry, delivery, clock,
             staging_dir=settings.data_dir / "staging",
+            transitions=transitions,
             concurrency=settings.worker_concurrency,
             lease_seconds=settings.lease_seconds,
             global_limit=settings.global_concurrency,
         )  # fmt: skip
     jobs = JobService(
-        store, registry, clock, on_enqueue=worker.wake if worker else None, on_change=delivery.job_updated,
+        store, registry, clock, on_enqueue=worker.wake if worker else None, transitions=transitions,
         staging=StagingDirs(settings.data_dir),
     )  # fmt: skip
-    listen = getattr(store, "listen", None)
-    if worker is not None and listen is not None:
-        await listen(worker.wake)  # PostgreSQL: wake at once when another process queues a job
-    return App(settings, clock, store, registry, jobs, AdminService(store, jobs, clock), delivery, worker)
+    if worker is not None:
+        await store.listen(worker.wake)  # PostgreSQL: wake at once when another process queues a job
+    admin = AdminService(store, jobs, clock)
+    return App(settings, clock, store, registry, jobs, admin, delivery, worker, transitions)
 
 
 def make_bot(app: App, **options: object) -> discord.Client:

@@ -13,6 +13,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord.background import BackgroundLoops
+from bot.discord.messages import describe, text
 from bot.discord.replies import NO_PINGS, answer
 from bot.domain import Requester
 from bot.errors import UserError
@@ -99,15 +100,10 @@ class VideoBot(commands.Bot):
         """Manage Server, or the server's admin role; checked on every call (command permissions are a hint)."""
         if interaction.guild_id is None:
             return False
-        if interaction.permissions.manage_guild:
-            return True
-        settings = await self.store.guild_settings(interaction.guild_id)
-        member = interaction.user
-        return (
-            settings.admin_role_id is not None
-            and settings.admin_role_id != interaction.guild_id  # @everyone, saved before it was refused
-            and isinstance(member, discord.Member)
-            and any(role.id == settings.admin_role_id for role in member.roles)
+        return await self.admin.is_admin(
+            interaction.guild_id,
+            manage_server=interaction.permissions.manage_guild,
+            role_ids=self.requester(interaction).role_ids,
         )
 
     # --- the one error handler ------------------------------------------------------------------------
@@ -116,14 +112,14 @@ class VideoBot(commands.Bot):
         await self.report_error(interaction, cause)
 
     async def report_error(self, interaction: discord.Interaction, error: BaseException) -> None:
-        """The one place errors become words: a `UserError` is shown as it is (ephemeral); anything else is
+        """The one error funnel: a `UserError` is explained (`messages.describe`, ephemeral); anything else is
         logged with a reference the member can quote, and they get a short apology."""
         if isinstance(error, UserError):
-            message = str(error)
+            message = describe(error)
         elif isinstance(error, app_commands.NoPrivateMessage):
-            message = "This command works in a server, not in direct messages."
+            message = text("server-only")
         elif isinstance(error, app_commands.CheckFailure | app_commands.TransformerError):
-            message = str(error) or "You cannot use this command here."
+            message = str(error) or text("check-failed")
         else:
             reference = f"{interaction.id:x}"[-8:]
             log.error(
@@ -133,7 +129,7 @@ class VideoBot(commands.Bot):
                 reference,
                 exc_info=error,
             )
-            message = f"Sorry, something went wrong on our side. Reference: `{reference}`."
+            message = text("internal-error", reference=reference)
         try:
             await answer(interaction, message)
         except discord.HTTPException:

@@ -1,14 +1,18 @@
-"""What members see: status lines, the clip's embed and the buttons. `custom_id` is `video:<action>:<job id>`
-so buttons keep working after a restart (the cogs' dynamic items parse it)."""
+"""What members see: status lines, the clip's embed, the buttons, and the `/queue` and `/quota` embeds.
+`custom_id` is `video:<action>:<job id>` so buttons keep working after a restart (the cogs' dynamic items
+parse it)."""
 
 from __future__ import annotations
 
 import discord
 
+from bot.discord.messages import allowance
 from bot.discord.replies import progress_bar, quote, timestamp
-from bot.domain import Job, JobState
+from bot.domain import Job, JobState, QueueEntry, Usage
 
 ACTIONS = ("cancel", "again", "remix", "delete")
+MAX_LISTED = 10
+"""Jobs listed one by one in `/queue`; the rest are counted (an embed holds 4,096 characters)."""
 
 
 def custom_id(action: str, job_id: str) -> str:
@@ -68,3 +72,42 @@ def clip_embed(job: Job, now: float) -> discord.Embed:
     if request.negative_prompt:
         embed.add_field(name="Negative prompt", value=quote(request.negative_prompt, 1000), inline=False)
     return embed
+
+
+def add_usage_fields(embed: discord.Embed, usage: Usage) -> discord.Embed:
+    """The six fields of `/quota`: credits as plain integers, `Resets` as a timestamp."""
+    policy = usage.policy
+    embed.add_field(name="Used", value=str(usage.used))
+    embed.add_field(name="Reserved", value=str(usage.reserved))
+    embed.add_field(name="Left", value="unlimited" if policy.unlimited else str(usage.left))
+    embed.add_field(name="Resets", value=timestamp(usage.window_end, "R"))
+    embed.add_field(name="Queued", value=f"{usage.queued} / {policy.max_queued}")
+    embed.add_field(name="Running", value=f"{usage.running} / {policy.max_running}")
+    return embed
+
+
+def quota_embed(usage: Usage, title: str) -> discord.Embed:
+    embed = discord.Embed(title=title, description=allowance(usage), colour=discord.Colour.blurple())
+    return add_usage_fields(embed, usage)
+
+
+def queue_embed(entries: list[QueueEntry], depth: int, guild_id: int) -> discord.Embed:
+    embed = discord.Embed(title="Your videos", colour=discord.Colour.blurple())
+    if not entries:
+        embed.description = "You have no videos in progress. Start one with `/video`."
+    else:
+        lines = [_entry_text(entry, guild_id) for entry in entries[:MAX_LISTED]]
+        if len(entries) > MAX_LISTED:
+            lines.append(f"…and {len(entries) - MAX_LISTED} more.")
+        embed.description = "\n\n".join(lines)
+    embed.add_field(name="Server queue", value=f"{depth} {'job' if depth == 1 else 'jobs'} waiting")
+    return embed
+
+
+def _entry_text(entry: QueueEntry, guild_id: int) -> str:
+    job = entry.job
+    text = status_text(job, position=entry.position, eta=entry.eta)
+    if job.status_message_id is not None:
+        url = f"https://discord.com/channels/{guild_id}/{job.channel_id}/{job.status_message_id}"
+        text += f" · [status]({url})"
+    return text

@@ -1,27 +1,66 @@
-"""The engine's only window to the outside: status changes and finished clips.
+"""The engine's windows to the outside: committed job changes (`Transitions`) and finished clips (`Delivery`).
 
-The Discord layer implements `Delivery` (status message edits, posting the clip); the `generate` command and
-the tests use `FileSink`. A crash between posting and recording the post leaves the job's post unknown: the
-worker records its intent before each post, and after one that may have gone through it asks `find_post`
-before posting again.
+Every committed change of a job (a worker's step, its end, a member's cancel, an admin's clear, a progress
+report) is announced once, after the commit, to the subscribers of `Transitions`: the Discord status messages
+today, metrics and the audit trail next. Nothing else pushes job updates.
+
+The Discord layer implements `Delivery` (posting the clip); the `generate` command and the tests use
+`FileSink`. A crash between posting and recording the post leaves the job's post unknown: the worker records
+its intent before each post, and after one that may have gone through it asks `find_post` before posting again.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from bot.domain import Job
+from bot.domain import Job, JobState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class JobTransition:
+    """A committed change of a job: `job` as it is now, `old_state` the state it left. A change within a state
+    (a progress report, the recorded intent to post, a cancel flagged for the worker, a takeover) comes with
+    `old_state == job.state`: `moved` tells the two apart."""
+
+    job: Job
+    old_state: JobState
+
+    @property
+    def moved(self) -> bool:
+        return self.job.state is not self.old_state
+
+
+OnTransition = Callable[[JobTransition], Awaitable[None]]
+
+
+class Transitions:
+    """Subscribers to committed job changes, called in the order they subscribed. A subscriber that fails is
+    logged and skipped: what watches a job never stops the job."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[OnTransition] = []
+
+    def subscribe(self, subscriber: OnTransition) -> None:
+        self._subscribers.append(subscriber)
+
+    async def fire(self, job: Job, old_state: JobState) -> None:
+        event = JobTransition(job, old_state)
+        for subscriber in self._subscribers:
+            try:
+                await subscriber(event)
+            except Exception:
+                log.exception("job %s: a subscriber to %s → %s failed", job.id, old_state.value, job.state.value)
 
 
 class Delivery(Protocol):
-    async def job_updated(self, job: Job) -> None:
-        """The job changed state or progress. Called often; implementations coalesce."""
-        ...
-
     async def deliver(self, job: Job, clip: Path) -> int | None:
         """Hand the finished clip over; return an id for the delivery (a message id) if there is one.
         Raise `DeliveryError` when it cannot be delivered."""
@@ -35,7 +74,8 @@ class Delivery(Protocol):
 
 
 class FileSink:
-    """Delivers clips by copying them into a folder (or to one fixed path), for the CLI and tests."""
+    """Delivers clips by copying them into a folder (or to one fixed path), for the CLI and tests. Subscribe
+    `on_transition` to see the job's updates (`updates`, and `on_update` for a progress bar)."""
 
     def __init__(self, target: Path, *, on_update: Callable[[Job], None] | None = None) -> None:
         self.target = target
@@ -43,7 +83,8 @@ class FileSink:
         self.updates: list[tuple[str, str, float]] = []
         self._on_update = on_update
 
-    async def job_updated(self, job: Job) -> None:
+    async def on_transition(self, event: JobTransition) -> None:
+        job = event.job
         self.updates.append((job.id, job.state.value, job.progress))
         if self._on_update is not None:
             self._on_update(job)

@@ -48,25 +48,18 @@ def window_bounds(period: Period, now: float) -> tuple[float, float]:
 
 
 def check_admission(policy: EffectivePolicy, cost: int, standing: Admission, resets_at: float) -> None:
-    """Raise the `UserError` that tells the member why this job cannot be queued; return if it can."""
+    """Raise the `UserError` that says why this job cannot be queued; return if it can."""
     if standing.blocked:
-        raise Blocked("You are blocked from generating videos on this server. Ask a server admin if this is a mistake.")
+        raise Blocked()
     if standing.paused:
-        raise QueuePaused("The video queue on this server is paused by an admin. Please try again later.")
+        raise QueuePaused()
     if standing.queued >= policy.max_queued:
-        raise QueueFull(
-            f"You already have {standing.queued} video(s) waiting (the limit is {policy.max_queued}). "
-            "Wait for one to start, or cancel one (see /queue)."
-        )
+        raise QueueFull(queued=standing.queued, max_queued=policy.max_queued)
     if policy.unlimited:
         return
     left = policy.credits + standing.granted - standing.charged
     if cost > left:
-        raise QuotaExceeded(
-            f"This video costs {cost} credits but you have {max(0, left)} left; "
-            f"your credits refill <t:{int(resets_at)}:R>. "
-            "Try a shorter duration or a cheaper model."
-        )
+        raise QuotaExceeded(cost=cost, left=max(0, left), resets_at=resets_at)
 
 
 def _best_of(roles: tuple[QuotaLimits, ...]) -> QuotaLimits | None:

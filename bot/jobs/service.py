@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import statistics
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from bot.clock import Clock
 from bot.domain import (
@@ -20,7 +21,21 @@ from bot.domain import (
     Usage,
     VideoRequest,
 )
-from bot.errors import InvalidRequest, JobNotFound, NotAllowed
+from bot.errors import (
+    AlreadyEnded,
+    AspectNotOffered,
+    DurationNotOffered,
+    ImageNotOffered,
+    JobNotFound,
+    ModelDisabled,
+    NegativePromptNotOffered,
+    NoImageModel,
+    NotRequester,
+    SeedNotOffered,
+    StoreError,
+    UnknownModel,
+)
+from bot.jobs.notify import Transitions
 from bot.jobs.quotas import check_admission, resolve_policy, window_bounds
 from bot.jobs.staging import StagingDirs, discard_input
 from bot.providers.registry import ProviderRegistry
@@ -36,6 +51,14 @@ once; another process sees them within this time. (Pause and blocks are read ins
 ETA_TTL = 10.0
 
 
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    """The member's unfinished jobs, and how many jobs wait on the server."""
+
+    entries: list[QueueEntry]
+    depth: int
+
+
 class JobService:
     def __init__(
         self,
@@ -44,21 +67,22 @@ class JobService:
         clock: Clock,
         *,
         on_enqueue: Callable[[], None] | None = None,
-        on_change: Callable[[Job], Awaitable[None]] | None = None,
+        transitions: Transitions | None = None,
         staging: StagingDirs | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.clock = clock
         self._on_enqueue = on_enqueue
-        self.on_change = on_change
-        """Told of jobs that ended here rather than in a worker (cancelled while queued), for their status."""
+        self.transitions = transitions or Transitions()
+        """Told of the changes committed here rather than in a worker: cancels (a queued job ends at once, an
+        active one is flagged for its worker) and cleared queues."""
         self.staging = staging
         self._settings: dict[int, tuple[float, GuildSettings]] = {}
         self._job_seconds: dict[str, tuple[float, float]] = {}
 
     async def guild_settings(self, guild_id: int) -> GuildSettings:
-        """Settings read on every /video, kept briefly so a burst of commands does not re-read them each time."""
+        """Settings read on every request, kept briefly so a burst of commands does not re-read them each time."""
         now = self.clock.now()
         cached = self._settings.get(guild_id)
         if cached is not None and now - cached[0] < SETTINGS_TTL:
@@ -79,25 +103,41 @@ class JobService:
         settings = await self.guild_settings(guild_id)
         return settings.default_model or self.registry.default_model
 
+    async def defaults(self, guild_id: int, model: str | None) -> tuple[str, int]:
+        """The model a request uses (the server's default when none is named) and that model's default
+        duration (5 s for a model the catalogue does not know: `validate` refuses it with the right reason)."""
+        model_id = model or await self.default_model(guild_id)
+        info = self.registry.model(model_id)
+        return model_id, info.default_duration if info is not None else 5
+
+    async def image_model(self, guild_id: int) -> ModelInfo:
+        """The model that animates an image: the server's default if it can, else the first enabled one that can."""
+        default = self.registry.model(await self.default_model(guild_id))
+        if default is not None and default.supports_image:
+            return default
+        capable = [m for m in await self.enabled_models(guild_id) if m.supports_image]
+        if not capable:
+            raise NoImageModel()
+        return capable[0]
+
     async def validate(self, guild_id: int, request: VideoRequest) -> ModelInfo:
         """Check a request against the model's capabilities and the server's enabled models."""
         model = self.registry.model(request.model)
         if model is None:
-            raise InvalidRequest(f"Unknown model `{request.model}`. Pick one from the list (`/video model:`).")
+            raise UnknownModel(request.model)
         settings = await self.guild_settings(guild_id)
         if model.id in settings.disabled_models:
-            raise InvalidRequest(f"The model `{model.id}` is disabled on this server.")
+            raise ModelDisabled(model.id)
         if request.duration not in model.durations:
-            allowed = _describe_durations(model.durations)
-            raise InvalidRequest(f"`{model.id}` makes videos of {allowed} seconds, not {request.duration}.")
+            raise DurationNotOffered(model.id, duration=request.duration, durations=model.durations)
         if request.aspect not in model.aspects:
-            raise InvalidRequest(f"`{model.id}` supports the aspect ratios {', '.join(model.aspects)}.")
+            raise AspectNotOffered(model.id, aspect=request.aspect, aspects=model.aspects)
         if request.image_path is not None and not model.supports_image:
-            raise InvalidRequest(f"`{model.id}` cannot start from an image; choose another model or drop the image.")
+            raise ImageNotOffered(model.id)
         if request.seed is not None and not model.supports_seed:
-            raise InvalidRequest(f"`{model.id}` does not take a seed; leave `seed` empty.")
+            raise SeedNotOffered(model.id)
         if request.negative_prompt and not model.supports_negative_prompt:
-            raise InvalidRequest(f"`{model.id}` does not take a negative prompt; leave it empty.")
+            raise NegativePromptNotOffered(model.id)
         return model
 
     # --- enqueue / cancel -----------------------------------------------------------------------------
@@ -133,48 +173,62 @@ class JobService:
     async def get(self, job_id: str) -> Job:
         job = await self.store.get_job(job_id)
         if job is None:
-            raise JobNotFound("That video job no longer exists.")
+            raise JobNotFound(job_id)
+        return job
+
+    async def owned(self, job_id: str, *, by_user: int, is_admin: bool) -> Job:
+        """The job, if `by_user` may act on it as its owner: the member who asked for it, or an admin."""
+        job = await self.get(job_id)
+        if job.user_id != by_user and not is_admin:
+            raise NotRequester(job_id)
         return job
 
     async def cancel(self, job_id: str, *, by_user: int, is_admin: bool = False) -> Job:
         """Cancel at any stage: a queued job at once, a running one through its worker (which asks the
         provider to stop). Credits come back either way."""
-        job = await self.get(job_id)
-        if job.user_id != by_user and not is_admin:
-            raise NotAllowed("Only the member who asked for this video (or an admin) can cancel it.")
+        job = await self.owned(job_id, by_user=by_user, is_admin=is_admin)
         if job.state.is_terminal:
-            raise InvalidRequest(f"This video is already {job.state.value}; there is nothing to cancel.")
-        return await self._cancel(job_id)
+            raise AlreadyEnded(job_id, job.state)
+        return await self._cancel(job)
 
     async def abandon(self, job_id: str) -> Job:
         """Cancel a job the member was never told about (answering them failed): nobody waits for it, so it
         must neither run nor cost anything."""
         log.warning("job %s: the member could not be answered; cancelling it", job_id)
-        return await self._cancel(job_id)
+        return await self._cancel(await self.get(job_id))
 
     async def cancel_queued(self, guild_id: int) -> list[Job]:
         """Cancel and refund every queued job of a server."""
         cancelled = await self.store.cancel_queued(guild_id, now=self.clock.now())
-        await self._ended(cancelled)
+        for job in cancelled:
+            await self._ended(job, JobState.QUEUED)
         return cancelled
 
-    async def _cancel(self, job_id: str) -> Job:
-        job = await self.store.request_cancel(job_id, now=self.clock.now())
-        if job.state.is_terminal:  # was queued: no worker will see it, so its input and status are ours
-            await self._ended([job])
-        return job
+    async def _cancel(self, before: Job) -> Job:
+        job = await self.store.request_cancel(before.id, now=self.clock.now())
+        if not job.state.is_terminal:  # flagged: its worker stops it, and records and announces the end
+            await self.transitions.fire(job, job.state)
+        elif before.state is JobState.QUEUED:  # ended here: no worker will see it, so its input and news are ours
+            await self._ended(job, JobState.QUEUED)
+        return job  # (or it had ended already, and whoever ended it announced it)
 
-    async def _ended(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            if self.staging is not None:
-                discard_input(job.request.image_path, self.staging)
-            if self.on_change is not None:
-                try:
-                    await self.on_change(job)
-                except Exception:
-                    log.exception("job %s: could not report its end", job.id)
+    async def _ended(self, job: Job, old_state: JobState) -> None:
+        if self.staging is not None:
+            discard_input(job.request.image_path, self.staging)
+        await self.transitions.fire(job, old_state)
+
+    async def record_status_message(self, job_id: str, message_id: int) -> None:
+        """Remember the public status message of a job, to edit it after the interaction token expires. Only
+        that needs it, and the job itself is fine without it: a failure here is logged, not raised."""
+        try:
+            await self.store.set_status_message(job_id, message_id)
+        except StoreError as exc:
+            log.warning("job %s: could not record its status message (%s)", job_id, exc)
 
     # --- views ----------------------------------------------------------------------------------------
+    async def queue(self, guild_id: int, user_id: int) -> QueueView:
+        return QueueView(await self.queue_entries(guild_id, user_id), await self.store.queue_depth(guild_id))
+
     async def queue_entries(self, guild_id: int, user_id: int) -> list[QueueEntry]:
         jobs = await self.store.member_jobs(guild_id, user_id)
         return [await self.entry(job) for job in jobs]
@@ -220,11 +274,3 @@ class JobService:
             queued=standing.queued,
             running=standing.running,
         )
-
-
-def _describe_durations(durations: tuple[int, ...]) -> str:
-    if len(durations) > 3 and list(durations) == list(range(durations[0], durations[-1] + 1)):
-        return f"{durations[0]} to {durations[-1]}"
-    return (
-        ", ".join(str(d) for d in durations[:-1]) + f" or {durations[-1]}" if len(durations) > 1 else str(durations[0])
-    )

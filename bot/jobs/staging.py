@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.domain import Job
-from bot.store.base import Store
+from bot.store.base import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ JOB_FILE = re.compile(r"^\.?(?P<job>[0-9a-f]{32})[.]")
 CLIP_GRACE = 5 * 60.0
 """A clip younger than this may belong to a job queued after the sweep read the live jobs."""
 INPUT_GRACE = 15 * 60.0
-"""An input image younger than this may belong to a /video still being queued: the sweep leaves it alone."""
+"""An input image younger than this may belong to a request still being queued: the sweep leaves it alone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,7 @@ def discard_input(image_path: str | None, dirs: StagingDirs) -> None:
         path.unlink(missing_ok=True)
 
 
-async def sweep(store: Store, dirs: StagingDirs, *, now: float | None = None) -> int:
+async def sweep(store: JobStore, dirs: StagingDirs, *, now: float | None = None) -> int:
     """Delete staged files that no unfinished job needs; returns how many were deleted."""
     live = await store.unfinished_jobs()
     live_ids = {job.id for job in live}

@@ -1,9 +1,9 @@
-"""Drives jobs from claim to delivery: submit → poll → download → deliver, under a renewable lease.
+"""Drives jobs from claim to delivery under a renewable lease, one step per state (see `steps`).
 
-Every step reads the job's recorded state first and records its outcome before the next side effect, so a
-worker that dies anywhere leaves a job the next worker can finish: a job with a remote id is polled again,
-never submitted again; a job marked delivered is never delivered again; a job whose post was begun is looked
-for in the channel before it is posted again.
+The worker claims jobs while it has free slots and runs each one's steps until the job ends; it records every
+step in the store and then tells the subscribers of `Transitions` (status messages, later metrics and the
+audit trail). Every retried call (a provider call, a post, the record of a step through a database outage, the
+worker's own loops) goes through the one `retrying` loop with the `RetryPolicy`'s backoff.
 
 The worker registers itself with a heartbeat and its pid, so a restarted process takes over the jobs of a dead
 one on the same host at once (see `liveness`). Its loops survive any single error: they log, back off and carry
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -23,15 +24,15 @@ from typing import TypeVar
 
 from bot.clock import Clock
 from bot.domain import Job, JobState
-from bot.errors import DeliveryError, ProviderError, RemoteJobLost, StoreError
+from bot.errors import InvalidTransition, JobFailed, LeaseLost, ProviderError, StoreError
 from bot.faults import crash_point
 from bot.jobs import liveness
-from bot.jobs.notify import Delivery
-from bot.jobs.retry import RetryPolicy
+from bot.jobs.notify import Delivery, Transitions
+from bot.jobs.retry import FOREVER, RetryPolicy, retrying
 from bot.jobs.staging import StagingDirs, discard_job_files
-from bot.providers.base import PollResult, RemoteJob, RemoteState, VideoProvider
+from bot.jobs.steps import STEPS, cancel
 from bot.providers.registry import ProviderRegistry
-from bot.store.base import ClaimLimits, InvalidTransition, LeaseLost, Store, Transition
+from bot.store.base import ClaimLimits, JobStore, Transition
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,19 +41,16 @@ MAX_POLL_SECONDS = 2 * 60 * 60
 """A remote job still unfinished after two hours is given up (and refunded)."""
 
 
-class JobFailed(Exception):
-    """A step failed for good; the message is for the member."""
-
-
 class Worker:
     def __init__(
         self,
-        store: Store,
+        store: JobStore,
         registry: ProviderRegistry,
         delivery: Delivery,
         clock: Clock,
         *,
         staging_dir: Path,
+        transitions: Transitions | None = None,
         concurrency: int = 4,
         lease_seconds: float = 60.0,
         global_limit: int | None = None,
@@ -62,6 +60,7 @@ class Worker:
         worker_id: str | None = None,
         heartbeat_interval: float | None = None,
         shutdown_grace: float = 30.0,
+        max_poll_seconds: float = MAX_POLL_SECONDS,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -69,6 +68,8 @@ class Worker:
         self.clock = clock
         self.staging_dir = staging_dir
         self.dirs = StagingDirs(staging_dir.parent)
+        self.transitions = transitions or Transitions()
+        """Told of every change this worker commits to a job (the claim, each step, the end, progress)."""
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.retry = retry or RetryPolicy()
@@ -79,6 +80,7 @@ class Worker:
         """Leases are renewed, the heartbeat written and dead workers looked for this often."""
         self.shutdown_grace = shutdown_grace
         """Seconds a submit or a post in flight may take to finish when the worker is stopped."""
+        self.max_poll_seconds = max_poll_seconds
         self.limits = ClaimLimits(
             provider_limits=registry.concurrency_limits(),
             global_limit=global_limit,
@@ -88,6 +90,10 @@ class Worker:
         self._critical: set[str] = set()
         self._wake = asyncio.Event()
         self._stopping = False
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     # --- the loop -------------------------------------------------------------------------------------
     def wake(self) -> None:
@@ -99,16 +105,8 @@ class Worker:
         try:
             await self._survive("register", self.register)
             keeper = asyncio.create_task(self._keep_alive_forever(), name=f"{self.worker_id}-heartbeat")
-            failures = 0
             while not self._stopping:
-                try:
-                    await self.fill_slots()
-                    failures = 0
-                except Exception:
-                    failures += 1
-                    log.exception("worker %s: claiming failed (%d in a row); backing off", self.worker_id, failures)
-                    await self.clock.sleep(self.retry.delay(failures))
-                    continue
+                await self._survive("claiming", self.fill_slots)
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.idle_interval)
@@ -216,35 +214,33 @@ class Worker:
             self.wake()
         return freed
 
-    async def _survive(self, what: str, call: Callable[[], Awaitable[None]], *, attempts: int | None = None) -> None:
-        """Run `call`, retrying with backoff on any error (forever unless `attempts` is given): one failing
-        database round trip must not end a loop that the whole bot depends on."""
-        failures = 0
-        while not self._stopping:
-            try:
-                await call()
-                return
-            except Exception:
-                failures += 1
-                log.exception("worker %s: %s failed (%d in a row)", self.worker_id, what, failures)
-                if attempts is not None and failures >= attempts:
-                    return
-                await self.clock.sleep(self.retry.delay(failures))
+    async def _survive(self, what: str, call: Callable[[], Awaitable[object]], *, attempts: int = FOREVER) -> None:
+        """Run `call`, retrying with backoff on any error (forever unless `attempts` is given) until the worker
+        stops: one failing database round trip must not end a loop that the whole bot depends on."""
+        try:
+            await retrying(call, what=f"worker {self.worker_id}: {what}", policy=self.retry, clock=self.clock,
+                           attempts=attempts, keep_going=lambda: not self._stopping, trace=True)  # fmt: skip
+        except Exception:
+            log.exception("worker %s: %s failed", self.worker_id, what)
 
     # --- one job --------------------------------------------------------------------------------------
     async def drive(self, job: Job) -> None:
         """Take a claimed job to its end, step by step, from whatever state it was left in."""
         provider = self.registry.provider(job.provider)
+        # A first claim moved the job out of the queue; a takeover (a later attempt) left its state as it was.
+        await self.transitions.fire(job, JobState.QUEUED if job.attempts == 0 else job.state)
         try:
             while not job.state.is_terminal:
                 if self._stopping:
                     await self.store.release_lease(job.id, self.worker_id)
                     return
                 if job.cancel_requested:
-                    job = await self._cancel(job, provider)
+                    job = await cancel(self, job, provider)
                     break
-                await self._notify(job)
-                job = await self._step(job, provider)
+                step = STEPS.get(job.state)
+                if step is None:
+                    raise InvalidTransition(job.id, job.state)  # not a state a worker drives
+                job = await step(self, job, provider)
         except LeaseLost:
             log.warning("job %s: another worker holds it now", job.id)
             return
@@ -254,122 +250,16 @@ class Worker:
             log.warning("job %s: database unavailable (%s); it will be resumed", job.id, exc)
             return
         except JobFailed as failure:
-            job = await self._end(job, JobState.FAILED, str(failure))
+            job = await self.end(job, JobState.FAILED, failure.reason)
         except Exception:
             log.exception("job %s: unexpected error", job.id)
-            job = await self._end(job, JobState.FAILED, f"Something went wrong on our side (reference `{job.id[:8]}`).")
+            job = await self.end(job, JobState.FAILED, f"Something went wrong on our side (reference {job.id[:8]}).")
         if job.state.is_terminal:
             discard_job_files(job, self.dirs)
-            await self._notify(job)
 
-    async def _step(self, job: Job, provider: VideoProvider) -> Job:
-        if job.state is JobState.SUBMITTING:
-            return await self._submit(job, provider)
-        if job.state is JobState.RUNNING:
-            return await self._wait_remote(job, provider)
-        if job.state is JobState.DOWNLOADING:
-            return await self._download(job, provider)
-        if job.state is JobState.DELIVERING:
-            return await self._deliver(job)
-        raise InvalidTransition(f"job {job.id} is {job.state}, which a worker does not drive")
-
-    async def _submit(self, job: Job, provider: VideoProvider) -> Job:
-        if job.remote_id is None and job.attempts > 0 and not provider.safe_resubmit:
-            # A worker died between sending the create and recording its answer: the provider may be making
-            # the video already, and sending it again could cost twice.
-            raise JobFailed("The video service was interrupted while taking this job; your credits are returned.")
-        with self._side_effect(job):
-            remote_id = job.remote_id or await self._retrying(
-                job, "submit", lambda: provider.submit(job.id, job.request)
-            )
-            crash_point("submitted")
-            job = await self._move(job, JobState.RUNNING, remote_id=remote_id, detail=f"remote id {remote_id}")
-        crash_point("running")
-        return job
-
-    async def _wait_remote(self, job: Job, provider: VideoProvider) -> Job:
-        deadline = self.clock.now() + MAX_POLL_SECONDS
-        while True:
-            result = await self._poll(job, provider)
-            crash_point("polled")
-            if result.state is RemoteState.SUCCEEDED:
-                return await self._move(job, JobState.DOWNLOADING)
-            if result.state is RemoteState.CANCELLED:
-                return await self._end(job, JobState.CANCELLED, "cancelled at the video service")
-            if result.state is RemoteState.FAILED:
-                raise JobFailed(result.error or "The video service could not make this video.")
-            if result.progress is not None and result.progress != job.progress:
-                await self.store.set_progress(job.id, self.worker_id, result.progress, now=self.clock.now())
-                job.progress = result.progress
-                await self._notify(job)
-            if self.clock.now() >= deadline:
-                raise JobFailed("The video service took too long; your credits are returned.")
-            await self.clock.sleep(result.poll_after or self.poll_interval)
-            job = await self._reload(job)
-            if job.cancel_requested or job.state is not JobState.RUNNING or self._stopping:
-                return job
-
-    async def _download(self, job: Job, provider: VideoProvider) -> Job:
-        result = await self._poll(job, provider)  # a fresh result: output URLs may expire
-        if result.state in (RemoteState.QUEUED, RemoteState.RUNNING):
-            # The provider is making it again (an offline render restarted after a crash): wait once more.
-            return await self._move(job, JobState.RUNNING, detail="result not ready after all; waiting again")
-        if result.state is not RemoteState.SUCCEEDED:
-            raise JobFailed(result.error or "The finished video is no longer available at the video service.")
-        dest = self.staging_dir / f"{job.id}.mp4"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        remote = self._remote(job)
-        await self._retrying(job, "download", lambda: provider.download(remote, result, dest))
-        crash_point("downloaded")
-        job = await self._move(job, JobState.DELIVERING, result_path=str(dest))
-        crash_point("delivering")
-        return job
-
-    async def _deliver(self, job: Job) -> Job:
-        """Post the clip exactly once: record the intent before each post, and after any attempt that may have
-        gone through (an earlier life of this job, an ambiguous failure) look for the post before posting again."""
-        if job.delivered_message_id is not None:
-            return await self._move(job, JobState.DELIVERED, detail="already delivered")
-        with self._side_effect(job):
-            message_id: int | None = None
-            for attempt in range(1, self.retry.max_attempts + 1):
-                try:
-                    if job.post_attempted_at is not None:
-                        found = await self.delivery.find_post(job)
-                        if found is not None:
-                            log.info("job %s: found the clip posted by an earlier attempt (%s)", job.id, found)
-                            message_id = found
-                            break
-                    clip = Path(job.result_path or self.staging_dir / f"{job.id}.mp4")
-                    if not clip.exists():
-                        raise JobFailed("The finished video was lost before it could be posted; your credits are "
-                                        "returned.")  # fmt: skip
-                    job = await self._move(job, JobState.DELIVERING, post_attempted_at=self.clock.now(),
-                                           detail=f"posting, try {attempt}")  # fmt: skip
-                    crash_point("post_intent")
-                    message_id = await self.delivery.deliver(job, clip)
-                    break
-                except DeliveryError as exc:
-                    if not exc.retryable or attempt == self.retry.max_attempts:
-                        raise JobFailed(exc.user_message) from exc
-                    log.warning("job %s: delivery failed (%s), try %d", job.id, exc, attempt + 1)
-                    await self.clock.sleep(self.retry.delay(attempt))
-            crash_point("posted")
-            job = await self._move(job, JobState.DELIVERED, delivered_message_id=message_id)
-        crash_point("recorded")
-        return job
-
-    async def _cancel(self, job: Job, provider: VideoProvider) -> Job:
-        if job.remote_id is not None and job.state in (JobState.RUNNING, JobState.SUBMITTING):
-            try:
-                await provider.cancel(self._remote(job))
-            except ProviderError as exc:
-                log.warning("job %s: provider could not cancel (%s)", job.id, exc)
-        return await self._end(job, JobState.CANCELLED, "cancelled by request")
-
-    # --- helpers --------------------------------------------------------------------------------------
+    # --- what the steps use ---------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _side_effect(self, job: Job) -> Iterator[None]:
+    def side_effect(self, job: Job) -> Iterator[None]:
         """Mark a step that must not be cut short by a shutdown (it would be repeated, or lost, after it)."""
         self._critical.add(job.id)
         try:
@@ -377,66 +267,54 @@ class Worker:
         finally:
             self._critical.discard(job.id)
 
-    async def _poll(self, job: Job, provider: VideoProvider) -> PollResult:
+    async def retrying(self, job: Job, what: str, call: Callable[[], Awaitable[T]], *, retry_on: type[Exception]) -> T:
+        return await retrying(call, what=f"job {job.id}: {what}", policy=self.retry, clock=self.clock,
+                              retry_on=retry_on)  # fmt: skip
+
+    async def provider_call(self, job: Job, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """A provider call, retried while the provider says it may pass; a final error fails the job with the
+        provider's own words."""
         try:
-            return await self._retrying(job, "poll", lambda: provider.poll(self._remote(job)))
-        except RemoteJobLost as exc:
+            return await self.retrying(job, what, call, retry_on=ProviderError)
+        except ProviderError as exc:
             raise JobFailed(exc.user_message) from exc
 
-    async def _retrying(self, job: Job, step: str, call: Callable[[], Awaitable[T]]) -> T:
-        for attempt in range(1, self.retry.max_attempts + 1):
-            try:
-                return await call()
-            except ProviderError as exc:
-                if not exc.retryable or attempt == self.retry.max_attempts:
-                    raise JobFailed(exc.user_message) from exc
-                wait = self.retry.delay(attempt, exc.retry_after)
-                log.warning("job %s: %s failed (%s), try %d in %.1fs", job.id, step, exc, attempt + 1, wait)
-                await self.clock.sleep(wait)
-        raise AssertionError("unreachable")
-
-    async def _move(self, job: Job, state: JobState, **fields: object) -> Job:
+    async def move(self, job: Job, state: JobState, **fields: object) -> Job:
         """Record a step. Retried through a short outage: the record often follows a side effect (a submit, a
         post) whose result would otherwise be lost with it."""
         change = Transition(state, worker_id=self.worker_id, **fields)  # type: ignore[arg-type]
-        for attempt in range(1, self.retry.max_attempts + 1):
-            try:
-                moved = await self.store.transition(job.id, change, now=self.clock.now())
-                break
-            except StoreError as exc:
-                if attempt == self.retry.max_attempts:
-                    raise
-                log.warning("job %s: recording %s failed (%s); retrying", job.id, state.value, exc)
-                await self.clock.sleep(self.retry.delay(attempt))
+        moved = await retrying(
+            lambda: self.store.transition(job.id, change, now=self.clock.now()),
+            what=f"job {job.id}: recording {state.value}", policy=self.retry, clock=self.clock, retry_on=StoreError,
+            transient=lambda exc: not isinstance(exc, LeaseLost | InvalidTransition),
+        )  # fmt: skip
         log.info("job %s: %s → %s (guild %s, member %s, %s)", job.id, job.state.value, state.value, job.guild_id,
                  job.user_id, job.model)  # fmt: skip
+        await self.transitions.fire(moved, job.state)
         return moved
 
-    async def _end(self, job: Job, state: JobState, reason: str) -> Job:
+    async def end(self, job: Job, state: JobState, reason: str) -> Job:
         """Fail or cancel with a refund, whatever state the job was in."""
         log.info("job %s: %s (%s)", job.id, state.value, reason)
         change = Transition(state, worker_id=self.worker_id, refund=True, error=reason)
         try:
-            return await self.store.transition(job.id, change, now=self.clock.now())
+            ended = await self.store.transition(job.id, change, now=self.clock.now())
         except (InvalidTransition, LeaseLost):
-            return await self._reload(job)
+            return await self.reload(job)
         except StoreError as exc:
             log.warning("job %s: could not record that it %s (%s); it will be resumed", job.id, state.value, exc)
             return job
+        await self.transitions.fire(ended, job.state)
+        return ended
 
-    async def _reload(self, job: Job) -> Job:
+    async def report_progress(self, job: Job, progress: float) -> Job:
+        await self.store.set_progress(job.id, self.worker_id, progress, now=self.clock.now())
+        job = dataclasses.replace(job, progress=progress)  # a new job: an event already fired keeps what it said
+        await self.transitions.fire(job, job.state)
+        return job
+
+    async def reload(self, job: Job) -> Job:
         fresh = await self.store.get_job(job.id)
         if fresh is None:
-            raise InvalidTransition(f"job {job.id} vanished")
+            raise InvalidTransition(job.id)  # vanished
         return fresh
-
-    async def _notify(self, job: Job) -> None:
-        try:
-            await self.delivery.job_updated(job)
-        except Exception:
-            log.exception("job %s: status update failed", job.id)
-
-    @staticmethod
-    def _remote(job: Job) -> RemoteJob:
-        assert job.remote_id is not None
-        return RemoteJob(job_id=job.id, remote_id=job.remote_id, request=job.request)

@@ -41,8 +41,6 @@ class PollResult:
     state: RemoteState
     progress: float | None = None
     """0.0 to 1.0 when the provider reports it."""
-    output_url: str | None = None
-    """Where the finished file is, for providers that hand one back."""
     error: str | None = None
     """The provider's own words on failure, shown to the member."""
     poll_after: float | None = None

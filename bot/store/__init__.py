@@ -1,19 +1,20 @@
-"""Storage behind one protocol, chosen by `DATABASE_URL`: SQLite embedded, PostgreSQL to scale out."""
+"""Storage: one `SqlStore` over the dialect `DATABASE_URL` names, SQLite embedded or PostgreSQL to scale out."""
 
 from __future__ import annotations
 
 from bot.store.base import Store
+from bot.store.sql_store import SqlStore
 
 
 async def open_store(url: str) -> Store:
     """Open (and migrate) the store a URL names."""
     if url.startswith("sqlite:"):
-        from bot.store.sqlite import SqliteStore
+        from bot.store.dialects.sqlite import SqliteDialect
 
-        return await SqliteStore.open(url)
-    from bot.store.postgres import PostgresStore
+        return SqlStore(await SqliteDialect.open(url))
+    from bot.store.dialects.postgres import PostgresDialect  # asyncpg is an optional extra
 
-    return await PostgresStore.open(url)
+    return SqlStore(await PostgresDialect.open(url))
 
 
-__all__ = ["Store", "open_store"]
+__all__ = ["SqlStore", "Store", "open_store"]

@@ -1,25 +1,20 @@
-"""What the engine needs from a database, and nothing more.
+"""What the engine needs from a database, and nothing more, as narrow protocols: each consumer takes the one
+it uses (`JobStore`, `QuotaStore`, `SettingsStore`, `Maintenance`); `Store` is all four, as `SqlStore` is.
 
 Each method is one transaction. Decisions that must be atomic with a write (quota admission, the fair claim)
 happen inside the store's transaction; the policy itself stays in `bot.jobs` and is passed in as a callback
-or as plain limits, so both backends share it.
+or as plain limits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from bot.domain import GuildSettings, Job, JobEvent, JobState, QuotaLimits, WorkerInfo
-
-
-class LeaseLost(Exception):
-    """The worker no longer holds the job (it was taken over or finished elsewhere)."""
-
-
-class InvalidTransition(Exception):
-    """The job is not in a state from which the requested move is allowed."""
+from bot.errors import InvalidTransition as InvalidTransition
+from bot.errors import LeaseLost as LeaseLost
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,30 +53,35 @@ class ClaimLimits:
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """Move a job to `to_state`, optionally only from `from_states`, optionally only while `worker_id`
-    holds its lease. Terminal moves clear the lease; `refund` returns the reserved credits."""
+    """Move a job to `to_state` (if `bot.domain.ALLOWED` lets it from where it is), optionally only while
+    `worker_id` holds its lease. Fields left None keep their value. Terminal moves clear the lease; `refund`
+    returns the reserved credits."""
 
     to_state: JobState
-    from_states: frozenset[JobState] | None = None
     worker_id: str | None = None
     detail: str = ""
     refund: bool = False
+    # Recorded by a move to a working state:
     remote_id: str | None = None
-    error: str | None = None
     result_path: str | None = None
-    delivered_message_id: int | None = None
     post_attempted_at: float | None = None
+    # Recorded by an end:
+    error: str | None = None
+    delivered_message_id: int | None = None
+
+    def __post_init__(self) -> None:
+        working = (self.remote_id, self.result_path, self.post_attempted_at)
+        ending = (self.error, self.delivered_message_id)
+        if any(v is not None for v in (working if self.to_state.is_terminal else ending)):
+            raise ValueError(f"a move to {self.to_state} cannot record {self}")
 
 
 AdmitFn = Callable[[Admission], None]
 
 
-class Store(Protocol):
-    async def migrate(self) -> None: ...
+class JobStore(Protocol):
+    """Jobs, their leases and the worker registry: what the service and the worker drive jobs with."""
 
-    async def close(self) -> None: ...
-
-    # --- jobs -----------------------------------------------------------------------------------------
     async def insert_job(self, job: Job, *, max_running: int, window: tuple[float, float], admit: AdmitFn) -> Job:
         """Insert a queued job and reserve its credits, if `admit` (called inside the transaction with the
         member's standing in `window`) does not raise. Assigns the job's fair rank."""
@@ -162,7 +162,10 @@ class Store(Protocol):
         """Every job not in a terminal state (recovery, status refresh after a restart)."""
         ...
 
-    # --- quotas ---------------------------------------------------------------------------------------
+
+class QuotaStore(Protocol):
+    """Quota policy layers, a member's standing, the ledger and blocks."""
+
     async def policy_layers(self, guild_id: int, user_id: int, role_ids: Sequence[int]) -> PolicyLayers: ...
 
     async def admission(self, guild_id: int, user_id: int, window: tuple[float, float]) -> Admission: ...
@@ -180,7 +183,10 @@ class Store(Protocol):
 
     async def is_blocked(self, guild_id: int, user_id: int) -> bool: ...
 
-    # --- settings -------------------------------------------------------------------------------------
+
+class SettingsStore(Protocol):
+    """Per-server settings."""
+
     async def guild_settings(self, guild_id: int) -> GuildSettings: ...
 
     async def save_guild_settings(self, settings: GuildSettings) -> None: ...
@@ -193,6 +199,31 @@ class Store(Protocol):
         raise to refuse (nothing is saved then); returns the settings as saved."""
         ...
 
+
+class Maintenance(Protocol):
+    """The database itself: its schema, its lifetime, wake-ups between processes, and small named values."""
+
+    async def migrate(self) -> None: ...
+
+    async def schema(self) -> list[tuple[str, str]]:
+        """Every table and index with its definition, for the migrations test."""
+        ...
+
+    async def listen(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+        """Call `callback` whenever another process queues a job (PostgreSQL's LISTEN/NOTIFY; nothing on SQLite,
+        whose one process wakes its worker itself). Returns the coroutine function that stops listening."""
+        ...
+
+    async def drop_schema(self) -> None:
+        """Remove everything the store holds (tests: each has a schema of its own)."""
+        ...
+
+    async def close(self) -> None: ...
+
     async def get_meta(self, key: str) -> str | None: ...
 
     async def set_meta(self, key: str, value: str) -> None: ...
+
+
+class Store(JobStore, QuotaStore, SettingsStore, Maintenance, Protocol):
+    """Everything: what `open_store` returns, for code that wires the parts together."""

@@ -1,10 +1,10 @@
-"""Row ⇄ domain mapping shared by both backends (they return rows as mappings with the same columns)."""
+"""Row ⇄ domain mapping shared by both dialects (their rows are mappings with the same columns)."""
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from bot.domain import (
@@ -18,30 +18,30 @@ from bot.domain import (
     VideoRequest,
     WorkerInfo,
 )
-from bot.store.base import PolicyLayers
-
-ACTIVE_STATE_VALUES = ("submitting", "running", "downloading", "delivering")
-TERMINAL_STATE_VALUES = ("delivered", "failed", "cancelled")
+from bot.store.base import Admission, PolicyLayers
+from bot.store.dialect import Row
 
 JOB_INSERT_COLUMNS = (
     "id", "guild_id", "user_id", "channel_id", "model", "provider", "request_json", "credits",
     "max_running", "state", "priority", "fair_rank", "created_at", "updated_at", "application_id",
     "interaction_token", "interaction_created_at", "attachment_size_limit", "status_message_id", "app_permissions",
 )  # fmt: skip
+"""The columns a new job is inserted with; the queries' `{job_columns}` and `{job_values}` are made from it."""
 
 
-def job_insert_values(job: Job, max_running: int, fair_rank: int) -> tuple[Any, ...]:
+def job_insert_params(job: Job, max_running: int, fair_rank: int) -> dict[str, Any]:
     ref = job.interaction
-    return (
+    values = (
         job.id, job.guild_id, job.user_id, job.channel_id, job.model, job.provider,
         job.request.model_dump_json(), job.credits, max_running, job.state.value, job.priority, fair_rank,
         job.created_at, job.updated_at,
         ref.application_id if ref else None, ref.token if ref else None, ref.created_at if ref else None,
         ref.attachment_size_limit if ref else None, job.status_message_id, ref.app_permissions if ref else None,
     )  # fmt: skip
+    return dict(zip(JOB_INSERT_COLUMNS, values, strict=True))
 
 
-def job_from_row(row: Mapping[str, Any]) -> Job:
+def job_from_row(row: Row) -> Job:
     interaction = None
     if row["interaction_token"] is not None:
         interaction = InteractionRef(
@@ -88,7 +88,7 @@ def _parse_request(text: str) -> VideoRequest:
     return VideoRequest.model_validate_json(text, context=STORED)
 
 
-def event_from_row(row: Mapping[str, Any]) -> JobEvent:
+def event_from_row(row: Row) -> JobEvent:
     return JobEvent(
         job_id=row["job_id"],
         at=float(row["at"]),
@@ -98,7 +98,14 @@ def event_from_row(row: Mapping[str, Any]) -> JobEvent:
     )
 
 
-def limits_from_row(row: Mapping[str, Any]) -> QuotaLimits:
+def admission_from_row(row: Row) -> Admission:
+    charged, reserved, granted, queued, running = (
+        int(row[name]) for name in ("charged", "reserved", "granted", "queued", "running")
+    )
+    return Admission(bool(row["paused"]), bool(row["blocked"]), charged, reserved, granted, queued, running)
+
+
+def limits_from_row(row: Row) -> QuotaLimits:
     return QuotaLimits(
         credits=row["credits"],
         unlimited=None if row["unlimited"] is None else bool(row["unlimited"]),
@@ -108,7 +115,7 @@ def limits_from_row(row: Mapping[str, Any]) -> QuotaLimits:
     )
 
 
-def layers_from_rows(rows: Iterable[Mapping[str, Any]]) -> PolicyLayers:
+def layers_from_rows(rows: Iterable[Row]) -> PolicyLayers:
     """Policy rows of one member (scopes default, role, user) as layers for resolution."""
     by_scope: dict[str, list[QuotaLimits]] = {"default": [], "role": [], "user": []}
     for row in rows:
@@ -120,7 +127,7 @@ def layers_from_rows(rows: Iterable[Mapping[str, Any]]) -> PolicyLayers:
     )
 
 
-def settings_from_row(guild_id: int, row: Mapping[str, Any] | None) -> GuildSettings:
+def settings_from_row(guild_id: int, row: Row | None) -> GuildSettings:
     if row is None:
         return GuildSettings(guild_id=guild_id)
     return GuildSettings(
@@ -132,7 +139,7 @@ def settings_from_row(guild_id: int, row: Mapping[str, Any] | None) -> GuildSett
     )
 
 
-def worker_from_row(row: Mapping[str, Any]) -> WorkerInfo:
+def worker_from_row(row: Row) -> WorkerInfo:
     return WorkerInfo(
         id=str(row["id"]),
         host=str(row["host"]),

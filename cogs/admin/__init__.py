@@ -14,7 +14,6 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord.replies import answer
-from bot.errors import InvalidRequest, NotAllowed
 from cogs.admin.quota import AdminGroup, MemberOption, QuotaGroup
 
 if TYPE_CHECKING:
@@ -113,28 +112,19 @@ class VideoAdmin(AdminGroup, name="videoadmin", description="Video bot settings 
     async def settings(self, interaction: discord.Interaction, admin_role: discord.Role | None = None) -> None:
         guild_id = interaction.guild_id or 0
         if admin_role is not None:
-            _check_admin_role(interaction, admin_role)
-            await self.bot.admin.set_admin_role(guild_id, admin_role.id)
+            await self.bot.admin.set_admin_role(
+                guild_id,
+                admin_role.id,
+                by_manage_server=interaction.permissions.manage_guild,
+                managed=admin_role.managed,
+            )
             await answer(interaction, f"Members with {admin_role.mention} now count as video admins, as do members "
                                       "with Manage Server.")  # fmt: skip
             return
-        current = (await self.bot.store.guild_settings(guild_id)).admin_role_id
+        current = (await self.bot.admin.settings(guild_id)).admin_role_id
         role = f"<@&{current}>" if current is not None else "none"
         await answer(interaction, f"Admin role: {role}. Members with Manage Server are always admins; "
                                   "give `admin_role` to change it.")  # fmt: skip
-
-
-def _check_admin_role(interaction: discord.Interaction, role: discord.Role) -> None:
-    """Who may name the admin role, and which roles may be it. Holders of the admin role run every other
-    admin command, but moving the role would let them hand admin to anyone: only Manage Server may."""
-    if not interaction.permissions.manage_guild:
-        raise NotAllowed("Only members with the Manage Server permission can change the admin role.")
-    if role.is_default():
-        raise InvalidRequest("Every member has @everyone, so it cannot be the admin role: choose a role only "
-                             "your admins have.")  # fmt: skip
-    if role.managed:
-        raise InvalidRequest(f"{role.mention} is managed by an integration (a bot, boosts or a subscription), "
-                             "so it cannot be the admin role: choose a role your admins give out.")  # fmt: skip
 
 
 class AdminCog(commands.Cog):

@@ -11,23 +11,24 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
-from bot.discord.replies import answer, timestamp
-from bot.domain import DEFAULT_LIMITS, Period, QuotaLimits, Requester, Usage
-from bot.errors import InvalidRequest, NotAllowed
-from cogs.queue import quota_embed, this_window
+from bot.discord.messages import credits_left, describe_limits
+from bot.discord.render import quota_embed
+from bot.discord.replies import answer
+from bot.domain import Period, QuotaLimits, Requester
+from bot.errors import ClearWithLimits, NotAdmin, NothingToChange
+from bot.jobs.admin import MAX_LIMIT
 
 if TYPE_CHECKING:
     from bot.discord.client import VideoBot
 
-MAX_LIMIT = 1_000_000
 Credits = app_commands.Range[int, 0, MAX_LIMIT]
 Queued = app_commands.Range[int, 0, MAX_LIMIT]
 Running = app_commands.Range[int, 1, MAX_LIMIT]
 MemberOption = discord.Member | discord.User
 
 
-class AdminOnly(NotAllowed, app_commands.CheckFailure):
-    """A member who is not an admin tried `/videoadmin`. A `UserError` (its words are shown as they are) and a
+class AdminOnly(NotAdmin, app_commands.CheckFailure):
+    """A member who is not an admin tried `/videoadmin`. A `UserError` (the error handler explains it) and a
     `CheckFailure` (so discord.py hands it to the tree's error handler instead of dropping it)."""
 
 
@@ -42,10 +43,7 @@ class AdminGroup(app_commands.Group):
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
         if not await self.bot.is_admin(interaction):
-            raise AdminOnly(
-                "Only server admins can use `/videoadmin`: it needs the Manage Server permission "
-                "or the server's admin role."
-            )
+            raise AdminOnly()
         return True
 
 
@@ -55,33 +53,8 @@ def member_requester(interaction: discord.Interaction, user: MemberOption) -> Re
     return Requester(guild_id=interaction.guild_id or 0, user_id=user.id, role_ids=roles)
 
 
-def describe_limits(limits: QuotaLimits) -> str:
-    """The fields one policy layer sets, e.g. "100 credits per day, 3 queued, 1 running"."""
-    parts: list[str] = []
-    if limits.unlimited:
-        parts.append("unlimited credits")
-    elif limits.credits is not None:
-        parts.append(f"{limits.credits} credits" + (f" per {limits.period}" if limits.period else ""))
-    elif limits.unlimited is False:
-        parts.append("limited credits")
-    if limits.max_queued is not None:
-        parts.append(f"{limits.max_queued} queued")
-    if limits.max_running is not None:
-        parts.append(f"{limits.max_running} running")
-    return ", ".join(parts) or "no limits of its own"
-
-
-def _left(usage: Usage) -> str:
-    left = "unlimited credits" if usage.policy.unlimited else f"{usage.left} credits"
-    return f"{left} left {this_window(usage.policy.period)} (resets {timestamp(usage.window_end, 'R')})"
-
-
 def _credits(amount: int) -> str:
     return "1 credit" if amount == 1 else f"{amount} credits"
-
-
-def _nothing_to_change(options: str) -> InvalidRequest:
-    return InvalidRequest(f"Nothing to change: give at least one of {options}.")
 
 
 class QuotaGroup(AdminGroup, name="quota", description="Credits and job limits for the server, roles and members"):
@@ -100,16 +73,9 @@ class QuotaGroup(AdminGroup, name="quota", description="Credits and job limits f
         max_queued: Queued | None = None,
         max_running: Running | None = None,
     ) -> None:
-        guild_id = interaction.guild_id or 0
         limits = QuotaLimits(credits=credits, period=period, max_queued=max_queued, max_running=max_running)
-        if limits == QuotaLimits():
-            current = (await self.bot.store.policy_layers(guild_id, 0, ())).default
-            raise InvalidRequest(
-                f"Nothing to change. The default quota is {describe_limits(DEFAULT_LIMITS.overlaid(current))}; "
-                "give `credits`, `period`, `max_queued` or `max_running` to change it."
-            )
-        merged = await self.bot.admin.set_default_quota(guild_id, limits)
-        await answer(interaction, f"Default quota is now {describe_limits(DEFAULT_LIMITS.overlaid(merged))}.")
+        merged = await self.bot.admin.set_default_quota(interaction.guild_id or 0, limits)
+        await answer(interaction, f"Default quota is now {describe_limits(merged)}.")
 
     @app_commands.command(name="role", description="Set or clear a role's quota (a member gets their best role's)")
     @app_commands.describe(
@@ -132,13 +98,13 @@ class QuotaGroup(AdminGroup, name="quota", description="Credits and job limits f
         limits = QuotaLimits(credits=credits, max_queued=max_queued, max_running=max_running)
         if clear:
             if limits != QuotaLimits():
-                raise InvalidRequest("Use `clear` alone, or give the limits to set, not both.")
+                raise ClearWithLimits()
             await self.bot.admin.set_role_quota(guild_id, role.id, None)
             await answer(interaction, f"Removed the quota of {role.mention}; its members get the server default "
                                       "or their other roles' quota.")  # fmt: skip
             return
         if limits == QuotaLimits():
-            raise _nothing_to_change("`credits`, `max_queued`, `max_running` or `clear`")
+            raise NothingToChange(("credits", "max_queued", "max_running", "clear"))
         merged = await self.bot.admin.set_role_quota(guild_id, role.id, limits)
         await answer(interaction, f"Members with {role.mention} now get {describe_limits(merged or limits)} "
                                   "(a member gets the highest of their roles' limits).")  # fmt: skip
@@ -166,13 +132,13 @@ class QuotaGroup(AdminGroup, name="quota", description="Credits and job limits f
         limits = QuotaLimits(credits=credits, unlimited=unlimited, max_queued=max_queued, max_running=max_running)
         if clear:
             if limits != QuotaLimits():
-                raise InvalidRequest("Use `clear` alone, or give the limits to set, not both.")
+                raise ClearWithLimits()
             await self.bot.admin.set_user_quota(guild_id, user.id, None)
             await answer(interaction, f"Dropped the quota override of {user.mention}; their roles' and the "
                                       "server's quota apply again.")  # fmt: skip
             return
         if limits == QuotaLimits():
-            raise _nothing_to_change("`credits`, `unlimited`, `max_queued`, `max_running` or `clear`")
+            raise NothingToChange(("credits", "unlimited", "max_queued", "max_running", "clear"))
         merged = await self.bot.admin.set_user_quota(guild_id, user.id, limits)
         await answer(interaction, f"Quota override of {user.mention} is now {describe_limits(merged or limits)}.")
 
@@ -189,21 +155,19 @@ class QuotaGroup(AdminGroup, name="quota", description="Credits and job limits f
             done = f"Gave {user.mention} {_credits(credits)} extra"
         else:
             done = f"Took {_credits(-credits)} back from {user.mention}"
-        await answer(interaction, f"{done}; they have {_left(usage)}.")
+        await answer(interaction, f"{done}; they have {credits_left(usage)}.")
 
     @app_commands.command(name="reset", description="Set a member's usage in the current window back to zero")
     @app_commands.describe(user="The member")
     async def reset(self, interaction: discord.Interaction, user: MemberOption) -> None:
         usage = await self.bot.admin.reset(member_requester(interaction, user))
-        await answer(interaction, f"Usage of {user.mention} is back to zero; they have {_left(usage)}.")
+        await answer(interaction, f"Usage of {user.mention} is back to zero; they have {credits_left(usage)}.")
 
     @app_commands.command(name="show", description="A member's credits, limits, override and block")
     @app_commands.describe(user="The member")
     async def show(self, interaction: discord.Interaction, user: MemberOption) -> None:
-        who = member_requester(interaction, user)
-        usage, blocked = await self.bot.admin.show(who)
-        override = (await self.bot.store.policy_layers(who.guild_id, who.user_id, who.role_ids)).user
-        embed = quota_embed(usage, f"Video quota of {user.display_name}")
-        embed.add_field(name="Override", value=describe_limits(override) if override else "none")
-        embed.add_field(name="Blocked", value="yes" if blocked else "no")
+        shown = await self.bot.admin.show(member_requester(interaction, user))
+        embed = quota_embed(shown.usage, f"Video quota of {user.display_name}")
+        embed.add_field(name="Override", value=describe_limits(shown.override) if shown.override else "none")
+        embed.add_field(name="Blocked", value="yes" if shown.blocked else "no")
         await answer(interaction, embed=embed)

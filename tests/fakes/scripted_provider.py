@@ -77,7 +77,7 @@ class ScriptedProvider:
         self._polls[remote.remote_id] += 1
         done = self._polls[remote.remote_id] > self.polls_to_finish
         if done:
-            return PollResult(RemoteState.SUCCEEDED, progress=1.0, output_url=f"mem://{remote.remote_id}")
+            return PollResult(RemoteState.SUCCEEDED, progress=1.0)
         return PollResult(RemoteState.RUNNING, progress=self._polls[remote.remote_id] / (self.polls_to_finish + 1))
 
     async def cancel(self, remote: RemoteJob) -> None:

@@ -1,12 +1,12 @@
 """A loopback fake Discord (gateway + REST on 127.0.0.1) for driving the real discord.py client in tests.
 
-Why: design.md wants discord.py tested for real, with no mocks. The fake serves what discord.py 2.7.1 needs
-(reference/discord.md §4a), records everything the bot sends, and is strict where Discord is: 3 s to
+Why: discord.py is tested for real, with no mocks. The fake serves what discord.py 2.7.1 needs (every key
+its ``parse_*`` methods read), records everything the bot sends, and is strict where Discord is: 3 s to
 acknowledge and only once, 15 min tokens, body limits, channel permissions on bot-token routes, nonces only
 on channel posts, 401/403/413/429/5xx on demand. Time is the injectable ``clock`` so tests expire tokens by
 ``fake.clock.advance(16 * 60)`` instead of sleeping.
 
-Knobs (tests/fakes/README.md has the full list):
+Knobs (README.md beside this file has the full list):
 - faults (``discord_faults``): ``fail_next``, ``rate_limit_next``, ``drop_next`` answer before anything is
   applied; ``fail_after_apply`` (5xx) and ``drop_after_apply`` (connection closed, no response) answer after
   the request took effect: the message exists although the client saw a failure.

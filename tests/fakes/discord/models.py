@@ -2,7 +2,7 @@
 
 Why a module of its own: the REST handlers, the gateway and the test-facing facade all read and write the same
 records, and each record knows how to render itself as the exact JSON discord.py 2.7.1 parses (every key whose
-absence raises a KeyError in a ``parse_*`` is present, see reference/discord.md §4a).
+absence raises a KeyError in a ``parse_*`` is present).
 """
 
 from __future__ import annotations

@@ -1,0 +1,144 @@
+"""One step per state a worker drives: submit, wait for the remote job, download, deliver (and cancel).
+
+Each step reads the job's recorded state, makes at most one kind of side effect, and records its outcome
+before the next side effect depends on it, so that a worker dying anywhere leaves a job the next worker can
+finish: a job with a remote id is polled again, never submitted again; a job marked delivered is never
+delivered again; a job whose post was begun is looked for in the channel before it is posted again. A step
+returns the job as it left it; `STEPS` maps each state to its step, and the worker runs them until the job
+ends.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bot.domain import Job, JobState
+from bot.errors import DeliveryError, JobFailed, ProviderError
+from bot.faults import crash_point
+from bot.providers.base import PollResult, RemoteJob, RemoteState, VideoProvider
+
+if TYPE_CHECKING:
+    from bot.jobs.worker import Worker
+
+log = logging.getLogger(__name__)
+
+Step = Callable[["Worker", Job, VideoProvider], Awaitable[Job]]
+
+
+async def submit(w: Worker, job: Job, provider: VideoProvider) -> Job:
+    if job.remote_id is None and job.attempts > 0 and not provider.safe_resubmit:
+        # A worker died between sending the create and recording its answer: the provider may be making
+        # the video already, and sending it again could cost twice.
+        raise JobFailed("The video service was interrupted while taking this job; your credits are returned.")
+    with w.side_effect(job):
+        remote_id = job.remote_id or await w.provider_call(job, "submit", lambda: provider.submit(job.id, job.request))
+        crash_point("submitted")
+        job = await w.move(job, JobState.RUNNING, remote_id=remote_id, detail=f"remote id {remote_id}")
+    crash_point("running")
+    return job
+
+
+async def wait_remote(w: Worker, job: Job, provider: VideoProvider) -> Job:
+    """Poll until the remote job ends, reporting progress, within `w.max_poll_seconds`. Returns early when the
+    job is to be cancelled, was moved elsewhere, or the worker stops."""
+    deadline = w.clock.now() + w.max_poll_seconds
+    while True:
+        result = await _poll(w, job, provider)
+        crash_point("polled")
+        if result.state is RemoteState.SUCCEEDED:
+            return await w.move(job, JobState.DOWNLOADING)
+        if result.state is RemoteState.CANCELLED:
+            return await w.end(job, JobState.CANCELLED, "cancelled at the video service")
+        if result.state is RemoteState.FAILED:
+            raise JobFailed(result.error or "The video service could not make this video.")
+        if result.progress is not None and result.progress != job.progress:
+            job = await w.report_progress(job, result.progress)
+        if w.clock.now() >= deadline:
+            raise JobFailed("The video service took too long; your credits are returned.")
+        await w.clock.sleep(result.poll_after or w.poll_interval)
+        job = await w.reload(job)
+        if job.cancel_requested or job.state is not JobState.RUNNING or w.stopping:
+            return job
+
+
+async def download(w: Worker, job: Job, provider: VideoProvider) -> Job:
+    result = await _poll(w, job, provider)  # a fresh result: output URLs may expire
+    if result.state in (RemoteState.QUEUED, RemoteState.RUNNING):
+        # The provider is making it again (an offline render restarted after a crash): wait once more.
+        return await w.move(job, JobState.RUNNING, detail="result not ready after all; waiting again")
+    if result.state is not RemoteState.SUCCEEDED:
+        raise JobFailed(result.error or "The finished video is no longer available at the video service.")
+    dest = w.staging_dir / f"{job.id}.mp4"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    remote = remote_job(job)
+    await w.provider_call(job, "download", lambda: provider.download(remote, result, dest))
+    crash_point("downloaded")
+    job = await w.move(job, JobState.DELIVERING, result_path=str(dest))
+    crash_point("delivering")
+    return job
+
+
+async def deliver(w: Worker, job: Job, provider: VideoProvider) -> Job:
+    """Post the clip exactly once: record the intent before each post, and after any attempt that may have
+    gone through (an earlier life of this job, an ambiguous failure) look for the post before posting again."""
+    if job.delivered_message_id is not None:
+        return await w.move(job, JobState.DELIVERED, detail="already delivered")
+    tries = itertools.count(1)
+
+    async def attempt() -> int | None:
+        nonlocal job
+        number = next(tries)
+        if job.post_attempted_at is not None:
+            found = await w.delivery.find_post(job)
+            if found is not None:
+                log.info("job %s: found the clip posted by an earlier attempt (%s)", job.id, found)
+                return found
+        clip = Path(job.result_path or w.staging_dir / f"{job.id}.mp4")
+        if not clip.exists():
+            raise JobFailed("The finished video was lost before it could be posted; your credits are returned.")
+        job = await w.move(job, JobState.DELIVERING, post_attempted_at=w.clock.now(), detail=f"posting, try {number}")
+        crash_point("post_intent")
+        return await w.delivery.deliver(job, clip)
+
+    with w.side_effect(job):
+        try:
+            message_id = await w.retrying(job, "delivery", attempt, retry_on=DeliveryError)
+        except DeliveryError as exc:
+            raise JobFailed(exc.user_message) from exc
+        crash_point("posted")
+        job = await w.move(job, JobState.DELIVERED, delivered_message_id=message_id)
+    crash_point("recorded")
+    return job
+
+
+async def cancel(w: Worker, job: Job, provider: VideoProvider) -> Job:
+    """A member or an admin asked to stop: tell the provider (best effort) and end the job with a refund."""
+    if job.remote_id is not None and job.state in (JobState.RUNNING, JobState.SUBMITTING):
+        try:
+            await provider.cancel(remote_job(job))
+        except ProviderError as exc:
+            log.warning("job %s: provider could not cancel (%s)", job.id, exc)
+    return await w.end(job, JobState.CANCELLED, "cancelled by request")
+
+
+STEPS: dict[JobState, Step] = {
+    JobState.SUBMITTING: submit,
+    JobState.RUNNING: wait_remote,
+    JobState.DOWNLOADING: download,
+    JobState.DELIVERING: deliver,
+}
+"""The step that drives a job on from each state a worker holds; the other states are not a worker's."""
+
+
+async def _poll(w: Worker, job: Job, provider: VideoProvider) -> PollResult:
+    remote = remote_job(job)
+    return await w.provider_call(job, "poll", lambda: provider.poll(remote))
+
+
+def remote_job(job: Job) -> RemoteJob:
+    assert job.remote_id is not None
+    return RemoteJob(job_id=job.id, remote_id=job.remote_id, request=job.request)

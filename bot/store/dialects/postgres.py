@@ -1,0 +1,258 @@
+"""PostgreSQL through asyncpg: the scale-out dialect, shared by any number of gateway and worker processes.
+
+SQLite gets atomicity from its single write lock; here every body is one READ COMMITTED transaction (or one
+statement, which is its own), and the decisions that read and then write take explicit locks, written in
+`queries/postgres.sql` (empty queries in SQLite's file):
+
+- enqueue takes a transaction-level advisory lock per member (`lock_member`), so the admission snapshot and
+  the insert it guards cannot interleave with another enqueue of the same member;
+- a claim runs under one advisory lock per schema (`lock_claims`), because the per-member, per-provider and
+  global running limits are counts that two concurrent claimers could both pass. Claims take milliseconds, so
+  serializing them costs little; `FOR UPDATE SKIP LOCKED` keeps them from waiting on rows a cancel is
+  changing.
+
+Advisory locks are released after the commit is visible, so the next holder reads what the last one wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import asyncpg
+
+from bot.errors import StoreError
+from bot.store import migrations
+from bot.store.dialect import Body, Row, Stop
+from bot.store.queries import QuerySet, queries
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CHANNEL = "videobot_jobs"
+"""NOTIFY channel for "a job was queued" (`notify_job_queued`); the payload is the schema, so deployments
+sharing a database (or tests, each in its own schema) do not wake each other."""
+
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+_SCHEMA_COLUMNS_SQL = """
+SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull,
+       pg_get_expr(d.adbin, d.adrelid) AS dflt
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname <> 'schema_migrations'
+ORDER BY c.relname, a.attnum
+"""
+_SCHEMA_CONSTRAINTS_SQL = """
+SELECT c.relname, pg_get_constraintdef(k.oid) AS def
+FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() ORDER BY c.relname, k.conname
+"""
+# Without the schema qualification pg_get_indexdef adds, so two schemas migrated alike compare equal.
+_SCHEMA_INDEXES_SQL = """
+SELECT i.relname, replace(pg_get_indexdef(i.oid), ' ON ' || quote_ident(n.nspname) || '.', ' ON ') AS def
+FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+WHERE n.nspname = current_schema() AND t.relname <> 'schema_migrations'
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = x.indexrelid)
+"""
+
+
+class PostgresConnection:
+    """The `Connection` of a body: one pooled asyncpg connection."""
+
+    __slots__ = ("_queries", "_raw")
+
+    def __init__(self, raw: Any, queries: QuerySet) -> None:
+        self._raw = raw
+        self._queries = queries
+
+    async def fetch(self, query: str, /, **params: Any) -> list[Row]:
+        q = self._queries[query]
+        return list(await self._raw.fetch(q.sql, *q.args(params))) if q.sql else []
+
+    async def fetchrow(self, query: str, /, **params: Any) -> Row | None:
+        q = self._queries[query]
+        row: Row | None = await self._raw.fetchrow(q.sql, *q.args(params)) if q.sql else None
+        return row
+
+    async def execute(self, query: str, /, **params: Any) -> None:
+        q = self._queries[query]
+        if q.sql:
+            await self._raw.execute(q.sql, *q.args(params))
+
+
+class PostgresDialect:
+    name = "postgres"
+
+    def __init__(self, pool: Any, dsn: str, schema: str | None, namespace: str) -> None:
+        self._pool = pool
+        self._dsn = dsn
+        self._schema = schema
+        self._namespace = namespace
+        self._queries = queries(self.name)
+        self._listeners: set[Stop] = set()
+
+    @property
+    def namespace(self) -> str:
+        """The schema this store works in."""
+        return self._namespace
+
+    @classmethod
+    async def open(
+        cls, url: str, *, schema: str | None = None, min_size: int = 1, max_size: int = 10
+    ) -> PostgresDialect:
+        """Connect, create `schema` if given (every pooled connection then works inside it), and migrate."""
+        dsn = postgres_dsn(url)
+        settings = {"search_path": _quote_ident(schema)} if schema else None
+        try:
+            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, server_settings=settings)
+        except (*_DRIVER_ERRORS, ValueError) as exc:
+            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        try:
+            async with pool.acquire() as conn:
+                if schema:
+                    # Under the migration lock: concurrent `CREATE SCHEMA IF NOT EXISTS` can collide in the catalog.
+                    async with conn.transaction():
+                        await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(schema, "migrate"))
+                        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_ident(schema)}")
+                namespace = schema or str(await conn.fetchval("SELECT current_schema()") or "public")
+            dialect = cls(pool, dsn, schema, namespace)
+            await dialect.migrate()
+        except BaseException as exc:
+            await pool.close()
+            if isinstance(exc, _DRIVER_ERRORS):
+                raise StoreError(f"cannot prepare the PostgreSQL schema: {exc}") from exc
+            raise
+        return dialect
+
+    async def close(self) -> None:
+        for stop in list(self._listeners):
+            await stop()
+        await self._pool.close()
+
+    async def drop_schema(self) -> None:
+        """Remove the store's schema and everything in it (each test gets a schema of its own)."""
+        if self._schema is None:
+            raise StoreError("drop_schema() needs a store opened with a schema")
+        try:
+            await self._pool.execute(f"DROP SCHEMA IF EXISTS {_quote_ident(self._schema)} CASCADE")
+        except _DRIVER_ERRORS as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
+    # --- running bodies -------------------------------------------------------------------------------
+    async def read(self, body: Body[T]) -> T:
+        try:
+            async with self._pool.acquire() as raw:
+                return await body(PostgresConnection(raw, self._queries))
+        except _DRIVER_ERRORS as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
+    async def write(self, body: Body[T]) -> T:
+        try:
+            async with self._pool.acquire() as raw, raw.transaction():
+                return await body(PostgresConnection(raw, self._queries))
+        except _DRIVER_ERRORS as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
+    async def write_one(self, query: str, /, **params: Any) -> list[Row]:
+        return await self.read(lambda conn: conn.fetch(query, **params))  # one statement is its own transaction
+
+    # --- maintenance ----------------------------------------------------------------------------------
+    async def migrate(self) -> None:
+        """Apply pending migrations, each in its own transaction under an advisory lock, so processes starting
+        together apply each one exactly once (a waiter re-reads `schema_migrations` once it has the lock)."""
+        key = _lock_key(self._namespace, "migrate")
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
+                )
+        except _DRIVER_ERRORS as exc:
+            raise StoreError(f"database error: {exc}") from exc
+        for migration in migrations.load("postgres"):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
+                    if await conn.fetchval("SELECT 1 FROM schema_migrations WHERE version = $1", migration.version):
+                        continue
+                    log.info("applying postgres migration %04d_%s", migration.version, migration.name)
+                    await conn.execute(migration.sql)
+                    record = "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"
+                    await conn.execute(record, migration.version, migration.name)
+            except _DRIVER_ERRORS as exc:
+                raise StoreError(f"migration {migration.version} failed: {exc}") from exc
+
+    async def schema(self) -> list[tuple[str, str]]:
+        """Indexes that back a primary key or unique constraint belong to their table's entry, as in SQLite's
+        listing."""
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                columns = await conn.fetch(_SCHEMA_COLUMNS_SQL)
+                constraints = await conn.fetch(_SCHEMA_CONSTRAINTS_SQL)
+                indexes = await conn.fetch(_SCHEMA_INDEXES_SQL)
+        except _DRIVER_ERRORS as exc:
+            raise StoreError(f"database error: {exc}") from exc
+        tables: dict[str, list[str]] = {}
+        for col in columns:
+            text = f"{col['attname']} {col['type']}" + (" NOT NULL" if col["attnotnull"] else "")
+            tables.setdefault(col["relname"], []).append(text + (f" DEFAULT {col['dflt']}" if col["dflt"] else ""))
+        for con in constraints:
+            if con["relname"] in tables:
+                tables[con["relname"]].append(con["def"])
+        found = [(name, f"CREATE TABLE {name} ({', '.join(body)})") for name, body in tables.items()]
+        return sorted(found + [(str(row["relname"]), str(row["def"])) for row in indexes])
+
+    async def listen(self, callback: Callable[[], None]) -> Stop:
+        """Holds a dedicated connection (a pooled one would be kept from the claimers)."""
+        try:
+            conn = await asyncpg.connect(self._dsn)
+        except _DRIVER_ERRORS as exc:
+            raise StoreError(f"cannot listen for new jobs: {exc}") from exc
+
+        def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            if payload == self._namespace:
+                callback()
+
+        def on_terminate(_conn: Any) -> None:
+            log.warning("the LISTEN connection closed; new jobs are only found by polling now")
+
+        await conn.add_listener(CHANNEL, on_notify)
+        conn.add_termination_listener(on_terminate)
+
+        async def stop() -> None:
+            if stop not in self._listeners:
+                return  # stopped already
+            self._listeners.discard(stop)
+            conn.remove_termination_listener(on_terminate)
+            try:
+                await conn.remove_listener(CHANNEL, on_notify)
+            except _DRIVER_ERRORS:
+                pass  # the connection is gone already; closing it is all that is left
+            finally:
+                await conn.close()
+
+        self._listeners.add(stop)
+        return stop
+
+
+def _lock_key(*parts: object) -> int:
+    """A stable signed 64-bit advisory lock key (Python's `hash()` of a string changes between processes)."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def postgres_dsn(url: str) -> str:
+    """asyncpg takes `postgres://` and `postgresql://`; SQLAlchemy's `postgresql+asyncpg://` is accepted too."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.split("+")[0] not in ("postgres", "postgresql"):
+        raise StoreError(f"not a PostgreSQL URL: {url.split('@')[-1]!r}")  # never echo a password
+    return f"postgresql://{rest}"

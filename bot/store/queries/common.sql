@@ -1,0 +1,183 @@
+-- The store's statements that both databases run as written, by name (see bot/store/queries). The rest, where
+-- the dialects differ (locks, lists, syntax), are in sqlite.sql and postgres.sql, under the same names in each.
+-- Parameters are :name. Only standard SQL here: CAST, not ::; TRUE and FALSE (SQLite stores them as 1 and 0).
+
+-- ===== jobs: enqueue ====================================================================================
+
+-- name: admission
+-- A member's standing in a quota window. An admin's reset hides what was charged up to and including it.
+WITH reset AS (
+    SELECT COALESCE(MAX(at), -1e18) AS at FROM usage_ledger
+    WHERE guild_id = :guild_id AND user_id = :user_id AND kind = 'reset' AND at >= :start AND at < :end
+)
+SELECT
+    COALESCE((SELECT paused FROM guild_settings WHERE guild_id = :guild_id), FALSE) AS paused,
+    EXISTS (SELECT 1 FROM quota_blocks WHERE guild_id = :guild_id AND user_id = :user_id) AS blocked,
+    COALESCE((SELECT SUM(credits) FROM usage_ledger WHERE guild_id = :guild_id AND user_id = :user_id
+              AND kind IN ('reserve', 'refund') AND at >= :start AND at < :end
+              AND at > (SELECT at FROM reset)), 0) AS charged,
+    COALESCE((SELECT SUM(credits) FROM jobs WHERE guild_id = :guild_id AND user_id = :user_id
+              AND state NOT IN {terminal_states} AND created_at >= :start AND created_at < :end
+              AND created_at > (SELECT at FROM reset)), 0) AS reserved,
+    COALESCE((SELECT SUM(credits) FROM usage_ledger WHERE guild_id = :guild_id AND user_id = :user_id
+              AND kind = 'grant' AND at >= :start AND at < :end), 0) AS granted,
+    (SELECT COUNT(*) FROM jobs WHERE guild_id = :guild_id AND user_id = :user_id AND state = 'queued') AS queued,
+    (SELECT COUNT(*) FROM jobs WHERE guild_id = :guild_id AND user_id = :user_id
+     AND state IN {active_states}) AS running;
+
+-- name: fair_rank_floor
+-- A new job ranks after the scheduler's virtual time and after the member's last queued job.
+SELECT
+    COALESCE((SELECT CAST(value AS BIGINT) FROM meta WHERE key = 'scheduler.virtual_time'), 0) AS virtual_time,
+    COALESCE((SELECT MAX(fair_rank) FROM jobs WHERE guild_id = :guild_id AND user_id = :user_id
+              AND state = 'queued'), 0) AS member_last;
+
+-- name: insert_job
+INSERT INTO jobs ({job_columns}) VALUES ({job_values});
+
+-- name: insert_ledger
+INSERT INTO usage_ledger (guild_id, user_id, job_id, kind, credits, at)
+VALUES (:guild_id, :user_id, :job_id, :kind, :credits, :at);
+
+-- name: insert_event
+INSERT INTO job_events (job_id, at, from_state, to_state, detail) VALUES (:job_id, :at, :from_state, :to_state, :detail);
+
+-- ===== jobs: the claim ==================================================================================
+
+-- name: take_over
+UPDATE jobs SET lease_owner = :worker_id, lease_expires_at = :lease_until, attempts = attempts + 1, updated_at = :now
+WHERE seq = :seq RETURNING *;
+
+-- name: running_by_provider
+SELECT provider, COUNT(*) AS n FROM jobs WHERE state IN {active_states} GROUP BY provider;
+
+-- name: advance_virtual_time
+INSERT INTO meta (key, value) VALUES ('scheduler.virtual_time', :rank)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value
+WHERE CAST(meta.value AS BIGINT) < CAST(excluded.value AS BIGINT);
+
+-- ===== jobs: moves ======================================================================================
+
+-- name: move_job
+-- To a working state. Fields left NULL keep their value.
+UPDATE jobs SET state = :state, updated_at = :now,
+    remote_id = COALESCE(:remote_id, remote_id),
+    result_path = COALESCE(:result_path, result_path),
+    post_attempted_at = COALESCE(:post_attempted_at, post_attempted_at)
+WHERE id = :id RETURNING *;
+
+-- name: end_job
+-- To a terminal state: the lease is cleared and the end dated. Fields left NULL keep their value.
+UPDATE jobs SET state = :state, updated_at = :now, finished_at = :now,
+    lease_owner = NULL, lease_expires_at = NULL,
+    progress = CASE WHEN :state = 'delivered' THEN 1 ELSE progress END,
+    error = COALESCE(:error, error),
+    delivered_message_id = COALESCE(:delivered_message_id, delivered_message_id)
+WHERE id = :id RETURNING *;
+
+-- name: set_progress
+UPDATE jobs SET progress = :progress, updated_at = :now WHERE id = :id AND lease_owner = :worker_id;
+
+-- name: flag_cancel
+UPDATE jobs SET cancel_requested = TRUE, updated_at = :now WHERE id = :id RETURNING *;
+
+-- name: set_status_message
+UPDATE jobs SET status_message_id = :message_id, status_state = COALESCE(status_state, 'queued') WHERE id = :id;
+
+-- name: mark_status_shown
+UPDATE jobs SET status_state = :state WHERE id = :id;
+
+-- ===== jobs: reads ======================================================================================
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = :id;
+
+-- name: stale_status_jobs
+SELECT * FROM jobs WHERE updated_at >= :since AND (status_state IS NULL OR status_state <> state) ORDER BY seq;
+
+-- name: member_jobs
+SELECT * FROM jobs WHERE guild_id = :guild_id AND user_id = :user_id
+  AND (CAST(:include_finished AS BOOLEAN) OR state NOT IN {terminal_states})
+ORDER BY seq;
+
+-- name: queue_depth
+SELECT COUNT(*) AS n FROM jobs
+WHERE state = 'queued' AND (CAST(:guild_id AS BIGINT) IS NULL OR guild_id = :guild_id);
+
+-- name: running_count
+SELECT COUNT(*) AS n FROM jobs
+WHERE state IN {active_states} AND (CAST(:provider AS TEXT) IS NULL OR provider = :provider);
+
+-- name: recent_durations
+SELECT finished_at - started_at AS seconds FROM jobs
+WHERE model = :model AND state = 'delivered' AND started_at IS NOT NULL
+ORDER BY finished_at DESC LIMIT :limit;
+
+-- name: unfinished_jobs
+SELECT * FROM jobs WHERE state NOT IN {terminal_states} ORDER BY seq;
+
+-- ===== the worker registry ==============================================================================
+
+-- name: register_worker
+INSERT INTO workers (id, host, pid, pid_started, started_at, heartbeat_at)
+VALUES (:id, :host, :pid, :pid_started, :started_at, :heartbeat_at)
+ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid, pid_started = excluded.pid_started,
+    started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at;
+
+-- name: worker_alive
+UPDATE workers SET heartbeat_at = :now WHERE id = :id;
+
+-- name: workers
+SELECT * FROM workers ORDER BY started_at;
+
+-- name: forget_worker
+DELETE FROM workers WHERE id = :id;
+
+-- name: release_lease
+UPDATE jobs SET lease_owner = NULL, lease_expires_at = 0 WHERE id = :id AND lease_owner = :worker_id;
+
+-- ===== quotas ===========================================================================================
+
+-- name: delete_policy
+DELETE FROM quota_policies WHERE guild_id = :guild_id AND scope = :scope AND target_id = :target_id;
+
+-- name: ensure_policy
+-- A row first, so there is one to lock (PostgreSQL): two concurrent merges then apply one after the other.
+INSERT INTO quota_policies (guild_id, scope, target_id) VALUES (:guild_id, :scope, :target_id)
+ON CONFLICT DO NOTHING;
+
+-- name: save_policy
+UPDATE quota_policies SET credits = :credits, unlimited = :unlimited, period = :period,
+    max_queued = :max_queued, max_running = :max_running
+WHERE guild_id = :guild_id AND scope = :scope AND target_id = :target_id;
+
+-- name: block_member
+INSERT INTO quota_blocks (guild_id, user_id, blocked_at) VALUES (:guild_id, :user_id, :now) ON CONFLICT DO NOTHING;
+
+-- name: unblock_member
+DELETE FROM quota_blocks WHERE guild_id = :guild_id AND user_id = :user_id;
+
+-- name: is_blocked
+SELECT COUNT(*) AS n FROM quota_blocks WHERE guild_id = :guild_id AND user_id = :user_id;
+
+-- ===== settings and meta ================================================================================
+
+-- name: guild_settings
+SELECT * FROM guild_settings WHERE guild_id = :guild_id;
+
+-- name: ensure_guild_settings
+-- A row first, so there is one to lock (PostgreSQL): concurrent changes then apply one after the other, each
+-- reading what the previous one committed (READ COMMITTED re-reads the row once the lock is free).
+INSERT INTO guild_settings (guild_id) VALUES (:guild_id) ON CONFLICT DO NOTHING;
+
+-- name: save_guild_settings
+INSERT INTO guild_settings (guild_id, paused, default_model, disabled_models, admin_role_id)
+VALUES (:guild_id, :paused, :default_model, :disabled_models, :admin_role_id)
+ON CONFLICT (guild_id) DO UPDATE SET paused = excluded.paused, default_model = excluded.default_model,
+    disabled_models = excluded.disabled_models, admin_role_id = excluded.admin_role_id;
+
+-- name: get_meta
+SELECT value FROM meta WHERE key = :key;
+
+-- name: set_meta
+INSERT INTO meta (key, value) VALUES (:key, :value) ON CONFLICT (key) DO UPDATE SET value = excluded.value;

@@ -1,0 +1,202 @@
+"""Jobs in SQL, once for every dialect: enqueue, the fair claim, the state machine, cancels and the views.
+
+Each method is one transaction (a body run by the dialect, see `bot.store.dialect`); the statements are named
+queries (`bot/store/queries/*.sql`), and where the dialects differ (PostgreSQL's row and advisory locks) the
+difference is in the SQL, not here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from bot.domain import ALLOWED, Job, JobEvent, JobState
+from bot.errors import InvalidTransition, LeaseLost
+from bot.store.base import AdmitFn, ClaimLimits, Transition
+from bot.store.dialect import Connection, Dialect, Row, fetch, fetchrow, one
+from bot.store.rows import admission_from_row, event_from_row, job_from_row, job_insert_params
+
+log = logging.getLogger(__name__)
+
+
+class JobsSql:
+    dialect: Dialect
+
+    async def insert_job(self, job: Job, *, max_running: int, window: tuple[float, float], admit: AdmitFn) -> Job:
+        async def insert(conn: Connection) -> int:
+            member = {"guild_id": job.guild_id, "user_id": job.user_id}
+            await conn.execute("lock_member", **member)
+            # Read after the lock: this snapshot includes every enqueue of this member committed before.
+            admitted = await conn.fetchrow("admission", **member, start=window[0], end=window[1])
+            admit(admission_from_row(one(admitted, "admission")))
+            floor = one(await conn.fetchrow("fair_rank_floor", **member), "fair_rank_floor")
+            rank = max(int(floor["virtual_time"]), int(floor["member_last"])) + 1
+            await conn.execute("insert_job", **job_insert_params(job, max_running, rank))
+            await conn.execute(
+                "insert_ledger", **member, job_id=job.id, kind="reserve", credits=job.credits, at=job.created_at
+            )
+            await _event(conn, job.id, job.created_at, None, JobState.QUEUED, "")
+            await conn.execute("notify_job_queued")
+            return rank
+
+        job.fair_rank = await self.dialect.write(insert)
+        return job
+
+    async def get_job(self, job_id: str) -> Job | None:
+        row = await fetchrow(self.dialect, "get_job", id=job_id)
+        return job_from_row(row) if row else None
+
+    async def claim_job(
+        self, worker_id: str, *, now: float, lease_seconds: float, limits: ClaimLimits, holding: Sequence[str] = ()
+    ) -> Job | None:
+        until = now + lease_seconds
+
+        async def claim(conn: Connection) -> Job | None:
+            await conn.execute("lock_claims")
+            running = {row["provider"]: int(row["n"]) for row in await conn.fetch("running_by_provider")}
+            # Only a provider with active jobs can have a lapsed lease: naming them lets the lookup use the index.
+            with_active = running.keys() & limits.providers if limits.providers is not None else running.keys()
+            expired = await conn.fetchrow(
+                "find_expired_lease", now=now, providers=sorted(with_active), holding=list(holding)
+            )
+            if expired is not None:
+                return await _take_over(conn, expired, worker_id=worker_id, lease_until=until, now=now)
+
+            if limits.global_limit is not None and sum(running.values()) >= limits.global_limit:
+                return None
+            saturated = {p for p, n in running.items() if n >= limits.provider_limits.get(p, n + 1)}
+            only, skip = None, sorted(saturated)
+            if limits.providers is not None:
+                if not (allowed := limits.providers - saturated):
+                    return None
+                only, skip = sorted(allowed), []
+            row = await conn.fetchrow(
+                "claim_next", worker_id=worker_id, lease_until=until, now=now, only=only, skip=skip
+            )
+            if row is None:
+                return None
+            await conn.execute("advance_virtual_time", rank=str(row["fair_rank"]))
+            await _event(conn, row["id"], now, JobState.QUEUED, JobState.SUBMITTING, f"worker {worker_id}")
+            return job_from_row(row)
+
+        return await self.dialect.write(claim)
+
+    async def transition(self, job_id: str, change: Transition, *, now: float) -> Job:
+        return await self.dialect.write(lambda conn: apply_transition(conn, job_id, change, now))
+
+    async def set_progress(self, job_id: str, worker_id: str, progress: float, *, now: float) -> None:
+        await self.dialect.write_one("set_progress", id=job_id, worker_id=worker_id, progress=progress, now=now)
+
+    async def request_cancel(self, job_id: str, *, now: float) -> Job:
+        async def cancel(conn: Connection) -> Job:
+            row = await conn.fetchrow("job_for_update", id=job_id)
+            if row is None:
+                raise InvalidTransition(job_id)
+            state = JobState(row["state"])
+            if state is JobState.QUEUED:
+                change = Transition(JobState.CANCELLED, refund=True, detail="cancelled while queued")
+                return await apply_transition(conn, job_id, change, now)
+            if state.is_active and not row["cancel_requested"]:
+                row = one(await conn.fetchrow("flag_cancel", id=job_id, now=now), "flag_cancel")
+                await _event(conn, job_id, now, state, state, "cancel requested")
+            return job_from_row(row)
+
+        return await self.dialect.write(cancel)
+
+    async def cancel_queued(self, guild_id: int, *, now: float) -> list[Job]:
+        change = Transition(JobState.CANCELLED, refund=True, detail="queue cleared by an admin")
+
+        async def clear(conn: Connection) -> list[Job]:
+            rows = await conn.fetch("queued_jobs_of_guild", guild_id=guild_id)
+            return [await apply_transition(conn, row["id"], change, now) for row in rows]
+
+        return await self.dialect.write(clear)
+
+    async def set_status_message(self, job_id: str, message_id: int) -> None:
+        await self.dialect.write_one("set_status_message", id=job_id, message_id=message_id)
+
+    async def mark_status_shown(self, job_id: str, state: JobState) -> None:
+        await self.dialect.write_one("mark_status_shown", id=job_id, state=state.value)
+
+    # --- views ----------------------------------------------------------------------------------------
+    async def jobs_with_stale_status(self, since: float) -> list[Job]:
+        return [job_from_row(row) for row in await fetch(self.dialect, "stale_status_jobs", since=since)]
+
+    async def job_events(self, job_id: str) -> list[JobEvent]:
+        return [event_from_row(row) for row in await fetch(self.dialect, "job_events", job_id=job_id)]
+
+    async def member_jobs(self, guild_id: int, user_id: int, *, include_finished: bool = False) -> list[Job]:
+        rows = await fetch(
+            self.dialect, "member_jobs", guild_id=guild_id, user_id=user_id, include_finished=include_finished
+        )
+        return [job_from_row(row) for row in rows]
+
+    async def queue_positions(self, job_ids: Sequence[str]) -> dict[str, int]:
+        rows = await fetch(self.dialect, "queue_positions", ids=list(job_ids)) if job_ids else []
+        return {str(row["id"]): int(row["position"]) for row in rows}
+
+    async def queue_depth(self, guild_id: int | None = None) -> int:
+        return _count(await fetchrow(self.dialect, "queue_depth", guild_id=guild_id))
+
+    async def running_count(self, provider: str | None = None) -> int:
+        return _count(await fetchrow(self.dialect, "running_count", provider=provider))
+
+    async def recent_durations(self, model: str, limit: int = 20) -> list[float]:
+        rows = await fetch(self.dialect, "recent_durations", model=model, limit=limit)
+        return [float(row["seconds"]) for row in rows]
+
+    async def unfinished_jobs(self) -> list[Job]:
+        return [job_from_row(row) for row in await fetch(self.dialect, "unfinished_jobs")]
+
+
+async def apply_transition(conn: Connection, job_id: str, change: Transition, now: float) -> Job:
+    """The one place a job changes state: checked against `ALLOWED` (and the lease), recorded with its history
+    row and refund, in the caller's transaction."""
+    row = await conn.fetchrow("transition_row", id=job_id)
+    if row is None:
+        raise InvalidTransition(job_id)
+    state = JobState(row["state"])
+    if change.worker_id is not None and row["lease_owner"] != change.worker_id:
+        raise LeaseLost(job_id, holder=row["lease_owner"], worker_id=change.worker_id)
+    if change.to_state not in ALLOWED[state]:
+        raise InvalidTransition(job_id, state, change.to_state)
+    if change.to_state.is_terminal:
+        updated = await conn.fetchrow(
+            "end_job", id=job_id, state=change.to_state.value, now=now, error=change.error,
+            delivered_message_id=change.delivered_message_id,
+        )  # fmt: skip
+    else:
+        updated = await conn.fetchrow(
+            "move_job", id=job_id, state=change.to_state.value, now=now, remote_id=change.remote_id,
+            result_path=change.result_path, post_attempted_at=change.post_attempted_at,
+        )  # fmt: skip
+    if change.refund:  # dated at the reservation: it lands in the window that paid
+        await conn.execute(
+            "insert_ledger", guild_id=row["guild_id"], user_id=row["user_id"], job_id=job_id, kind="refund",
+            credits=-row["credits"], at=row["created_at"],
+        )  # fmt: skip
+    await _event(conn, job_id, now, state, change.to_state, change.detail or change.error or "")
+    return job_from_row(one(updated, change.to_state.value))
+
+
+async def _take_over(conn: Connection, expired: Row, *, worker_id: str, lease_until: float, now: float) -> Job:
+    """A job whose lease ran out (its worker died, or handed it back on shutdown) goes on where it stands."""
+    taken = await conn.fetchrow("take_over", seq=expired["seq"], worker_id=worker_id, lease_until=lease_until, now=now)
+    state, previous = JobState(expired["state"]), expired["lease_owner"]
+    detail = f"taken over by {worker_id} from {previous}" if previous else f"resumed by {worker_id} after a handover"
+    await _event(conn, expired["id"], now, state, state, detail)
+    log.warning("job %s: lease of %s ran out, %s", expired["id"], previous, detail)
+    return job_from_row(one(taken, "take_over"))
+
+
+async def _event(
+    conn: Connection, job_id: str, at: float, from_state: JobState | None, to_state: JobState, detail: str
+) -> None:
+    await conn.execute(
+        "insert_event", job_id=job_id, at=at, from_state=from_state.value if from_state else None,
+        to_state=to_state.value, detail=detail,
+    )  # fmt: skip
+
+
+def _count(row: Row | None) -> int:
+    return 0 if row is None or row["n"] is None else int(row["n"])
