@@ -154,7 +154,6 @@ class InteractionRef:
     token: str
     created_at: float
     attachment_size_limit: int
-    status_message_id: int | None = None
     app_permissions: int | None = None
     """The bot's permissions in the channel, as Discord reported them with the interaction."""
 
