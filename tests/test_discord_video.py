@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 
@@ -37,7 +38,13 @@ async def test_video_command_posts_a_playable_clip(tmp_path: Path) -> None:
         mentions = clip_message.allowed_mentions
         assert mentions is not None and mentions.get("parse") == []
         assert [str(u) for u in mentions.get("users", [])] == [str(ALICE_ID)]
-        assert not list((h.settings.data_dir / "staging").glob("*.mp4")), "staged clip deleted after delivery"
+        staging = h.settings.data_dir / "staging"
+        # The worker deletes the clip right after recording the delivery: wait for that, not for time.
+        for _ in range(250):
+            if not list(staging.glob("*.mp4")):
+                break
+            await asyncio.sleep(0.02)
+        assert not list(staging.glob("*.mp4")), "staged clip deleted after delivery"
         ids = clip_message.custom_ids()
         assert ids == [f"video:again:{job.id}", f"video:remix:{job.id}", f"video:delete:{job.id}"]
 
