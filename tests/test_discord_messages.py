@@ -23,7 +23,7 @@ from bot.errors import BadOption, QuotaExceeded, UserError
 
 REPO = Path(__file__).resolve().parents[1]
 ENGINE = ("bot/jobs", "bot/store", "bot/providers")
-BELOW_DISCORD = (*ENGINE, "bot/domain.py", "bot/errors.py", "bot/images.py", "bot/text.py")
+BELOW_DISCORD = (*ENGINE, "bot/domain.py", "bot/errors", "bot/images.py", "bot/text.py")
 MARKUP = re.compile(r"<t:|<#|<@|(?<![\w.}/-])/(?:video|queue|quota|videoadmin)\b")
 """Discord timestamps, channel/user/role chips, and slash-command names (not URL paths like `{base}/videos`)."""
 OTHER_IDS = {"server-only", "check-failed", "internal-error"}
@@ -115,6 +115,7 @@ def engine_files(roots: tuple[str, ...]) -> list[Path]:
     files: list[Path] = []
     for root in roots:
         path = REPO / root
+        assert path.exists(), f"{root} moved: update the list"
         files += [path] if path.is_file() else [p for p in path.rglob("*") if p.suffix in (".py", ".sql")]
     assert files
     return sorted(files)

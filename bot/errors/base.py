@@ -1,4 +1,6 @@
-"""One exception tree for the whole bot.
+"""The exception tree, apart from the image refusals (`bot.errors.images`); import both from `bot.errors`.
+
+One exception tree for the whole bot.
 
 A `UserError` is something the member can fix. It carries the facts as fields and a stable `message_id`,
 never words: the front end turns it into a sentence in its own markup and language (for Discord,
@@ -107,83 +109,6 @@ class SeedNotOffered(ModelRejected):
 @dataclass(eq=False)
 class NegativePromptNotOffered(ModelRejected):
     message_id = "negative-prompt-not-offered"
-
-
-class ImageRejected(InvalidRequest):
-    """The member's image cannot be used (the subclass says why)."""
-
-    message_id = "image-rejected"
-
-
-# The file is declared as something other than an accepted image type.
-@dataclass(eq=False)
-class NotAnImage(ImageRejected):
-    message_id = "not-an-image"
-
-
-@dataclass(eq=False)
-class AttachmentNotAnImage(NotAnImage):
-    filename: str
-    message_id = "attachment-not-an-image"
-
-
-# The file's content is not the format it was declared as; `expected` are the formats it may be.
-@dataclass(eq=False)
-class WrongImageFormat(ImageRejected):
-    expected: tuple[str, ...]
-    message_id = "wrong-image-format"
-
-
-@dataclass(eq=False)
-class ImageTooLarge(ImageRejected):
-    width: int
-    height: int
-    max_pixels: int
-    message_id = "image-too-large"
-
-
-# Discord measured the attachment: refused before it is downloaded.
-@dataclass(eq=False)
-class AttachmentTooLarge(ImageTooLarge):
-    filename: str
-    message_id = "attachment-too-large"
-
-
-# So many pixels that the decoder refused to measure them (a decompression bomb).
-@dataclass(eq=False)
-class ImageFarTooLarge(ImageRejected):
-    max_pixels: int
-    message_id = "image-far-too-large"
-
-
-@dataclass(eq=False)
-class AttachmentTooHeavy(ImageRejected):
-    filename: str
-    size: int
-    max_bytes: int
-    message_id = "attachment-too-heavy"
-
-
-@dataclass(eq=False)
-class ImageDamaged(ImageRejected):
-    message_id = "image-damaged"
-
-
-@dataclass(eq=False)
-class ImageDownloadFailed(ImageRejected):
-    message_id = "image-download-failed"
-
-
-@dataclass(eq=False)
-class NoImageInMessage(ImageRejected):
-    message_id = "no-image-in-message"
-
-
-# A job made from an image cannot be run again: its input image was deleted when it ended.
-@dataclass(eq=False)
-class ImageNotKept(ImageRejected):
-    job_id: str
-    message_id = "image-not-kept"
 
 
 @dataclass(eq=False)
