@@ -146,18 +146,6 @@ class Requester:
     role_ids: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class InteractionRef:
-    """The Discord interaction a job came from, so delivery can answer through it while its token lives."""
-
-    application_id: int
-    token: str
-    created_at: float
-    attachment_size_limit: int
-    app_permissions: int | None = None
-    """The bot's permissions in the channel, as Discord reported them with the interaction."""
-
-
 @dataclass(slots=True)
 class Job:
     id: str
@@ -182,8 +170,9 @@ class Job:
     delivered_message_id: int | None = None
     started_at: float | None = None
     finished_at: float | None = None
-    interaction: InteractionRef | None = None
-    status_message_id: int | None = None
+    delivery_ref: str | None = None
+    """Where the answer goes, as the front end recorded it (for Discord: the interaction and the status
+    message). Opaque to the engine: stored and handed back as it is."""
     post_attempted_at: float | None = None
     """When a worker last began posting the clip: if set, a post may exist, so look before posting again."""
     status_state: JobState | None = None

@@ -24,7 +24,8 @@ from bot.discord.delivery import edit_original_status
 from bot.discord.messages import describe
 from bot.discord.render import status_text, status_view
 from bot.discord.replies import NO_PINGS, answer
-from bot.domain import ASPECTS, MAX_NEGATIVE_PROMPT_CHARS, MAX_PROMPT_CHARS, MAX_SEED, InteractionRef, Job, VideoRequest
+from bot.discord.reply_record import ReplyRecord
+from bot.domain import ASPECTS, MAX_NEGATIVE_PROMPT_CHARS, MAX_PROMPT_CHARS, MAX_SEED, Job, VideoRequest
 from bot.errors import (
     AttachmentNotAnImage,
     AttachmentTooHeavy,
@@ -135,14 +136,14 @@ class VideoCog(commands.Cog):
         a refusal or an error, and by the job's end otherwise. If the member cannot be told that the job was
         queued, the job is cancelled and refunded: nobody would be waiting for it."""
         who = self.bot.requester(interaction)
-        ref = InteractionRef(
+        record = ReplyRecord(
             application_id=interaction.application_id,
             token=interaction.token,
             created_at=self.bot.clock.now(),
             attachment_size_limit=interaction.filesize_limit,
             app_permissions=interaction.app_permissions.value,
         )
-        enqueue = asyncio.ensure_future(self.bot.jobs.enqueue(who, request, interaction=ref))
+        enqueue = asyncio.ensure_future(self.bot.jobs.enqueue(who, request, delivery_ref=record.dumps()))
         try:
             if not interaction.response.is_done():
                 await asyncio.wait({enqueue}, timeout=ACK_BUDGET)
@@ -164,7 +165,7 @@ class VideoCog(commands.Cog):
         except BaseException:
             await self.bot.jobs.abandon(job.id)
             raise
-        await self.bot.jobs.record_status_message(job.id, message_id)
+        await self.bot.jobs.record_delivery_ref(job.id, record.with_status_message(message_id).dumps())
         return job
 
     async def _show_queued(self, interaction: discord.Interaction, job: Job) -> int:

@@ -257,7 +257,7 @@ def verify(snap: Snapshot, fake: FakeDiscord, interactions: Iterable[Interaction
     for job in snap.jobs:
         jid, state = job["id"], job["state"]
         short = jid[:8]
-        rec = by_token.get(job.get("interaction_token") or "")
+        rec = by_token.get(_token(job))
         was_answered = rec is not None and answered(rec)
         live = [m for m in clips.get(jid, []) if not m.deleted]
         deleted = [m for m in clips.get(jid, []) if m.deleted]
@@ -315,7 +315,7 @@ def verify(snap: Snapshot, fake: FakeDiscord, interactions: Iterable[Interaction
             problems.append(f"member {member}: {kept} credits kept for {seconds:g} delivered seconds × {MODEL_WEIGHT}")
         totals.append(used)
 
-    tokens = {j.get("interaction_token") for j in snap.jobs}
+    tokens = {_token(j) for j in snap.jobs}
     for rec in by_token.values():
         if rec.type == 2 and rec.payload["data"].get("name") == "video" and answered(rec) and rec.token not in tokens:
             problems.append(f"/video interaction {rec.id} of member {rec.user.id} was answered but has no job")
@@ -328,3 +328,9 @@ def verify(snap: Snapshot, fake: FakeDiscord, interactions: Iterable[Interaction
         f"{sum(len(v) for v in clips.values())} clip messages; credits used {sum(totals)}"
     )
     return Report(problems, table, summary)
+
+
+def _token(job: dict[str, Any]) -> str:
+    """The interaction token in the job's delivery record (read as stored: JSON owned by the Discord layer)."""
+    ref = job.get("delivery_ref")
+    return str(json.loads(ref).get("token") or "") if ref else ""

@@ -35,3 +35,33 @@ def test_migrations_are_numbered_without_gaps() -> None:
     for backend in ("sqlite", "postgres"):
         versions = [m.version for m in migrations.load(backend)]
         assert versions == list(range(1, len(versions) + 1)), backend
+
+
+async def test_jobs_queued_before_the_delivery_record_keep_their_discord_answer(tmp_path: Path) -> None:
+    """Migration 0003 builds the opaque delivery record of older rows from their interaction columns."""
+    from bot.discord.reply_record import reply_record
+
+    path = tmp_path / "old.db"
+    raw = sqlite3.connect(path)
+    raw.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+    for migration in migrations.load("sqlite")[:2]:
+        raw.executescript(migration.sql)
+        raw.execute("INSERT INTO schema_migrations VALUES (?, ?)", (migration.version, migration.name))
+    raw.execute(
+        "INSERT INTO jobs (id, guild_id, user_id, channel_id, model, provider, request_json, credits, max_running,"
+        " state, fair_rank, created_at, updated_at, application_id, interaction_token, interaction_created_at,"
+        " attachment_size_limit, status_message_id, app_permissions) VALUES ('a' || hex(randomblob(15)), 1, 2, 3,"
+        " 'local/preview', 'local', ?, 2, 1, 'queued', 1, 10.0, 10.0, 77, 'tok', 9.5, 1048576, 555, 3072)",
+        ('{"prompt": "old", "model": "local/preview", "duration": 2}',),
+    )
+    raw.commit()
+    raw.close()
+    store = SqlStore(await SqliteDialect.open(str(path)))
+    try:
+        (job,) = await store.unfinished_jobs()
+    finally:
+        await store.close()
+    record = reply_record(job.delivery_ref)
+    assert record is not None
+    assert (record.application_id, record.token, record.created_at) == (77, "tok", 9.5)
+    assert (record.attachment_size_limit, record.status_message_id, record.app_permissions) == (1048576, 555, 3072)

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from bot.cli.main import main
 from bot.config import Settings
-from bot.domain import InteractionRef
+from bot.discord.reply_record import ReplyRecord
 from bot.logs import MASK, Redactor, configure_logging, redact_url, settings_secrets
 from tests.discord_harness import running_bot
 from tests.fakes.discord import FakeDiscord
@@ -83,7 +83,7 @@ def test_every_secret_is_masked_in_messages_tracebacks_and_reprs() -> None:
         )
         event = {"t": "INTERACTION_CREATE", "d": {"id": "9", "token": INTERACTION_TOKEN}}
         logging.getLogger("discord.gateway").debug("For Shard ID %s: WebSocket Event: %s", 0, event)
-        logging.getLogger("bot.jobs").info("job %s", InteractionRef(1, INTERACTION_TOKEN, 0.0, 10))
+        logging.getLogger("bot.jobs").info("job %s", ReplyRecord(1, INTERACTION_TOKEN, 0.0, 10).dumps())
         logging.getLogger("httpx").debug("headers %s", {"Authorization": f"Bearer {OPENAI_KEY}"})
         logging.getLogger("bot").warning("login with Bot %s and key %s", BOT_TOKEN, FAL_KEY)
         logging.getLogger("asyncpg").error("cannot connect to %s", settings.database_url)

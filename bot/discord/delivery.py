@@ -21,6 +21,7 @@ from bot.clock import Clock
 from bot.discord.posting import NETWORK_ERRORS, ClipPoster, PostForbidden, TooLarge
 from bot.discord.render import status_text, status_view
 from bot.discord.replies import NO_PINGS
+from bot.discord.reply_record import reply_record
 from bot.domain import Job, JobState
 from bot.errors import DeliveryError, StoreError
 from bot.faults import crash_point
@@ -126,12 +127,11 @@ class DiscordDelivery:
     async def _edit_status(self, job: Job) -> None:
         params = _status_params(status_text(job), status_view(job))
         try:
-            if self._token_fresh(job):
-                assert job.interaction is not None
-                ref = job.interaction
-                await _edit_original(self.client, ref.application_id, ref.token, params)
-            elif job.status_message_id is not None:
-                await self.client.http.edit_message(job.channel_id, job.status_message_id, params=params)
+            record = reply_record(job.delivery_ref)
+            if record is not None and self._token_fresh(job):
+                await _edit_original(self.client, record.application_id, record.token, params)
+            elif record is not None and record.status_message_id is not None:
+                await self.client.http.edit_message(job.channel_id, record.status_message_id, params=params)
         except discord.HTTPException as exc:
             # Status edits are best effort: the clip itself is posted whatever happens here.
             log.info("job %s: status edit failed (%s %s)", job.id, exc.status, exc.code)
@@ -161,7 +161,8 @@ class DiscordDelivery:
 
     # --- delivery -------------------------------------------------------------------------------------
     async def deliver(self, job: Job, clip: Path) -> int | None:
-        limit = job.interaction.attachment_size_limit if job.interaction else DEFAULT_UPLOAD_LIMIT
+        record = reply_record(job.delivery_ref)
+        limit = record.attachment_size_limit if record else DEFAULT_UPLOAD_LIMIT
         upload = await self._fit(job, clip, limit)
         try:
             for _ in range(3):
@@ -218,8 +219,8 @@ class DiscordDelivery:
 
     # --- tokens ---------------------------------------------------------------------------------------
     def _token_fresh(self, job: Job) -> bool:
-        ref = job.interaction
-        return ref is not None and self.clock.now() < ref.created_at + TOKEN_LIFETIME - TOKEN_MARGIN
+        record = reply_record(job.delivery_ref)
+        return record is not None and self.clock.now() < record.created_at + TOKEN_LIFETIME - TOKEN_MARGIN
 
 
 async def edit_original_status(

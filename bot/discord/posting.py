@@ -29,6 +29,7 @@ import httpx
 
 from bot.clock import Clock
 from bot.discord.render import clip_embed, clip_view, custom_id
+from bot.discord.reply_record import reply_record
 from bot.domain import Job
 from bot.errors import DeliveryError
 
@@ -104,14 +105,15 @@ class ClipPoster:
         return int(message.id)
 
     async def _post_by_webhook(self, job: Job, upload: Path) -> int:
-        assert job.interaction is not None
+        record = reply_record(job.delivery_ref)
+        assert record is not None
         params = discord.http.handle_message_parameters(
             content=f"<@{job.user_id}>", embed=clip_embed(job, self.clock.now()), view=clip_view(job),
             allowed_mentions=_only_requester(job),
         )  # fmt: skip
         payload = dict(params.payload or {})
         payload["attachments"] = [{"id": 0, "filename": "clip.mp4"}]
-        url = f"{discord.http.Route.BASE}/webhooks/{job.interaction.application_id}/{job.interaction.token}"
+        url = f"{discord.http.Route.BASE}/webhooks/{record.application_id}/{record.token}"
         for _ in range(3):
             try:
                 with upload.open("rb") as body:
@@ -165,7 +167,8 @@ class ClipPoster:
 
 def may_post_in_channel(job: Job) -> bool:
     """What the interaction said of the bot's permissions in the channel; unknown counts as allowed."""
-    perms = job.interaction.app_permissions if job.interaction else None
+    record = reply_record(job.delivery_ref)
+    perms = record.app_permissions if record else None
     if perms is None:
         return True
     granted = discord.Permissions(perms)

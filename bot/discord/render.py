@@ -8,6 +8,7 @@ import discord
 
 from bot.discord.messages import allowance
 from bot.discord.replies import progress_bar, quote, timestamp
+from bot.discord.reply_record import reply_record
 from bot.domain import Job, JobState, QueueEntry, Usage
 
 ACTIONS = ("cancel", "again", "remix", "delete")
@@ -107,7 +108,8 @@ def queue_embed(entries: list[QueueEntry], depth: int, guild_id: int) -> discord
 def _entry_text(entry: QueueEntry, guild_id: int) -> str:
     job = entry.job
     text = status_text(job, position=entry.position, eta=entry.eta)
-    if job.status_message_id is not None:
-        url = f"https://discord.com/channels/{guild_id}/{job.channel_id}/{job.status_message_id}"
+    record = reply_record(job.delivery_ref)
+    if record is not None and record.status_message_id is not None:
+        url = f"https://discord.com/channels/{guild_id}/{job.channel_id}/{record.status_message_id}"
         text += f" · [status]({url})"
     return text

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from bot.clock import Clock
 from bot.domain import (
     GuildSettings,
-    InteractionRef,
     Job,
     JobState,
     ModelInfo,
@@ -141,7 +140,7 @@ class JobService:
         return model
 
     # --- enqueue / cancel -----------------------------------------------------------------------------
-    async def enqueue(self, who: Requester, request: VideoRequest, *, interaction: InteractionRef | None = None) -> Job:
+    async def enqueue(self, who: Requester, request: VideoRequest, *, delivery_ref: str | None = None) -> Job:
         model = await self.validate(who.guild_id, request)
         now = self.clock.now()
         policy = resolve_policy(await self.store.policy_layers(who.guild_id, who.user_id, who.role_ids))
@@ -161,7 +160,7 @@ class JobService:
             state=JobState.QUEUED,
             created_at=now,
             updated_at=now,
-            interaction=interaction,
+            delivery_ref=delivery_ref,
         )
         job = await self.store.insert_job(job, max_running=policy.max_running, window=window, admit=admit)
         log.info("job %s: queued %s %ss for %s/%s (%d credits)", job.id, model.id, request.duration,
@@ -217,11 +216,11 @@ class JobService:
             discard_input(job.request.image_path, self.staging)
         await self.transitions.fire(job, old_state)
 
-    async def record_status_message(self, job_id: str, message_id: int) -> None:
-        """Remember the public status message of a job, to edit it after the interaction token expires. Only
-        that needs it, and the job itself is fine without it: a failure here is logged, not raised."""
+    async def record_delivery_ref(self, job_id: str, delivery_ref: str) -> None:
+        """Remember where the member was answered (the front end's opaque record), to edit that answer later.
+        The job itself is fine without it: a failure here is logged, not raised."""
         try:
-            await self.store.set_status_message(job_id, message_id)
+            await self.store.set_delivery_ref(job_id, delivery_ref)
         except StoreError as exc:
             log.warning("job %s: could not record its status message (%s)", job_id, exc)
 

@@ -132,8 +132,9 @@ class JobStore(Protocol):
         """Cancel and refund every queued job of a server."""
         ...
 
-    async def set_status_message(self, job_id: str, message_id: int) -> None:
-        """The status message was sent (showing the job queued)."""
+    async def set_delivery_ref(self, job_id: str, delivery_ref: str) -> None:
+        """The front end answered the member (its status message shows the job queued); `delivery_ref` is its
+        opaque record of where the answers go."""
         ...
 
     async def mark_status_shown(self, job_id: str, state: JobState) -> None: ...

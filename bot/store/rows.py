@@ -10,7 +10,6 @@ from typing import Any
 from bot.domain import (
     STORED,
     GuildSettings,
-    InteractionRef,
     Job,
     JobEvent,
     JobState,
@@ -23,34 +22,21 @@ from bot.store.dialect import Row
 
 JOB_INSERT_COLUMNS = (
     "id", "guild_id", "user_id", "channel_id", "model", "provider", "request_json", "credits",
-    "max_running", "state", "priority", "fair_rank", "created_at", "updated_at", "application_id",
-    "interaction_token", "interaction_created_at", "attachment_size_limit", "status_message_id", "app_permissions",
+    "max_running", "state", "priority", "fair_rank", "created_at", "updated_at", "delivery_ref",
 )  # fmt: skip
 """The columns a new job is inserted with; the queries' `{job_columns}` and `{job_values}` are made from it."""
 
 
 def job_insert_params(job: Job, max_running: int, fair_rank: int) -> dict[str, Any]:
-    ref = job.interaction
     values = (
         job.id, job.guild_id, job.user_id, job.channel_id, job.model, job.provider,
         job.request.model_dump_json(), job.credits, max_running, job.state.value, job.priority, fair_rank,
-        job.created_at, job.updated_at,
-        ref.application_id if ref else None, ref.token if ref else None, ref.created_at if ref else None,
-        ref.attachment_size_limit if ref else None, job.status_message_id, ref.app_permissions if ref else None,
+        job.created_at, job.updated_at, job.delivery_ref,
     )  # fmt: skip
     return dict(zip(JOB_INSERT_COLUMNS, values, strict=True))
 
 
 def job_from_row(row: Row) -> Job:
-    interaction = None
-    if row["interaction_token"] is not None:
-        interaction = InteractionRef(
-            application_id=int(row["application_id"]),
-            token=str(row["interaction_token"]),
-            created_at=float(row["interaction_created_at"]),
-            attachment_size_limit=int(row["attachment_size_limit"]),
-            app_permissions=_opt_int(row["app_permissions"]),
-        )
     return Job(
         id=row["id"],
         guild_id=int(row["guild_id"]),
@@ -74,8 +60,7 @@ def job_from_row(row: Row) -> Job:
         delivered_message_id=_opt_int(row["delivered_message_id"]),
         started_at=row["started_at"],
         finished_at=row["finished_at"],
-        interaction=interaction,
-        status_message_id=_opt_int(row["status_message_id"]),
+        delivery_ref=row["delivery_ref"],
         post_attempted_at=row["post_attempted_at"],
         status_state=JobState(row["status_state"]) if row["status_state"] else None,
     )

@@ -112,8 +112,8 @@ class JobsSql:
 
         return await self.dialect.write(clear)
 
-    async def set_status_message(self, job_id: str, message_id: int) -> None:
-        await self.dialect.write_one("set_status_message", id=job_id, message_id=message_id)
+    async def set_delivery_ref(self, job_id: str, delivery_ref: str) -> None:
+        await self.dialect.write_one("set_delivery_ref", id=job_id, delivery_ref=delivery_ref)
 
     async def mark_status_shown(self, job_id: str, state: JobState) -> None:
         await self.dialect.write_one("mark_status_shown", id=job_id, state=state.value)

@@ -81,8 +81,8 @@ UPDATE jobs SET progress = :progress, updated_at = :now WHERE id = :id AND lease
 -- name: flag_cancel
 UPDATE jobs SET cancel_requested = TRUE, updated_at = :now WHERE id = :id RETURNING *;
 
--- name: set_status_message
-UPDATE jobs SET status_message_id = :message_id, status_state = COALESCE(status_state, 'queued') WHERE id = :id;
+-- name: set_delivery_ref
+UPDATE jobs SET delivery_ref = :delivery_ref, status_state = COALESCE(status_state, 'queued') WHERE id = :id;
 
 -- name: mark_status_shown
 UPDATE jobs SET status_state = :state WHERE id = :id;
