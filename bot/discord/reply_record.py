@@ -6,6 +6,7 @@ given and hands it back with the job. Only this layer reads or writes it.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, replace
 
@@ -32,8 +33,10 @@ class ReplyRecord:
         return f"ReplyRecord(application_id={self.application_id}, status_message_id={self.status_message_id})"
 
 
+@functools.lru_cache(maxsize=4096)
 def reply_record(delivery_ref: str | None) -> ReplyRecord | None:
-    """The record a job carries, or None for a job that came from elsewhere (the command line, an old row)."""
+    """The record a job carries, or None for a job that came from elsewhere (the command line, an old row).
+    Parsed once per record: delivery reads it on every status edit and post, and the record is immutable."""
     if not delivery_ref:
         return None
     return ReplyRecord(**json.loads(delivery_ref))
