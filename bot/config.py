@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     """Largest image accepted for image-to-video."""
 
+    models_file: Path | None = None
+    """A TOML file that overrides the built-in model catalogue (weights, prices, durations, labels, aliases)."""
+    max_download_bytes: int = Field(default=500_000_000, ge=1_000_000)
+    """Largest finished video fetched from a provider; streamed to DATA_DIR, never held in memory."""
+
     # Providers (each vendor's own variable names)
     openai_api_key: SecretStr | None = None
     openai_base_url: str = "https://api.openai.com/v1"

@@ -121,8 +121,12 @@ class ModelInfo:
     supports_seed: bool = True
     supports_negative_prompt: bool = False
     weight: float = 1.0
-    """Credits per second of video."""
+    """Credits per second of video: set by the catalogue (`bot.providers.catalog`), not by adapters."""
     description: str = ""
+    usd_per_second: float | None = None
+    """The vendor's list price per second of video, None when unknown."""
+    price_as_of: str | None = None
+    """When that price was read from the vendor's pricing (YYYY-MM); None for an operator's own price."""
 
     @property
     def provider(self) -> str:

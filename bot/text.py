@@ -49,3 +49,13 @@ def is_invisible(char: str) -> bool:
 def visible_text(text: str) -> str:
     """`text` without the characters that render as nothing; empty when a member wrote nothing one can see."""
     return "".join(char for char in text if not is_invisible(char))
+
+
+def duration_range(durations: tuple[int, ...]) -> str:
+    """Durations in seconds, compactly: `1-60 s` for a run, `4/6/8 s` otherwise."""
+    if not durations:
+        return "-"
+    ordered = sorted(durations)
+    if len(ordered) > 2 and ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"{ordered[0]}-{ordered[-1]} s"
+    return "/".join(str(d) for d in ordered) + " s"

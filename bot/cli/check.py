@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 from bot.config import Settings
 from bot.logs import Redactor, redact_url, settings_secrets
 from bot.providers import build_registry
+from bot.providers.base import VideoProvider
 from bot.store import open_store
+
+HEALTH_TIMEOUT = 20.0
 
 
 async def check(settings: Settings) -> int:
@@ -24,9 +28,9 @@ async def check(settings: Settings) -> int:
         rows.append(("database", False, f"{redact_url(settings.database_url)}: {exc}"))
     registry = build_registry(settings)
     try:
+        await registry.start()
         for provider in registry.providers:
-            models = ", ".join(m.id for m in provider.models())
-            rows.append((f"provider {provider.name}", True, models))
+            rows.append((f"provider {provider.name}", *await provider_row(provider)))
         default_ok = registry.model(registry.default_model) is not None
         rows.append(("DEFAULT_MODEL", default_ok, registry.default_model + ("" if default_ok else ": not configured")))
     finally:
@@ -44,3 +48,21 @@ async def check(settings: Settings) -> int:
         print(f"{len(problems)} problem(s): {', '.join(problems)}", file=sys.stderr)
         return 1
     return 0
+
+
+async def provider_row(provider: VideoProvider) -> tuple[bool, str]:
+    """Reachable, credentials accepted, models on offer: one line per provider."""
+    try:
+        health = await asyncio.wait_for(provider.health(), HEALTH_TIMEOUT)
+    except TimeoutError:
+        return False, f"no answer within {HEALTH_TIMEOUT:g} s"
+    except Exception as exc:  # a check reports every failure as a row, never a traceback
+        return False, f"{type(exc).__name__}: {exc}"
+    if not health.reachable:
+        return False, f"unreachable: {health.problem or 'no connection'}"
+    if not health.authenticated:
+        return False, f"credentials refused: {health.problem or 'check its key'}"
+    if health.problem is not None:
+        return False, health.problem
+    models = ", ".join(health.models) if health.models else "no models offered"
+    return bool(health.models), f"reachable, authenticated; {models}"

@@ -55,6 +55,7 @@ class ProgressBar:
 
 async def generate(settings: Settings, args: argparse.Namespace) -> int:
     registry = build_registry(settings)
+    await registry.start()
     output = Path(args.output).resolve()
     model_id = args.model or registry.default_model
     model = registry.model(model_id)

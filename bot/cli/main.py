@@ -1,4 +1,4 @@
-"""Command line: `python -m bot [run|gateway|worker|check|generate]`."""
+"""Command line: `python -m bot [run|gateway|worker|check|generate|models]`."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("gateway", help="Discord front end only (needs a shared database)")
     commands.add_parser("worker", help="generation workers only (REST-only Discord access for delivery)")
     commands.add_parser("check", help="validate configuration, database and providers; print a table")
+    commands.add_parser("models", help="the model catalogue: durations, aspects, features, credits and price")
     generate = commands.add_parser("generate", help="one generation through the provider layer, no Discord")
     generate.add_argument("prompt", help="what the video should show")
     generate.add_argument("--model", help="provider/model (default: DEFAULT_MODEL, else the first configured)")
@@ -54,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot.cli.generate import generate
 
             return asyncio.run(generate(settings, args))
+        if command == "models":
+            from bot.cli.models import models
+
+            return asyncio.run(models(settings))
         if command == "check":
             from bot.cli.check import check
 

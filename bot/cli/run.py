@@ -65,7 +65,9 @@ async def build_app(
 ) -> App:
     clock = clock or SystemClock()
     store = store or await open_store(settings.database_url)
-    registry = registry or build_registry(settings)
+    if registry is None:
+        registry = build_registry(settings)
+        await registry.start()
     worker: Worker | None = None
     delivery = delivery or DiscordDelivery(clock, store=store)
     transitions = Transitions()

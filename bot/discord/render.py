@@ -9,7 +9,8 @@ import discord
 from bot.discord.messages import allowance
 from bot.discord.replies import progress_bar, quote, timestamp
 from bot.discord.reply_record import reply_record
-from bot.domain import Job, JobState, QueueEntry, Usage
+from bot.domain import Job, JobState, ModelInfo, QueueEntry, Usage
+from bot.text import duration_range
 
 ACTIONS = ("cancel", "again", "remix", "delete")
 MAX_LISTED = 10
@@ -113,3 +114,11 @@ def _entry_text(entry: QueueEntry, guild_id: int) -> str:
         url = f"https://discord.com/channels/{guild_id}/{job.channel_id}/{record.status_message_id}"
         text += f" · [status]({url})"
     return text
+
+
+def model_choice(model: ModelInfo) -> str:
+    """A model as autocomplete lists it: `Wan 2.2 (fal) · 2 cr/s · 5-10 s · image` (Discord keeps 100 chars)."""
+    parts = [model.label, f"{model.weight:g} cr/s", duration_range(model.durations)]
+    if model.supports_image:
+        parts.append("image")
+    return " · ".join(parts)[:100]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.config import Settings
 from bot.providers.base import VideoProvider
+from bot.providers.catalog import Catalogue
 from bot.providers.registry import ProviderRegistry
 
 
@@ -17,4 +18,7 @@ def build_providers(settings: Settings) -> list[VideoProvider]:
 
 
 def build_registry(settings: Settings) -> ProviderRegistry:
-    return ProviderRegistry(build_providers(settings), default_model=settings.default_model)
+    """The registry of every configured provider, priced by the catalogue (and `MODELS_FILE`). Call
+    `await registry.start()` before use: self-hosted servers are asked then which models they serve."""
+    catalogue = Catalogue.load(settings.models_file)
+    return ProviderRegistry(build_providers(settings), default_model=settings.default_model, catalogue=catalogue)

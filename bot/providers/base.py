@@ -45,6 +45,26 @@ class PollResult:
     """The provider's own words on failure, shown to the member."""
     poll_after: float | None = None
     """The provider's hint for the next poll, in seconds."""
+    queue_position: int | None = None
+    """Jobs ahead of this one at the provider (0: next), while it waits there."""
+    output_url: str | None = None
+    """Where the finished video can be fetched, when the provider hands out a URL (it may expire: `download`
+    is always given a fresh poll's result)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderHealth:
+    """What `python -m bot check` reports for a provider: reached, credentials accepted, models on offer."""
+
+    reachable: bool
+    authenticated: bool
+    models: tuple[str, ...] = ()
+    problem: str | None = None
+    """What is wrong, for the admin (names the setting to fix, never a secret's value)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.reachable and self.authenticated and self.problem is None
 
 
 @runtime_checkable
@@ -57,7 +77,24 @@ class VideoProvider(Protocol):
     """True when submitting the same job twice cannot cost twice (offline renders, idempotency keys).
     Only then is a job that died between "submitting" and a stored remote id submitted again."""
 
-    def models(self) -> Sequence[ModelInfo]: ...
+    def models(self) -> Sequence[ModelInfo]:
+        """What the vendor can do with each model (durations, aspects, image, seed, negative prompt). Credit
+        weights and prices are not the adapter's: the catalogue (`bot.providers.catalog`) sets them."""
+        ...
+
+    def model_for(self, model_id: str) -> ModelInfo | None:
+        """A model outside `models()` that the provider still serves (any id a self-hosted OpenAI-compatible
+        server takes, say), with generic capabilities; None for providers with a fixed list."""
+        ...
+
+    async def start(self) -> None:
+        """Get ready before the first job: e.g. learn which models a self-hosted server offers. Must not fail
+        for a provider that is down (the jobs will say so); `models()` may change after it."""
+        ...
+
+    async def health(self) -> ProviderHealth:
+        """One cheap authenticated request: is the provider reachable, are the credentials good."""
+        ...
 
     async def submit(self, job_id: str, request: VideoRequest) -> str:
         """Create the remote job and return its id. Must not retry a create the provider may have accepted."""

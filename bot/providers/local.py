@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bot.domain import ASPECTS, ModelInfo, VideoRequest
 from bot.errors import ProviderError, RemoteJobLost
-from bot.providers.base import PollResult, RemoteJob, RemoteState
+from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
 from bot.providers.local_render import RenderCancelled, RenderError, render_card
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,6 @@ PREVIEW_MODEL = ModelInfo(
     supports_image=True,
     supports_seed=True,
     supports_negative_prompt=True,
-    weight=1.0,
     description=(
         "An offline animated card showing your prompt over a moving gradient (or your image). "
         "It is rendered on this machine and is not an AI model: use it to try the bot for free."
@@ -80,6 +79,15 @@ class LocalPreviewProvider:
 
     def output_path(self, remote_id: str) -> Path:
         return self.work_dir / f"{_checked_id(remote_id)}.render.mp4"
+
+    def model_for(self, model_id: str) -> ModelInfo | None:
+        return None
+
+    async def start(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+
+    async def health(self) -> ProviderHealth:
+        return ProviderHealth(reachable=True, authenticated=True, models=(MODEL_ID,))
 
     async def submit(self, job_id: str, request: VideoRequest) -> str:
         """Start rendering in the background; the remote id is the job id (a resubmit joins a live render)."""

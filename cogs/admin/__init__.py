@@ -13,6 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord.render import model_choice
 from bot.discord.replies import answer
 from cogs.admin.quota import AdminGroup, MemberOption, QuotaGroup
 
@@ -27,7 +28,7 @@ async def model_autocomplete(interaction: discord.Interaction, current: str) -> 
         return []
     needle = current.lower()
     models = [m for m in bot.jobs.registry.models() if needle in m.id.lower() or needle in m.label.lower()]
-    return [app_commands.Choice(name=f"{m.label} ({m.id})"[:100], value=m.id) for m in models[:25]]
+    return [app_commands.Choice(name=model_choice(m), value=m.id) for m in models[:25]]
 
 
 class MemberGroup(AdminGroup, name="user", description="Block or unblock a member"):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bot.domain import ASPECTS, ModelInfo, VideoRequest
 from bot.errors import ProviderError
-from bot.providers.base import PollResult, RemoteJob, RemoteState
+from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
 
 # A few bytes are enough for the engine; media tests use real renders.
 CLIP_BYTES = b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64
@@ -51,6 +51,15 @@ class ScriptedProvider:
                 weight=self.weight,
             )
         ]
+
+    def model_for(self, model_id: str) -> ModelInfo | None:
+        return None
+
+    async def start(self) -> None:
+        pass
+
+    async def health(self) -> ProviderHealth:
+        return ProviderHealth(reachable=True, authenticated=True, models=(f"{self.name}/video",))
 
     def fail_next(self, step: str, error: ProviderError, times: int = 1) -> None:
         for _ in range(times):

@@ -1,0 +1,102 @@
+"""How a video service said no, as data. Each adapter maps its vendor's answers into these once
+(`bot.providers.http` does the generic part); the worker turns a final one into a failed, refunded job.
+
+`user_message` is what the member reads (the provider's own reason for a content refusal); `message` is for the
+log and the admin, and names the setting to fix, never its value.
+"""
+
+from __future__ import annotations
+
+from bot.errors.base import ProviderError
+
+
+class ContentRefused(ProviderError):
+    """The provider's content policy refused the prompt or image: final, and its reason reaches the member."""
+
+    def __init__(self, provider: str, reason: str) -> None:
+        reason = reason.strip() or "no reason given"
+        super().__init__(
+            f"{provider} refused the content: {reason}",
+            retryable=False,
+            user_message=f"The video service refused this request: {reason}",
+        )
+        self.provider = provider
+        self.reason = reason
+
+
+class RequestRejected(ProviderError):
+    """The provider rejected a field of the request (bad value, unsupported option): final."""
+
+    def __init__(self, provider: str, reason: str, *, field: str | None = None, status: int | None = None) -> None:
+        where = f" ({field})" if field else ""
+        super().__init__(
+            f"{provider} rejected the request{where}: {reason}",
+            retryable=False,
+            status=status,
+            user_message=f"The video service rejected this request{where}: {reason}",
+        )
+        self.provider = provider
+        self.field = field
+        self.reason = reason
+
+
+class CredentialsRejected(ProviderError):
+    """The provider refused the bot's credentials: final. The log names the variable an admin must fix."""
+
+    def __init__(self, provider: str, variable: str, *, status: int | None = None) -> None:
+        super().__init__(
+            f"{provider} refused the credentials (HTTP {status}): check {variable}",
+            retryable=False,
+            status=status,
+            user_message="The video service refused the bot's credentials; a server admin needs to fix the setup.",
+        )
+        self.provider = provider
+        self.variable = variable
+
+
+class ProviderBilling(ProviderError):
+    """The account at the provider is out of quota, credit or billing: final until an admin acts."""
+
+    def __init__(self, provider: str, reason: str, *, status: int | None = None) -> None:
+        super().__init__(
+            f"{provider} account cannot pay for this job: {reason}",
+            retryable=False,
+            status=status,
+            user_message="The video service account has run out of quota or credit; a server admin has to top it up.",
+        )
+        self.provider = provider
+        self.reason = reason
+
+
+class ResultExpired(ProviderError):
+    """The result's URL no longer serves the file (signed URLs expire): ask the provider for a fresh one."""
+
+    def __init__(self, provider: str, status: int | None = None) -> None:
+        super().__init__(f"{provider} result URL expired (HTTP {status})", retryable=True, status=status)
+        self.provider = provider
+
+
+class DownloadTooLarge(ProviderError):
+    """The finished video is larger than the download cap: final, nothing of it is kept."""
+
+    def __init__(self, provider: str, limit: int) -> None:
+        super().__init__(
+            f"{provider} result exceeds the {limit} byte download cap",
+            retryable=False,
+            user_message=f"The finished video is larger than this bot accepts ({limit // 1_000_000} MB).",
+        )
+        self.provider = provider
+        self.limit = limit
+
+
+class CreateOutcomeUnknown(ProviderError):
+    """A create request may have reached the provider but its answer was lost. Repeating it could make (and
+    bill) the video twice, so it is final unless the provider has an idempotency key."""
+
+    def __init__(self, provider: str, detail: str) -> None:
+        super().__init__(
+            f"{provider}: create request outcome unknown ({detail})",
+            retryable=False,
+            user_message="The video service did not confirm it took this job; your credits are returned.",
+        )
+        self.provider = provider
