@@ -165,6 +165,8 @@ class Job:
     priority: int = 0
     remote_id: str | None = None
     progress: float = 0.0
+    remote_position: int | None = None
+    """Jobs ahead of this one in the video service's own queue, while it waits there."""
     attempts: int = 0
     lease_owner: str | None = None
     lease_expires_at: float | None = None

@@ -12,7 +12,7 @@ from bot.domain import JobState, Requester, VideoRequest
 from bot.errors import ProviderError
 from bot.jobs.notify import FileSink
 from bot.jobs.service import JobService
-from bot.jobs.worker import Worker
+from bot.jobs.worker import MAX_POLL_SECONDS, Worker
 from bot.providers.registry import ProviderRegistry
 from bot.store.base import Store
 from tests.conftest import make_worker
@@ -80,15 +80,40 @@ async def test_final_error_fails_and_refunds_with_the_providers_words(
     assert await left(service) == 60
 
 
-async def test_too_many_retryable_errors_give_up_and_refund(
-    service: JobService, worker: Worker, store: Store, provider: ScriptedProvider
+async def test_a_poll_outage_is_waited_out(
+    service: JobService, worker: Worker, store: Store, provider: ScriptedProvider, sink: FileSink
 ) -> None:
+    # Ten failed polls in a row: more than the retry policy's tries, but the video is still being made.
     provider.fail_next("poll", ProviderError("down", retryable=True), times=10)
     job = await service.enqueue(ALICE, request())
     await worker.drain()
     done = await store.get_job(job.id)
+    assert done is not None and done.state is JobState.DELIVERED, done
+    assert provider.calls["poll"] > 10 and job.id in sink.delivered
+
+
+async def test_poll_errors_until_the_deadline_give_up_and_refund(
+    service: JobService, worker: Worker, store: Store, provider: ScriptedProvider, clock: FakeClock
+) -> None:
+    provider.fail_next("poll", ProviderError("down", retryable=True), times=100_000)
+    job = await service.enqueue(ALICE, request())
+    started = clock.now()
+    await worker.drain()
+    done = await store.get_job(job.id)
     assert done is not None and done.state is JobState.FAILED
-    assert provider.calls["poll"] == 4
+    assert MAX_POLL_SECONDS <= clock.now() - started <= MAX_POLL_SECONDS + 120, clock.now() - started
+    assert await left(service) == 60
+
+
+async def test_too_many_retryable_submit_errors_give_up_and_refund(
+    service: JobService, worker: Worker, store: Store, provider: ScriptedProvider
+) -> None:
+    provider.fail_next("submit", ProviderError("busy", retryable=True), times=10)
+    job = await service.enqueue(ALICE, request())
+    await worker.drain()
+    done = await store.get_job(job.id)
+    assert done is not None and done.state is JobState.FAILED
+    assert provider.calls["submit"] == 4
     assert await left(service) == 60
 
 

@@ -43,8 +43,8 @@ FIT_HEADROOM = 0.97
 class _StatusSlot:
     job: Job
     last_edit: float = float("-inf")
-    shown: tuple[str, int] | None = None
-    """(state, progress step) last shown, so identical edits are skipped."""
+    shown: tuple[str, int, int | None] | None = None
+    """(state, progress step, provider queue position) last shown, so identical edits are skipped."""
 
 
 class DiscordDelivery:
@@ -120,9 +120,13 @@ class DiscordDelivery:
                 del self._slots[job_id]
         return edited
 
-    def _shown_key(self, job: Job) -> tuple[str, int]:
-        step = int(job.progress * self.progress_steps) if job.state is JobState.RUNNING else 0
-        return job.state.value, step
+    def _shown_key(self, job: Job) -> tuple[str, int, int | None]:
+        running = job.state is JobState.RUNNING
+        step = int(job.progress * self.progress_steps) if running else 0
+        # The provider's queue position shows while nothing has started; each new position is one more edit,
+        # still at most one per `status_interval`.
+        waiting = job.remote_position if running and step == 0 else None
+        return job.state.value, step, waiting
 
     async def _edit_status(self, job: Job) -> None:
         params = _status_params(status_text(job), status_view(job))

@@ -47,7 +47,7 @@ async def wait_remote(w: Worker, job: Job, provider: VideoProvider) -> Job:
     job is to be cancelled, was moved elsewhere, or the worker stops."""
     deadline = w.clock.now() + w.max_poll_seconds
     while True:
-        result = await _poll(w, job, provider)
+        result = await _poll(w, job, provider, until=deadline)
         crash_point("polled")
         if result.state is RemoteState.SUCCEEDED:
             return await w.move(job, JobState.DOWNLOADING)
@@ -55,8 +55,9 @@ async def wait_remote(w: Worker, job: Job, provider: VideoProvider) -> Job:
             return await w.end(job, JobState.CANCELLED, "cancelled at the video service")
         if result.state is RemoteState.FAILED:
             raise JobFailed(result.error or "The video service could not make this video.")
-        if result.progress is not None and result.progress != job.progress:
-            job = await w.report_progress(job, result.progress)
+        progress = job.progress if result.progress is None else result.progress
+        if (progress, result.queue_position) != (job.progress, job.remote_position):
+            job = await w.report_progress(job, progress, result.queue_position)
         if w.clock.now() >= deadline:
             raise JobFailed("The video service took too long; your credits are returned.")
         await w.clock.sleep(result.poll_after or w.poll_interval)
@@ -66,16 +67,24 @@ async def wait_remote(w: Worker, job: Job, provider: VideoProvider) -> Job:
 
 
 async def download(w: Worker, job: Job, provider: VideoProvider) -> Job:
-    result = await _poll(w, job, provider)  # a fresh result: output URLs may expire
+    """Fetch the finished video. Each try asks the provider afresh first: result URLs expire, and one that has
+    (`ResultExpired`, retryable) is replaced by the next poll's."""
+    dest = w.staging_dir / f"{job.id}.mp4"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    remote = remote_job(job)
+
+    async def fetch() -> PollResult:
+        result = await provider.poll(remote)
+        if result.state is RemoteState.SUCCEEDED:
+            await provider.download(remote, result, dest)
+        return result
+
+    result = await w.provider_call(job, "download", fetch)
     if result.state in (RemoteState.QUEUED, RemoteState.RUNNING):
         # The provider is making it again (an offline render restarted after a crash): wait once more.
         return await w.move(job, JobState.RUNNING, detail="result not ready after all; waiting again")
     if result.state is not RemoteState.SUCCEEDED:
         raise JobFailed(result.error or "The finished video is no longer available at the video service.")
-    dest = w.staging_dir / f"{job.id}.mp4"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    remote = remote_job(job)
-    await w.provider_call(job, "download", lambda: provider.download(remote, result, dest))
     crash_point("downloaded")
     job = await w.move(job, JobState.DELIVERING, result_path=str(dest))
     crash_point("delivering")
@@ -134,9 +143,11 @@ STEPS: dict[JobState, Step] = {
 """The step that drives a job on from each state a worker holds; the other states are not a worker's."""
 
 
-async def _poll(w: Worker, job: Job, provider: VideoProvider) -> PollResult:
+async def _poll(w: Worker, job: Job, provider: VideoProvider, *, until: float) -> PollResult:
+    """A status poll. A provider's passing trouble (429s, a 5xx burst, a dropped connection) is waited out up
+    to the job's poll deadline, not a fixed number of tries: the video is still being made meanwhile."""
     remote = remote_job(job)
-    return await w.provider_call(job, "poll", lambda: provider.poll(remote))
+    return await w.provider_call(job, "poll", lambda: provider.poll(remote), until=until)
 
 
 def remote_job(job: Job) -> RemoteJob:

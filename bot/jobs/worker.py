@@ -24,7 +24,15 @@ from typing import TypeVar
 
 from bot.clock import Clock
 from bot.domain import Job, JobState
-from bot.errors import InvalidTransition, JobFailed, LeaseLost, ProviderError, StoreError
+from bot.errors import (
+    CredentialsRejected,
+    InvalidTransition,
+    JobFailed,
+    LeaseLost,
+    ProviderBilling,
+    ProviderError,
+    StoreError,
+)
 from bot.faults import crash_point
 from bot.jobs import liveness
 from bot.jobs.notify import Delivery, Transitions
@@ -271,12 +279,20 @@ class Worker:
         return await retrying(call, what=f"job {job.id}: {what}", policy=self.retry, clock=self.clock,
                               retry_on=retry_on)  # fmt: skip
 
-    async def provider_call(self, job: Job, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """A provider call, retried while the provider says it may pass; a final error fails the job with the
-        provider's own words."""
+    async def provider_call(
+        self, job: Job, what: str, call: Callable[[], Awaitable[T]], *, until: float | None = None
+    ) -> T:
+        """A provider call, retried while the provider says it may pass (a fixed number of tries, or until the
+        clock reaches `until`); a final error fails the job with the provider's own words."""
         try:
-            return await self.retrying(job, what, call, retry_on=ProviderError)
+            if until is None:
+                return await self.retrying(job, what, call, retry_on=ProviderError)
+            return await retrying(call, what=f"job {job.id}: {what}", policy=self.retry, clock=self.clock,
+                                  retry_on=ProviderError, attempts=FOREVER,
+                                  keep_going=lambda: self.clock.now() < until and not self.stopping)  # fmt: skip
         except ProviderError as exc:
+            log.log(logging.ERROR if isinstance(exc, CredentialsRejected | ProviderBilling) else logging.INFO,
+                    "job %s: %s failed for good: %s", job.id, what, exc)  # fmt: skip
             raise JobFailed(exc.user_message) from exc
 
     async def move(self, job: Job, state: JobState, **fields: object) -> Job:
@@ -307,9 +323,11 @@ class Worker:
         await self.transitions.fire(ended, job.state)
         return ended
 
-    async def report_progress(self, job: Job, progress: float) -> Job:
-        await self.store.set_progress(job.id, self.worker_id, progress, now=self.clock.now())
-        job = dataclasses.replace(job, progress=progress)  # a new job: an event already fired keeps what it said
+    async def report_progress(self, job: Job, progress: float, remote_position: int | None = None) -> Job:
+        await self.store.set_progress(job.id, self.worker_id, progress, remote_position=remote_position,
+                                      now=self.clock.now())  # fmt: skip
+        # A new job: an event already fired keeps what it said.
+        job = dataclasses.replace(job, progress=progress, remote_position=remote_position)
         await self.transitions.fire(job, job.state)
         return job
 

@@ -121,7 +121,11 @@ class JobStore(Protocol):
         InvalidTransition when the job is not where the caller believes it is."""
         ...
 
-    async def set_progress(self, job_id: str, worker_id: str, progress: float, *, now: float) -> None: ...
+    async def set_progress(
+        self, job_id: str, worker_id: str, progress: float, *, remote_position: int | None = None, now: float
+    ) -> None:
+        """Record how far the video service is: its progress, and its queue position while it waits there."""
+        ...
 
     async def request_cancel(self, job_id: str, *, now: float) -> Job:
         """Cancel a queued job at once (with refund); flag an active one for its worker. Terminal jobs are

@@ -51,6 +51,7 @@ def job_from_row(row: Row) -> Job:
         priority=int(row["priority"]),
         remote_id=row["remote_id"],
         progress=float(row["progress"]),
+        remote_position=row["remote_position"],
         attempts=int(row["attempts"]),
         lease_owner=row["lease_owner"],
         lease_expires_at=row["lease_expires_at"],

@@ -84,8 +84,11 @@ class JobsSql:
     async def transition(self, job_id: str, change: Transition, *, now: float) -> Job:
         return await self.dialect.write(lambda conn: apply_transition(conn, job_id, change, now))
 
-    async def set_progress(self, job_id: str, worker_id: str, progress: float, *, now: float) -> None:
-        await self.dialect.write_one("set_progress", id=job_id, worker_id=worker_id, progress=progress, now=now)
+    async def set_progress(
+        self, job_id: str, worker_id: str, progress: float, *, remote_position: int | None = None, now: float
+    ) -> None:
+        await self.dialect.write_one("set_progress", id=job_id, worker_id=worker_id, progress=progress,
+                                     remote_position=remote_position, now=now)  # fmt: skip
 
     async def request_cancel(self, job_id: str, *, now: float) -> Job:
         async def cancel(conn: Connection) -> Job:

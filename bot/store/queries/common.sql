@@ -76,7 +76,8 @@ UPDATE jobs SET state = :state, updated_at = :now, finished_at = :now,
 WHERE id = :id RETURNING *;
 
 -- name: set_progress
-UPDATE jobs SET progress = :progress, updated_at = :now WHERE id = :id AND lease_owner = :worker_id;
+UPDATE jobs SET progress = :progress, remote_position = :remote_position, updated_at = :now
+WHERE id = :id AND lease_owner = :worker_id;
 
 -- name: flag_cancel
 UPDATE jobs SET cancel_requested = TRUE, updated_at = :now WHERE id = :id RETURNING *;
