@@ -32,7 +32,6 @@ class ListPrice:
 
 
 LIST_PRICES: Mapping[str, ListPrice] = {
-    "local/preview": ListPrice(0.0, "2026-11"),
     # Hosted Sora was shut down on 2026-09-24; relays that still serve the ids keep the last public price.
     "openai/sora-2": ListPrice(0.10, "2026-08"),
     "openai/sora-2-pro": ListPrice(0.30, "2026-08"),
