@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Step = Callable[["Worker", Job, VideoProvider], Awaitable[Job]]
+POLL_GROWTH = 1.5
+POLL_INTERVAL_CAP = 15.0
 
 
 async def submit(w: Worker, job: Job, provider: VideoProvider) -> Job:
@@ -46,6 +48,7 @@ async def wait_remote(w: Worker, job: Job, provider: VideoProvider) -> Job:
     """Poll until the remote job ends, reporting progress, within `w.max_poll_seconds`. Returns early when the
     job is to be cancelled, was moved elsewhere, or the worker stops."""
     deadline = w.clock.now() + w.max_poll_seconds
+    interval = w.poll_interval
     while True:
         result = await _poll(w, job, provider, until=deadline)
         crash_point("polled")
@@ -60,7 +63,10 @@ async def wait_remote(w: Worker, job: Job, provider: VideoProvider) -> Job:
             job = await w.report_progress(job, progress, result.queue_position)
         if w.clock.now() >= deadline:
             raise JobFailed("The video service took too long; your credits are returned.")
-        await w.clock.sleep(result.poll_after or w.poll_interval)
+        # Never sooner than the provider asks; otherwise ever less often as the job runs on (a 60 s job costs
+        # about eight polls, a ten-minute one about forty-five), noticing the end within POLL_INTERVAL_CAP.
+        await w.clock.sleep(max(result.poll_after or 0.0, interval))
+        interval = min(interval * POLL_GROWTH, max(POLL_INTERVAL_CAP, w.poll_interval))
         job = await w.reload(job)
         if job.cancel_requested or job.state is not JobState.RUNNING or w.stopping:
             return job

@@ -80,6 +80,14 @@ class FakeVendor:
     """Durations `model` accepts; the contract tests use the first."""
     result_urls: ClassVar[bool] = True
     """The vendor hands out a result URL (that can expire) rather than serving the file from its API."""
+    reports_progress: ClassVar[bool] = False
+    """Status polls (or the vendor's socket) carry a progress figure while the job runs."""
+    reports_queue_position: ClassVar[bool] = False
+    """Status polls tell the job's place in the vendor's queue before it starts."""
+    can_cancel: ClassVar[bool] = True
+    """The vendor has a cancel call (the adapter must use it)."""
+    create_is_idempotent: ClassVar[bool] = False
+    """A create repeated after a lost answer cannot make a second job (client-chosen ids, idempotency keys)."""
 
     def __init__(self) -> None:
         self.jobs: dict[str, FakeJob] = {}
