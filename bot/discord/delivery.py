@@ -26,7 +26,7 @@ from bot.domain import Job, JobState
 from bot.errors import DeliveryError, StoreError
 from bot.faults import crash_point
 from bot.media import MediaError, fit_to_size
-from bot.store.base import Store
+from bot.store.base import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class DiscordDelivery:
         self,
         clock: Clock,
         *,
-        store: Store | None = None,
+        store: JobStore | None = None,
         status_interval: float = 5.0,
         progress_steps: int = 4,
         tick: float = 1.0,

@@ -23,7 +23,7 @@ from bot.errors import (
     ZeroGrant,
 )
 from bot.jobs.service import JobService
-from bot.store.base import Store
+from bot.store.base import AdminStore
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class MemberQuota:
 
 
 class AdminService:
-    def __init__(self, store: Store, jobs: JobService, clock: Clock) -> None:
+    def __init__(self, store: AdminStore, jobs: JobService, clock: Clock) -> None:
         self.store = store
         self.jobs = jobs
         self.clock = clock

@@ -38,7 +38,7 @@ from bot.jobs.notify import Transitions
 from bot.jobs.quotas import check_admission, resolve_policy, window_bounds
 from bot.jobs.staging import StagingDirs, discard_input
 from bot.providers.registry import ProviderRegistry
-from bot.store.base import Admission, Store
+from bot.store.base import Admission, ServiceStore
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class QueueView:
 class JobService:
     def __init__(
         self,
-        store: Store,
+        store: ServiceStore,
         registry: ProviderRegistry,
         clock: Clock,
         *,

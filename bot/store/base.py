@@ -230,5 +230,14 @@ class Maintenance(Protocol):
     async def set_meta(self, key: str, value: str) -> None: ...
 
 
+class ServiceStore(JobStore, QuotaStore, SettingsStore, Protocol):
+    """What the member-facing service needs: jobs, the quota ledger it charges in the same transaction, and the
+    server settings it checks (no migrations, no schema, no meta)."""
+
+
+class AdminStore(QuotaStore, SettingsStore, Protocol):
+    """What the admin service changes itself: policies, grants, blocks, settings (jobs go through JobService)."""
+
+
 class Store(JobStore, QuotaStore, SettingsStore, Maintenance, Protocol):
     """Everything: what `open_store` returns, for code that wires the parts together."""
