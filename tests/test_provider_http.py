@@ -236,3 +236,33 @@ def test_retry_after_forms() -> None:
     assert dated == 30.0
     assert retry_after(response()) is None
     assert retry_after(response(**{"Retry-After": "soon"})) is None
+
+
+async def test_a_key_in_a_vendor_header_does_not_follow_a_redirect_off_origin(
+    servers: tuple[Server, Server], tmp_path: Path
+) -> None:
+    api, storage = servers
+    where: dict[str, str] = {}
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"{where['files']}{request.path}")
+
+    async def clip(request: web.Request) -> web.Response:
+        return web.Response(body=b"\x01" * 500, content_type="video/mp4")
+
+    api.route("GET", "/files/a.mp4", redirect)
+    api.route("GET", "/files/old.mp4", redirect)
+    storage.route("GET", "/files/a.mp4", clip)
+    storage.route("GET", "/files/old.mp4", json_reply(403, {"Code": "AccessDenied"}))
+    where["files"] = await storage.start()
+    base = await api.start()
+    http = ProviderHttp("acme", base, credential_variable="ACME_KEY", headers={"x-goog-api-key": SECRET})
+    try:
+        assert await http.download("/files/a.mp4", tmp_path / "a.mp4") == 500
+        # The 403 comes from the storage host the redirect led to: an expired link, not a refused key.
+        with pytest.raises(ResultExpired):
+            await http.download("/files/old.mp4", tmp_path / "old.mp4")
+    finally:
+        await http.aclose()
+    assert api.seen[0][1]["x-goog-api-key"] == SECRET
+    assert all("x-goog-api-key" not in headers for _, headers in storage.seen), storage.seen

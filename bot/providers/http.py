@@ -88,7 +88,15 @@ class ProviderHttp:
             follow_redirects=True,
             transport=transport,
             headers={"User-Agent": "videobot/0.1"},
+            event_hooks={"request": [self._drop_credentials_off_origin]},
         )
+
+    async def _drop_credentials_off_origin(self, request: httpx.Request) -> None:
+        """httpx drops only `Authorization` when a redirect leaves the origin: a key in a vendor's own header
+        (`x-goog-api-key`) must not follow a redirect to a storage host either. Runs on every hop."""
+        if not self.is_own(request.url):
+            for name in self._auth_headers:
+                request.headers.pop(name, None)
 
     def url(self, path_or_url: str) -> httpx.URL:
         """A path is appended to the base URL unchanged (`<NAME>_BASE_URL` + documented path); a URL that the
@@ -165,6 +173,12 @@ class ProviderHttp:
     async def json(self, method: str, path: str, *, create: bool = False, **kwargs: Any) -> Any:
         """A request whose answer must be JSON; anything else is a (retryable) provider fault."""
         response = await (self.create if create else self.read)(method, path, **kwargs)
+        if create:
+            try:
+                return response.json()
+            except ValueError:
+                # The video may exist (and be billed) already: a repeat could pay twice.
+                raise CreateOutcomeUnknown(self.provider, f"HTTP {response.status_code} answer is not JSON") from None
         return parse_json(response, self.provider)
 
     async def download(self, url: str, dest: Path, *, headers: Mapping[str, str] | None = None) -> int:
@@ -174,7 +188,7 @@ class ProviderHttp:
         part = dest.with_name(f".{dest.name}.part")
         try:
             async with self.client.stream("GET", target, headers=self._headers_for(target, headers)) as response:
-                if response.status_code in (403, 404, 410) and not self.is_own(target):
+                if response.status_code in (403, 404, 410) and not self.is_own(response.url):
                     raise ResultExpired(self.provider, response.status_code)
                 if response.status_code >= 400:
                     await response.aread()

@@ -10,6 +10,7 @@ The knobs, honoured by every fake in its vendor's words:
 | knob | effect |
 |---|---|
 | `polls_to_finish` | status polls that answer queued/running (with progress where the vendor reports it) before done |
+| `finish_after`, `clock` | instead: done once `clock()` is this many seconds past the create (benchmarks) |
 | `refuse_reason` | the next jobs end refused by content policy, with this reason, where the vendor reports it |
 | `never_finish` | jobs stay running forever |
 | `expire_first_url` | the first result URL handed out answers as expired; a later status poll hands out a fresh one |
@@ -24,10 +25,11 @@ import fnmatch
 import functools
 import io
 import json
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from aiohttp import web
 
@@ -64,6 +66,7 @@ class FakeJob:
     cancelled: bool = False
     refused: str | None = None
     never_finish: bool = False
+    created_at: float = 0.0
     url_version: int = 0
     """Bumped when a fresh result URL is handed out; a download of an older version is expired."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -99,6 +102,9 @@ class FakeVendor:
         self.never_finish = False
         self.expire_first_url = False
         self.drop_create_answer = False
+        self.finish_after: float | None = None
+        """Seconds (on `clock`) a job runs before it is done, instead of counting polls (benchmarks)."""
+        self.clock: Callable[[], float] = time.monotonic
         self.faults: deque[Fault] = deque()
         self.video = sample_clip()
         self._runner: web.AppRunner | None = None
@@ -149,7 +155,8 @@ class FakeVendor:
 
     def new_job(self, job_id: str, body: Any) -> FakeJob:
         """Record an accepted create, applying the knobs that shape a job's life."""
-        job = FakeJob(job_id, body, refused=self.refuse_reason, never_finish=self.never_finish)
+        job = FakeJob(job_id, body, refused=self.refuse_reason, never_finish=self.never_finish,
+                      created_at=self.clock())  # fmt: skip
         self.jobs[job_id] = job
         self.creates += 1
         return job
@@ -161,11 +168,15 @@ class FakeVendor:
             return "cancelled"
         if job.refused is not None and job.polls > 1:
             return "refused"
-        if job.never_finish or job.polls <= self.polls_to_finish:
+        if job.never_finish:
             return "running"
-        return "succeeded"
+        if self.finish_after is not None:
+            return "succeeded" if self.clock() - job.created_at >= self.finish_after else "running"
+        return "running" if job.polls <= self.polls_to_finish else "succeeded"
 
     def progress(self, job: FakeJob) -> float:
+        if self.finish_after is not None:
+            return min(1.0, (self.clock() - job.created_at) / max(self.finish_after, 1e-9))
         return min(1.0, job.polls / max(1, self.polls_to_finish + 1))
 
     def hand_out_url(self, job: FakeJob) -> int:
@@ -176,14 +187,14 @@ class FakeVendor:
         job.url_version += 1
         return job.url_version
 
-    async def start(self) -> FakeVendor:
+    async def start(self) -> Self:
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         server = site._server
         assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         return self
 
     async def close(self) -> None:
@@ -191,7 +202,7 @@ class FakeVendor:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> FakeVendor:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
