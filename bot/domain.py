@@ -118,6 +118,8 @@ class ModelInfo:
     """Accepted durations in seconds, ascending."""
     aspects: tuple[Aspect, ...] = ASPECTS
     supports_image: bool = False
+    requires_image: bool = False
+    """An image-to-video model that cannot start without a first frame."""
     supports_seed: bool = True
     supports_negative_prompt: bool = False
     weight: float = 1.0

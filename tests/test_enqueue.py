@@ -12,6 +12,7 @@ from bot.errors import (
     Blocked,
     DurationNotOffered,
     ImageNotOffered,
+    ImageRequired,
     LastEnabledModel,
     NegativePromptNotOffered,
     QueueFull,
@@ -22,6 +23,7 @@ from bot.errors import (
 from bot.jobs.admin import AdminService
 from bot.jobs.service import JobService
 from bot.store.base import Store
+from tests.fakes.scripted_provider import ScriptedProvider
 
 ALICE = Requester(guild_id=1, user_id=10, channel_id=100)
 
@@ -70,6 +72,17 @@ async def test_capabilities_are_checked_and_refusals_cost_nothing(
     assert message in describe(refused.value)
     usage = await service.usage(ALICE)
     assert (usage.left, usage.queued) == (60, 0)
+
+
+async def test_an_image_to_video_model_without_an_image_is_refused_for_free(
+    service: JobService, provider: ScriptedProvider
+) -> None:
+    provider.supports_image = provider.requires_image = True
+    await service.registry.start()  # the registry reads capabilities when it (re)starts
+    with pytest.raises(ImageRequired) as refused:
+        await service.enqueue(ALICE, req())
+    assert "makes a video from an image: attach one with `image`" in describe(refused.value)
+    assert (await service.usage(ALICE)).left == 60
 
 
 async def test_caps_blocks_pause_and_disabled_models(service: JobService, store: Store, clock: FakeClock) -> None:

@@ -48,6 +48,7 @@ MESSAGES: dict[str, str] = {
     "duration-not-offered": "{model} makes videos of {durations} seconds, not {duration}.",
     "aspect-not-offered": "{model} supports the aspect ratios {aspects}.",
     "image-not-offered": "{model} cannot start from an image; choose another model or drop the image.",
+    "image-required": "{model} makes a video from an image: attach one with `image`, or choose another model.",
     "seed-not-offered": "{model} does not take a seed; leave `seed` empty.",
     "negative-prompt-not-offered": "{model} does not take a negative prompt; leave it empty.",
     # images

@@ -102,6 +102,11 @@ class ImageNotOffered(ModelRejected):
 
 
 @dataclass(eq=False)
+class ImageRequired(ModelRejected):
+    message_id = "image-required"
+
+
+@dataclass(eq=False)
 class SeedNotOffered(ModelRejected):
     message_id = "seed-not-offered"
 

@@ -25,6 +25,7 @@ from bot.errors import (
     AspectNotOffered,
     DurationNotOffered,
     ImageNotOffered,
+    ImageRequired,
     JobNotFound,
     ModelDisabled,
     NegativePromptNotOffered,
@@ -133,6 +134,8 @@ class JobService:
             raise AspectNotOffered(model.id, aspect=request.aspect, aspects=model.aspects)
         if request.image_path is not None and not model.supports_image:
             raise ImageNotOffered(model.id)
+        if request.image_path is None and model.requires_image:
+            raise ImageRequired(model.id)
         if request.seed is not None and not model.supports_seed:
             raise SeedNotOffered(model.id)
         if request.negative_prompt and not model.supports_negative_prompt:

@@ -110,7 +110,8 @@ MODELS: tuple[WanModel, ...] = (
     WanModel(
         ModelInfo(
             id="dashscope/wan2.6-i2v", label="Wan 2.6 image-to-video (DashScope)", durations=(5, 10, 15),
-            aspects=ASPECTS, supports_image=True, supports_seed=True, supports_negative_prompt=True,
+            aspects=ASPECTS, supports_image=True, requires_image=True, supports_seed=True,
+            supports_negative_prompt=True,
             description="Animates your image (required) from its first frame at 720p; the video keeps the "
             "image's shape.",
         ),

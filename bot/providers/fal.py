@@ -84,6 +84,7 @@ MODELS: tuple[ModelInfo, ...] = (
         durations=DURATIONS,
         aspects=ASPECTS,
         supports_image=True,
+        requires_image=True,
         supports_seed=True,
         supports_negative_prompt=True,
         description=f"Alibaba's open Wan 2.2 A14B on fal.ai, animating your image: {_CAPABILITIES}.",

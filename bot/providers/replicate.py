@@ -105,7 +105,6 @@ class ReplicateModel:
     info: ModelInfo
     build_input: Callable[[VideoRequest, str | None], dict[str, Any]]
     """The model's input fields (its schema on Replicate) for a request and an optional first-frame URI."""
-    requires_image: bool = False
 
     @property
     def path(self) -> str:
@@ -133,11 +132,11 @@ MODELS: tuple[ReplicateModel, ...] = (
             durations=_WAN_DURATIONS,
             aspects=("16:9", "9:16"),
             supports_image=True,
+            requires_image=True,
             supports_seed=True,
             description="Wan 2.2 animates your image at 720p (an image is required); 16:9 or 9:16.",
         ),
         _wan_input,
-        requires_image=True,
     ),
     ReplicateModel(
         ModelInfo(
@@ -238,7 +237,7 @@ class ReplicateProvider:
         model = self._models.get(request.model)
         if model is None:
             raise RequestRejected(PROVIDER, f"no model {request.model!r} here", field="model")
-        if model.requires_image and not request.image_path:
+        if model.info.requires_image and not request.image_path:
             raise RequestRejected(PROVIDER, "this model animates an image: attach one", field="image")
         if request.image_path and not model.info.supports_image:
             raise RequestRejected(PROVIDER, "this model makes video from text only", field="image")

@@ -28,6 +28,7 @@ class ScriptedProvider:
     """How many polls answer RUNNING before SUCCEEDED."""
     weight: float = 1.0
     supports_image: bool = False
+    requires_image: bool = False
     fail_with: str | None = None
     """Every job ends FAILED with this message."""
     faults: dict[str, deque[ProviderError]] = field(default_factory=lambda: defaultdict(deque))
@@ -47,6 +48,7 @@ class ScriptedProvider:
                 durations=(2, 4, 5, 8),
                 aspects=ASPECTS,
                 supports_image=self.supports_image,
+                requires_image=self.requires_image,
                 supports_seed=True,
                 weight=self.weight,
             )
