@@ -19,7 +19,7 @@ import pytest
 from bot.clock import FakeClock
 from bot.config import Settings
 from bot.domain import Job, JobState, QuotaLimits, Requester, VideoRequest
-from bot.jobs.notify import FileSink
+from bot.jobs.notify import FileSink, JobTransition
 from bot.jobs.service import JobService
 from bot.jobs.worker import Worker
 from bot.providers import build_registry
@@ -110,7 +110,11 @@ async def test_queue_position_reaches_the_job(vendor: FakeVendor, tmp_path: Path
     vendor.polls_to_finish = 3
     async with rig(vendor, tmp_path) as r:
         seen: list[int | None] = []
-        r.worker.transitions.subscribe(lambda event: seen.append(event.job.remote_position))
+
+        async def record(event: JobTransition) -> None:
+            seen.append(event.job.remote_position)
+
+        r.worker.transitions.subscribe(record)
         job = await r.run()
         assert job.state is JobState.DELIVERED
         assert any(p is not None for p in seen), seen

@@ -4,10 +4,11 @@ the knobs every fake honours). `ALL_FAKES` is what the provider-agnostic tests a
 from __future__ import annotations
 
 from tests.fakes.providers.base import FakeVendor
+from tests.fakes.providers.comfyui import ComfyUIFake
 from tests.fakes.providers.dashscope import DashScopeFake
 from tests.fakes.providers.fal import FalFake
 from tests.fakes.providers.openai import OpenAIFake
 from tests.fakes.providers.replicate import ReplicateFake
 from tests.fakes.providers.veo import VeoFake
 
-ALL_FAKES: list[type[FakeVendor]] = [OpenAIFake, VeoFake, FalFake, ReplicateFake, DashScopeFake]
+ALL_FAKES: list[type[FakeVendor]] = [OpenAIFake, VeoFake, FalFake, ReplicateFake, ComfyUIFake, DashScopeFake]
