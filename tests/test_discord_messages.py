@@ -24,8 +24,9 @@ from bot.errors import BadOption, QuotaExceeded, UserError
 REPO = Path(__file__).resolve().parents[1]
 ENGINE = ("bot/jobs", "bot/store", "bot/providers")
 BELOW_DISCORD = (*ENGINE, "bot/domain.py", "bot/errors", "bot/images.py", "bot/text.py")
-MARKUP = re.compile(r"<t:|<#|<@|(?<![\w.}/-])/(?:video|queue|quota|videoadmin)\b")
-"""Discord timestamps, channel/user/role chips, and slash-command names (not URL paths like `{base}/videos`)."""
+MARKUP = re.compile(r"<t:|<#|<@|(?<![\w.}/-])(?<!GET )(?<!POST )/(?:video|queue|quota|videoadmin)\b")
+"""Discord timestamps, channel/user/role chips, and slash-command names (not URL paths like `{base}/videos` or
+ComfyUI's `GET /queue` route)."""
 OTHER_IDS = {"server-only", "check-failed", "internal-error"}
 """Sentences of the error handler for errors that are not ours (discord.py's checks, crashes)."""
 

@@ -63,8 +63,9 @@ async def wait_remote(w: Worker, job: Job, provider: VideoProvider) -> Job:
             job = await w.report_progress(job, progress, result.queue_position)
         if w.clock.now() >= deadline:
             raise JobFailed("The video service took too long; your credits are returned.")
-        # Never sooner than the provider asks; otherwise ever less often as the job runs on (a 60 s job costs
-        # about eight polls, a ten-minute one about forty-five), noticing the end within POLL_INTERVAL_CAP.
+        # Never sooner than the provider asks; otherwise ever less often as the job runs on: from the worker's
+        # `poll_interval` (0.5 s: a short offline render is noticed at once) growing by half each time up to
+        # POLL_INTERVAL_CAP, so a 60 s job costs about eleven polls and a ten-minute one about fifty.
         await w.clock.sleep(max(result.poll_after or 0.0, interval))
         interval = min(interval * POLL_GROWTH, max(POLL_INTERVAL_CAP, w.poll_interval))
         job = await w.reload(job)

@@ -63,7 +63,7 @@ class Worker:
         lease_seconds: float = 60.0,
         global_limit: int | None = None,
         retry: RetryPolicy | None = None,
-        poll_interval: float = 2.0,
+        poll_interval: float = 0.5,
         idle_interval: float = 1.0,
         worker_id: str | None = None,
         heartbeat_interval: float | None = None,

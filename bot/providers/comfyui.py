@@ -3,7 +3,7 @@ ComfyUI server(s) in `COMFYUI_URL` (one URL, or a comma list of hosts with the s
 
 A job is one prompt: the workflow with the job's values in its placeholders (`bot.providers.comfyui_workflow`),
 queued with `POST /prompt` under a `prompt_id` derived from the job id. Because the id is ours, a submit first
-looks for it in every host's `/queue` and `/history`, so a job whose first submit was lost (a crash before the
+looks for it in every host's `GET /queue` and `GET /history`, so a job whose first submit was lost (a crash before the
 remote id was stored, an answer cut off) is never queued twice: `safe_resubmit`. The remote id is
 `<prompt_id>@<host URL>`, all a later process needs to find it again.
 
@@ -277,7 +277,7 @@ class ComfyUIProvider:
         return f"{subfolder}/{name}" if subfolder else name
 
     async def _knows(self, host: Host, prompt_id: str, queue: dict[str, Any] | None = None) -> bool:
-        """Whether the host has the prompt: waiting, running (`/queue`) or ended (`/history`), asked in that order
+        """Whether the host has the prompt: waiting, running (`GET /queue`) or ended (`GET /history`), asked in that order
         because a prompt moves from the one to the other, never back."""
         queue = await self._queue(host) if queue is None else queue
         return _queue_state(queue, prompt_id) is not None or await self._history(host, prompt_id) is not None

@@ -4,7 +4,7 @@ ComfyUI reports a running prompt only over `ws://host/ws?clientId=<id>`, and onl
 `client_id` queued it: `execution_start`, `executing` (`node: null` when the prompt is finished), `progress`
 (`value`/`max` steps of the node running now, a sampler's steps in practice), `execution_error` and
 `execution_interrupted`. The listener keeps the last of these per prompt for `poll()`, which still asks
-`/history` and `/queue` for the truth: the socket may be down, or the prompt may have been queued by an earlier
+`GET /history` and `GET /queue` for the truth: the socket may be down, or the prompt may have been queued by an earlier
 process (another client id), and then a poll simply has no progress to show.
 
 A dropped connection is opened again after a pause that doubles up to a limit, so a ComfyUI that is down costs
