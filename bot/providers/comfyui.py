@@ -277,8 +277,8 @@ class ComfyUIProvider:
         return f"{subfolder}/{name}" if subfolder else name
 
     async def _knows(self, host: Host, prompt_id: str, queue: dict[str, Any] | None = None) -> bool:
-        """Whether the host has the prompt: waiting, running (`GET /queue`) or ended (`GET /history`), asked in that order
-        because a prompt moves from the one to the other, never back."""
+        """Whether the host has the prompt: waiting, running (`GET /queue`) or ended (`GET /history`), asked in
+        that order because a prompt moves from the one to the other, never back."""
         queue = await self._queue(host) if queue is None else queue
         return _queue_state(queue, prompt_id) is not None or await self._history(host, prompt_id) is not None
 
