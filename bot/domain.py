@@ -57,7 +57,8 @@ ACTIVE_STATES = frozenset({JobState.SUBMITTING, JobState.RUNNING, JobState.DOWNL
 _S = JobState
 ALLOWED: dict[JobState, frozenset[JobState]] = {
     _S.QUEUED: frozenset({_S.SUBMITTING, _S.CANCELLED}),
-    _S.SUBMITTING: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED}),
+    # SUBMITTING → SUBMITTING: a job on a model alias falls back to the next model before any provider took it.
+    _S.SUBMITTING: frozenset({_S.SUBMITTING, _S.RUNNING, _S.FAILED, _S.CANCELLED}),
     _S.RUNNING: frozenset({_S.DOWNLOADING, _S.FAILED, _S.CANCELLED}),
     # Back to RUNNING: the provider is making the video again (an offline render restarted after a crash).
     _S.DOWNLOADING: frozenset({_S.DELIVERING, _S.RUNNING, _S.FAILED, _S.CANCELLED}),
@@ -77,7 +78,8 @@ class VideoRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
-    model: str = Field(min_length=3, max_length=200, pattern=r"^[a-z0-9_-]+/.+$")
+    model: str = Field(min_length=1, max_length=200, pattern=r"^[a-z0-9_-]+(/.+)?$")
+    """`provider/model`, or a model alias (`fast`) that enqueue resolves to a model of its chain."""
     duration: int = Field(ge=1, le=60)
     aspect: Aspect = "16:9"
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
@@ -152,6 +154,24 @@ class Requester:
     role_ids: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """A model of an alias's chain that could not take the job, and why (said to the member)."""
+
+    model: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How a job queued on a model alias may move on: the alias asked for, the models still to try (in the
+    operator's order), and those tried before the one the job is on now."""
+
+    alias: str
+    remaining: tuple[str, ...] = ()
+    tried: tuple[Fallback, ...] = ()
+
+
 @dataclass(slots=True)
 class Job:
     id: str
@@ -185,6 +205,8 @@ class Job:
     """When a worker last began posting the clip: if set, a post may exist, so look before posting again."""
     status_state: JobState | None = None
     """The state the status message last showed (None: not known to show any)."""
+    route: Route | None = None
+    """Set for a job queued on a model alias: where it may fall back to, and where it came from."""
 
     @property
     def model(self) -> str:

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from bot.discord.delivery import edit_original_status
 from bot.discord.messages import describe
-from bot.discord.render import model_choice, status_text, status_view
+from bot.discord.render import alias_choice, model_choice, status_text, status_view
 from bot.discord.replies import NO_PINGS, answer
 from bot.discord.reply_record import ReplyRecord
 from bot.domain import ASPECTS, MAX_NEGATIVE_PROMPT_CHARS, MAX_PROMPT_CHARS, MAX_SEED, Job, VideoRequest
@@ -115,10 +115,16 @@ class VideoCog(commands.Cog):
     async def model_autocomplete(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        models = await self.bot.jobs.enabled_models(interaction.guild_id or 0)
+        guild_id = interaction.guild_id or 0
         needle = current.lower()
+        aliases = [
+            app_commands.Choice(name=alias_choice(alias, chain)[:100], value=alias)
+            for alias, chain in await self.bot.jobs.enabled_aliases(guild_id)
+            if needle in alias.lower()
+        ]
+        models = await self.bot.jobs.enabled_models(guild_id)
         matches = [m for m in models if needle in m.id.lower() or needle in m.label.lower()]
-        return [app_commands.Choice(name=model_choice(m), value=m.id) for m in matches[:25]]
+        return [*aliases, *(app_commands.Choice(name=model_choice(m), value=m.id) for m in matches)][:25]
 
     # --- Animate (message menu) -----------------------------------------------------------------------
     async def animate(self, interaction: discord.Interaction, message: discord.Message) -> None:

@@ -46,7 +46,8 @@ def req(**kwargs: object) -> VideoRequest:
         {"seed": 2**31},
         {"aspect": "4:3"},
         {"negative_prompt": "n" * 1001},
-        {"model": "no-slash"},
+        {"model": "has space/x"},
+        {"model": "/no-provider"},
     ],
 )
 def test_request_validation_refuses_bad_input(bad: dict[str, object]) -> None:
@@ -72,6 +73,12 @@ async def test_capabilities_are_checked_and_refusals_cost_nothing(
     assert message in describe(refused.value)
     usage = await service.usage(ALICE)
     assert (usage.left, usage.queued) == (60, 0)
+
+
+async def test_a_name_that_is_neither_a_model_nor_an_alias_is_unknown(service: JobService) -> None:
+    with pytest.raises(UnknownModel) as refused:
+        await service.enqueue(ALICE, req(model="no-slash"))
+    assert refused.value.model == "no-slash"
 
 
 async def test_an_image_to_video_model_without_an_image_is_refused_for_free(

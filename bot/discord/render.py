@@ -22,8 +22,17 @@ def custom_id(action: str, job_id: str) -> str:
     return f"video:{action}:{job_id}"
 
 
+def fallback_note(job: Job) -> str:
+    """For a job on a model alias that moved on: which model made it, and which could not (and why)."""
+    if job.route is None or not job.route.tried:
+        return ""
+    first = job.route.tried[0]
+    return (f"\n↪️ `{job.route.alias}`: made with `{job.model}` instead of `{first.model}`, which could not take "
+            f"it ({quote(first.reason, 160)})")  # fmt: skip
+
+
 def status_text(job: Job, *, position: int | None = None, eta: float | None = None) -> str:
-    what = f"**{quote(job.request.prompt, 120)}** · `{job.model}` · {job.request.duration}s"
+    what = f"**{quote(job.request.prompt, 120)}** · `{job.model}` · {job.request.duration}s" + fallback_note(job)
     state = job.state
     if state is JobState.QUEUED:
         where = f"#{position} in line" if position is not None else "waiting"
@@ -66,7 +75,8 @@ def clip_view(job: Job) -> discord.ui.View:
 def clip_embed(job: Job, now: float) -> discord.Embed:
     request = job.request
     embed = discord.Embed(description=quote(request.prompt, 4000), colour=discord.Colour.blurple())
-    embed.add_field(name="Model", value=f"`{job.model}`")
+    fell_back = f" (fallback for `{job.route.tried[0].model}`)" if job.route and job.route.tried else ""
+    embed.add_field(name="Model", value=f"`{job.model}`{fell_back}")
     embed.add_field(name="Duration", value=f"{request.duration}s · {request.aspect}")
     embed.add_field(name="Seed", value=str(request.seed) if request.seed is not None else "random")
     embed.add_field(name="Credits", value=str(job.credits))
@@ -117,6 +127,11 @@ def _entry_text(entry: QueueEntry, guild_id: int) -> str:
         url = f"https://discord.com/channels/{guild_id}/{job.channel_id}/{record.status_message_id}"
         text += f" · [status]({url})"
     return text
+
+
+def alias_choice(alias: str, chain: list[ModelInfo]) -> str:
+    """An alias as autocomplete lists it: `fast · Veo 3.1 Fast, then Wan 2.2 (fal), then Local preview`."""
+    return f"{alias} · " + ", then ".join(m.label for m in chain)[:90]
 
 
 def model_choice(model: ModelInfo) -> str:

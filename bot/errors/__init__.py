@@ -72,6 +72,7 @@ from bot.errors.providers import (
     CredentialsRejected,
     DownloadTooLarge,
     ProviderBilling,
+    ProviderUnavailable,
     RequestRejected,
     ResultExpired,
 )
@@ -126,6 +127,7 @@ __all__ = [
     "PeriodIsServerWide",
     "ProviderBilling",
     "ProviderError",
+    "ProviderUnavailable",
     "QueueFull",
     "QueuePaused",
     "QuotaExceeded",

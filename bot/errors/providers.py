@@ -89,6 +89,19 @@ class DownloadTooLarge(ProviderError):
         self.limit = limit
 
 
+class ProviderUnavailable(ProviderError):
+    """The provider's circuit breaker is open: it failed again and again just now, so new jobs skip it."""
+
+    def __init__(self, provider: str, seconds: float) -> None:
+        super().__init__(
+            f"{provider} skipped for {seconds:.0f} s: it kept failing",
+            retryable=False,
+            user_message="The video service is failing right now; your credits are returned. Try again in a few "
+            "minutes, or choose another model.",
+        )
+        self.provider = provider
+
+
 class CreateOutcomeUnknown(ProviderError):
     """A create request may have reached the provider but its answer was lost. Repeating it could make (and
     bill) the video twice, so it is final unless the provider has an idempotency key."""

@@ -17,6 +17,7 @@ from bot.domain import (
     ModelInfo,
     QueueEntry,
     Requester,
+    Route,
     Usage,
     VideoRequest,
 )
@@ -26,6 +27,7 @@ from bot.errors import (
     DurationNotOffered,
     ImageNotOffered,
     ImageRequired,
+    InvalidRequest,
     JobNotFound,
     ModelDisabled,
     NegativePromptNotOffered,
@@ -49,6 +51,16 @@ SETTINGS_TTL = 5.0
 """How long a server's settings are reused before being read again. Admin changes made in this process apply at
 once; another process sees them within this time. (Pause and blocks are read inside the enqueue transaction.)"""
 ETA_TTL = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Where a request runs: the request on its model (an alias replaced by the model chosen), that model, and
+    for an alias the route of fallbacks."""
+
+    request: VideoRequest
+    model: ModelInfo
+    route: Route | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +111,17 @@ class JobService:
         settings = await self.guild_settings(guild_id)
         return [m for m in self.registry.models() if m.id not in settings.disabled_models]
 
+    async def enabled_aliases(self, guild_id: int) -> list[tuple[str, list[ModelInfo]]]:
+        """Each model alias with the models of its chain that are configured and enabled here (aliases with
+        none are left out)."""
+        enabled = {m.id: m for m in await self.enabled_models(guild_id)}
+        aliases = []
+        for alias, chain in self.registry.catalogue.aliases.items():
+            models = [enabled[m] for m in chain if m in enabled]
+            if models:
+                aliases.append((alias, models))
+        return aliases
+
     async def default_model(self, guild_id: int) -> str:
         settings = await self.guild_settings(guild_id)
         return settings.default_model or self.registry.default_model
@@ -121,11 +144,37 @@ class JobService:
         return capable[0]
 
     async def validate(self, guild_id: int, request: VideoRequest) -> ModelInfo:
-        """Check a request against the model's capabilities and the server's enabled models."""
-        model = self.registry.model(request.model)
-        if model is None:
-            raise UnknownModel(request.model)
+        """Check a request against the model's capabilities and the server's enabled models (for an alias:
+        the model of its chain the request would run on)."""
+        return (await self.plan(guild_id, request)).model
+
+    async def plan(self, guild_id: int, request: VideoRequest) -> Plan:
+        """The model a request runs on. A model alias (`MODELS_FILE`) runs on the first model of its chain that
+        is configured, enabled on this server and accepts the request; the others that do are its fallbacks,
+        in order. When none does, the first refusal is the answer."""
         settings = await self.guild_settings(guild_id)
+        chain = None if self.registry.offers(request.model) else self.registry.catalogue.aliases.get(request.model)
+        if chain is None:
+            return Plan(request, self._check(request.model, request, settings), None)
+        accepted: list[ModelInfo] = []
+        refusals: list[InvalidRequest] = []
+        for model_id in chain:
+            try:
+                accepted.append(self._check(model_id, request, settings))
+            except InvalidRequest as refusal:
+                refusals.append(refusal)
+        if not accepted:
+            # What the member can change (a duration, an image) says more than a model that is not set up here.
+            useful = [r for r in refusals if not isinstance(r, UnknownModel | ModelDisabled)]
+            raise (useful or refusals)[0]
+        first = accepted[0]
+        route = Route(request.model, tuple(m.id for m in accepted[1:]))
+        return Plan(request.model_copy(update={"model": first.id}), first, route)
+
+    def _check(self, model_id: str, request: VideoRequest, settings: GuildSettings) -> ModelInfo:
+        model = self.registry.model(model_id)
+        if model is None:
+            raise UnknownModel(model_id)
         if model.id in settings.disabled_models:
             raise ModelDisabled(model.id)
         if request.duration not in model.durations:
@@ -144,7 +193,8 @@ class JobService:
 
     # --- enqueue / cancel -----------------------------------------------------------------------------
     async def enqueue(self, who: Requester, request: VideoRequest, *, delivery_ref: str | None = None) -> Job:
-        model = await self.validate(who.guild_id, request)
+        plan = await self.plan(who.guild_id, request)
+        request, model = plan.request, plan.model
         now = self.clock.now()
         policy = resolve_policy(await self.store.policy_layers(who.guild_id, who.user_id, who.role_ids))
         window = window_bounds(policy.period, now)
@@ -164,6 +214,7 @@ class JobService:
             created_at=now,
             updated_at=now,
             delivery_ref=delivery_ref,
+            route=plan.route,
         )
         job = await self.store.insert_job(job, max_running=policy.max_running, window=window, admit=admit)
         log.info("job %s: queued %s %ss for %s/%s (%d credits)", job.id, model.id, request.duration,

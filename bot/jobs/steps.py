@@ -16,10 +16,21 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.domain import Job, JobState
-from bot.errors import DeliveryError, JobFailed, ProviderError
+from bot.domain import Fallback, Job, JobState, Route
+from bot.errors import (
+    ContentRefused,
+    CreateOutcomeUnknown,
+    CredentialsRejected,
+    DeliveryError,
+    JobFailed,
+    ProviderBilling,
+    ProviderError,
+    ProviderUnavailable,
+    RequestRejected,
+)
 from bot.faults import crash_point
 from bot.providers.base import PollResult, RemoteJob, RemoteState, VideoProvider
+from bot.store.base import Reroute
 
 if TYPE_CHECKING:
     from bot.jobs.worker import Worker
@@ -37,11 +48,49 @@ async def submit(w: Worker, job: Job, provider: VideoProvider) -> Job:
         # the video already, and sending it again could cost twice.
         raise JobFailed("The video service was interrupted while taking this job; your credits are returned.")
     with w.side_effect(job):
-        remote_id = job.remote_id or await w.provider_call(job, "submit", lambda: provider.submit(job.id, job.request))
+        try:
+            remote_id = job.remote_id or await w.provider_call(
+                job, "submit", lambda: provider.submit(job.id, job.request)
+            )
+        except JobFailed as failure:
+            moved = await fall_back(w, job, failure)
+            if moved is None:
+                raise
+            return moved
         crash_point("submitted")
         job = await w.move(job, JobState.RUNNING, remote_id=remote_id, detail=f"remote id {remote_id}")
     crash_point("running")
     return job
+
+
+async def fall_back(w: Worker, job: Job, failure: JobFailed) -> Job | None:
+    """Move a job on a model alias to the next model of its chain, when the provider failed in a way that
+    cannot have made anything: an outage past the retry budget, the vendor account out of quota, or an open
+    circuit breaker. Never after a content refusal or a bad request (the next model would refuse too, or the
+    member must change something), and never when the create may have been taken (it could be paid twice).
+    None when the job cannot fall back."""
+    cause = failure.__cause__
+    route = job.route
+    if route is None or not isinstance(cause, ProviderError) or not falls_through(cause):
+        return None
+    for index, model_id in enumerate(route.remaining):
+        model = w.registry.model(model_id)
+        if model is None:
+            continue  # no longer configured here
+        request = job.request.model_copy(update={"model": model_id})
+        tried = (*route.tried, Fallback(job.model, failure.reason))
+        reroute = Reroute(request, model.credits_for(request.duration),
+                          Route(route.alias, route.remaining[index + 1 :], tried))  # fmt: skip
+        log.warning("job %s: %s failed (%s); falling back to %s", job.id, job.model, cause, model_id)
+        return await w.move(job, JobState.SUBMITTING, reroute=reroute,
+                            detail=f"fell back from {job.model} to {model_id}: {cause}")  # fmt: skip
+    return None
+
+
+def falls_through(error: ProviderError) -> bool:
+    if isinstance(error, ContentRefused | RequestRejected | CreateOutcomeUnknown | CredentialsRejected):
+        return False
+    return error.retryable or isinstance(error, ProviderBilling | ProviderUnavailable)
 
 
 async def wait_remote(w: Worker, job: Job, provider: VideoProvider) -> Job:

@@ -31,10 +31,12 @@ from bot.errors import (
     LeaseLost,
     ProviderBilling,
     ProviderError,
+    ProviderUnavailable,
     StoreError,
 )
 from bot.faults import crash_point
 from bot.jobs import liveness
+from bot.jobs.breaker import CircuitBreaker
 from bot.jobs.notify import Delivery, Transitions
 from bot.jobs.retry import FOREVER, RetryPolicy, retrying
 from bot.jobs.staging import StagingDirs, discard_job_files
@@ -89,6 +91,8 @@ class Worker:
         self.shutdown_grace = shutdown_grace
         """Seconds a submit or a post in flight may take to finish when the worker is stopped."""
         self.max_poll_seconds = max_poll_seconds
+        self.breaker = CircuitBreaker(clock)
+        """Skips a provider for new submits while it keeps failing (what this process sees)."""
         self.limits = ClaimLimits(
             provider_limits=registry.concurrency_limits(),
             global_limit=global_limit,
@@ -234,7 +238,6 @@ class Worker:
     # --- one job --------------------------------------------------------------------------------------
     async def drive(self, job: Job) -> None:
         """Take a claimed job to its end, step by step, from whatever state it was left in."""
-        provider = self.registry.provider(job.provider)
         # A first claim moved the job out of the queue; a takeover (a later attempt) left its state as it was.
         await self.transitions.fire(job, JobState.QUEUED if job.attempts == 0 else job.state)
         try:
@@ -242,6 +245,7 @@ class Worker:
                 if self._stopping:
                     await self.store.release_lease(job.id, self.worker_id)
                     return
+                provider = self.registry.provider(job.provider)  # a job on an alias may move to another
                 if job.cancel_requested:
                     job = await cancel(self, job, provider)
                     break
@@ -283,11 +287,26 @@ class Worker:
         self, job: Job, what: str, call: Callable[[], Awaitable[T]], *, until: float | None = None
     ) -> T:
         """A provider call, retried while the provider says it may pass (a fixed number of tries, or until the
-        clock reaches `until`); a final error fails the job with the provider's own words."""
+        clock reaches `until`); a final error fails the job with the provider's own words. Outage-like failures
+        feed the provider's circuit breaker, and a submit skips a provider whose breaker is open."""
+        provider = job.provider
+
+        async def attempt() -> T:
+            if what == "submit" and self.breaker.is_open(provider):
+                raise ProviderUnavailable(provider, self.breaker.reopens_in(provider))
+            try:
+                result = await call()
+            except ProviderError as exc:
+                if exc.retryable:
+                    self.breaker.failed(provider)
+                raise
+            self.breaker.succeeded(provider)
+            return result
+
         try:
             if until is None:
-                return await self.retrying(job, what, call, retry_on=ProviderError)
-            return await retrying(call, what=f"job {job.id}: {what}", policy=self.retry, clock=self.clock,
+                return await self.retrying(job, what, attempt, retry_on=ProviderError)
+            return await retrying(attempt, what=f"job {job.id}: {what}", policy=self.retry, clock=self.clock,
                                   retry_on=ProviderError, attempts=FOREVER,
                                   keep_going=lambda: self.clock.now() < until and not self.stopping)  # fmt: skip
         except ProviderError as exc:

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bot.domain import GuildSettings, Job, JobEvent, JobState, QuotaLimits, WorkerInfo
+from bot.domain import GuildSettings, Job, JobEvent, JobState, QuotaLimits, Route, VideoRequest, WorkerInfo
 from bot.errors import InvalidTransition as InvalidTransition
 from bot.errors import LeaseLost as LeaseLost
 
@@ -52,6 +52,16 @@ class ClaimLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class Reroute:
+    """A job on a model alias moves on to another model of its chain (`SUBMITTING → SUBMITTING`): its request,
+    credits (never more than reserved: the difference is refunded) and route change together."""
+
+    request: VideoRequest
+    credits: int
+    route: Route
+
+
+@dataclass(frozen=True, slots=True)
 class Transition:
     """Move a job to `to_state` (if `bot.domain.ALLOWED` lets it from where it is), optionally only while
     `worker_id` holds its lease. Fields left None keep their value. Terminal moves clear the lease; `refund`
@@ -65,6 +75,7 @@ class Transition:
     remote_id: str | None = None
     result_path: str | None = None
     post_attempted_at: float | None = None
+    reroute: Reroute | None = None
     # Recorded by an end:
     error: str | None = None
     delivered_message_id: int | None = None
@@ -74,6 +85,8 @@ class Transition:
         ending = (self.error, self.delivered_message_id)
         if any(v is not None for v in (working if self.to_state.is_terminal else ending)):
             raise ValueError(f"a move to {self.to_state} cannot record {self}")
+        if self.reroute is not None and self.to_state is not JobState.SUBMITTING:
+            raise ValueError("only a job being submitted can move on to another model")
 
 
 AdmitFn = Callable[[Admission], None]

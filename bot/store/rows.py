@@ -9,11 +9,13 @@ from typing import Any
 
 from bot.domain import (
     STORED,
+    Fallback,
     GuildSettings,
     Job,
     JobEvent,
     JobState,
     QuotaLimits,
+    Route,
     VideoRequest,
     WorkerInfo,
 )
@@ -22,7 +24,7 @@ from bot.store.dialect import Row
 
 JOB_INSERT_COLUMNS = (
     "id", "guild_id", "user_id", "channel_id", "model", "provider", "request_json", "credits",
-    "max_running", "state", "priority", "fair_rank", "created_at", "updated_at", "delivery_ref",
+    "max_running", "state", "priority", "fair_rank", "created_at", "updated_at", "delivery_ref", "route",
 )  # fmt: skip
 """The columns a new job is inserted with; the queries' `{job_columns}` and `{job_values}` are made from it."""
 
@@ -31,7 +33,7 @@ def job_insert_params(job: Job, max_running: int, fair_rank: int) -> dict[str, A
     values = (
         job.id, job.guild_id, job.user_id, job.channel_id, job.model, job.provider,
         job.request.model_dump_json(), job.credits, max_running, job.state.value, job.priority, fair_rank,
-        job.created_at, job.updated_at, job.delivery_ref,
+        job.created_at, job.updated_at, job.delivery_ref, route_json(job.route),
     )  # fmt: skip
     return dict(zip(JOB_INSERT_COLUMNS, values, strict=True))
 
@@ -64,7 +66,22 @@ def job_from_row(row: Row) -> Job:
         delivery_ref=row["delivery_ref"],
         post_attempted_at=row["post_attempted_at"],
         status_state=JobState(row["status_state"]) if row["status_state"] else None,
+        route=_parse_route(row["route"]) if row["route"] else None,
     )
+
+
+def route_json(route: Route | None) -> str | None:
+    if route is None:
+        return None
+    tried = [{"model": f.model, "reason": f.reason} for f in route.tried]
+    return json.dumps({"alias": route.alias, "remaining": list(route.remaining), "tried": tried})
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_route(text: str) -> Route:
+    data = json.loads(text)
+    tried = tuple(Fallback(str(f["model"]), str(f["reason"])) for f in data.get("tried", ()))
+    return Route(str(data["alias"]), tuple(str(m) for m in data.get("remaining", ())), tried)
 
 
 @functools.lru_cache(maxsize=4096)

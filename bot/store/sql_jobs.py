@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from bot.domain import ALLOWED, Job, JobEvent, JobState
 from bot.errors import InvalidTransition, LeaseLost
-from bot.store.base import AdmitFn, ClaimLimits, Transition
+from bot.store.base import AdmitFn, ClaimLimits, Reroute, Transition
 from bot.store.dialect import Connection, Dialect, Row, fetch, fetchrow, one
-from bot.store.rows import admission_from_row, event_from_row, job_from_row, job_insert_params
+from bot.store.rows import admission_from_row, event_from_row, job_from_row, job_insert_params, route_json
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,9 @@ async def apply_transition(conn: Connection, job_id: str, change: Transition, no
         raise LeaseLost(job_id, holder=row["lease_owner"], worker_id=change.worker_id)
     if change.to_state not in ALLOWED[state]:
         raise InvalidTransition(job_id, state, change.to_state)
-    if change.to_state.is_terminal:
+    if change.reroute is not None:
+        updated = await _reroute(conn, job_id, row, change.reroute, now)
+    elif change.to_state.is_terminal:
         updated = await conn.fetchrow(
             "end_job", id=job_id, state=change.to_state.value, now=now, error=change.error,
             delivered_message_id=change.delivered_message_id,
@@ -180,6 +182,23 @@ async def apply_transition(conn: Connection, job_id: str, change: Transition, no
         )  # fmt: skip
     await _event(conn, job_id, now, state, change.to_state, change.detail or change.error or "")
     return job_from_row(one(updated, change.to_state.value))
+
+
+async def _reroute(conn: Connection, job_id: str, row: Row, reroute: Reroute, now: float) -> Row | None:
+    """The new model's cost is kept, never more than was reserved; the difference goes back at once."""
+    credits = min(int(row["credits"]), reroute.credits)
+    request = reroute.request
+    updated = await conn.fetchrow(
+        "reroute_job", id=job_id, state=JobState.SUBMITTING.value, now=now, model=request.model,
+        provider=request.provider, request_json=request.model_dump_json(), credits=credits,
+        route=route_json(reroute.route),
+    )  # fmt: skip
+    if credits < int(row["credits"]):
+        await conn.execute(
+            "insert_ledger", guild_id=row["guild_id"], user_id=row["user_id"], job_id=job_id, kind="refund",
+            credits=credits - int(row["credits"]), at=row["created_at"],
+        )  # fmt: skip
+    return updated
 
 
 async def _take_over(conn: Connection, expired: Row, *, worker_id: str, lease_until: float, now: float) -> Job:

@@ -66,6 +66,13 @@ UPDATE jobs SET state = :state, updated_at = :now,
     post_attempted_at = COALESCE(:post_attempted_at, post_attempted_at)
 WHERE id = :id RETURNING *;
 
+-- name: reroute_job
+-- A job on a model alias moves on to the next model of its chain, before any provider took it: no remote id,
+-- and no earlier attempt at this provider.
+UPDATE jobs SET state = :state, updated_at = :now, model = :model, provider = :provider,
+    request_json = :request_json, credits = :credits, route = :route, remote_id = NULL, attempts = 0
+WHERE id = :id RETURNING *;
+
 -- name: end_job
 -- To a terminal state: the lease is cleared and the end dated. Fields left NULL keep their value.
 UPDATE jobs SET state = :state, updated_at = :now, finished_at = :now,
