@@ -188,7 +188,9 @@ class Job:
     remote_id: str | None = None
     progress: float = 0.0
     remote_position: int | None = None
-    """Jobs ahead of this one in the video service's own queue, while it waits there."""
+    """Jobs ahead of this one in the video service's own queue, while it waits there (when it says)."""
+    remote_waiting: bool = False
+    """The video service has the job but has not started it (queued, throttled)."""
     attempts: int = 0
     lease_owner: str | None = None
     lease_expires_at: float | None = None

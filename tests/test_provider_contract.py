@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 from bot.clock import FakeClock
 from bot.config import Settings
+from bot.discord.render import status_text
 from bot.domain import Job, JobState, QuotaLimits, Requester, VideoRequest
 from bot.jobs.notify import FileSink, JobTransition
 from bot.jobs.service import JobService
@@ -28,6 +30,7 @@ from bot.store.base import Store
 from tests.conftest import close_test_store, make_worker, open_test_store
 from tests.fakes.providers import ALL_FAKES
 from tests.fakes.providers.base import FakeVendor
+from tests.fakes.providers.runway import RunwayFake
 
 ALICE = Requester(guild_id=1, user_id=10, channel_id=100)
 EVER = (0.0, 1e12)
@@ -156,6 +159,8 @@ async def test_a_job_past_its_deadline_fails_and_refunds(vendor: FakeVendor, tmp
         assert 600 <= r.clock.now() - started <= 600 + 120
         assert vendor.count("poll") <= 600 / 1 + 2
         assert await r.standing() == (0, 0)
+        if vendor.can_cancel:
+            assert vendor.count("cancel") == 1, "a job given up on is stopped at the provider, not left to bill"
 
 
 async def test_an_expired_result_url_is_fetched_again(vendor: FakeVendor, tmp_path: Path) -> None:
@@ -196,3 +201,25 @@ async def test_a_create_whose_answer_was_lost_is_not_sent_again(vendor: FakeVend
             assert delivered_bytes(r, job) == vendor.video
         else:
             assert job.state is JobState.FAILED and await r.standing() == (0, 0)
+
+
+async def test_a_job_waiting_at_the_provider_says_so(tmp_path: Path) -> None:
+    """Runway's THROTTLED, fal's IN_QUEUE: the status message says the job waits at the service, with its place
+    when the service gives one, and never claims progress it has not made."""
+    async with RunwayFake() as vendor:
+        vendor.throttled_polls = 2  # then PENDING, then RUNNING with progress
+        vendor.polls_to_finish = 5
+        async with rig(vendor, tmp_path) as r:
+            shown: list[str] = []
+
+            async def record(event: JobTransition) -> None:
+                if event.job.state is JobState.RUNNING:
+                    shown.append(status_text(event.job).splitlines()[0])
+
+            r.worker.transitions.subscribe(record)
+            job = await r.run()
+            assert job.state is JobState.DELIVERED
+            waited = shown.index("🕒 Waiting at the video service")  # raises when never shown
+            assert any(line.startswith("🎬 Generating") for line in shown[waited:]), shown
+    waiting = dataclasses.replace(job, state=JobState.RUNNING, progress=0.0, remote_waiting=True, remote_position=2)
+    assert status_text(waiting).startswith("🕒 Waiting at the video service (#3 in its queue)")

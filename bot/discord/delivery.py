@@ -43,8 +43,9 @@ FIT_HEADROOM = 0.97
 class _StatusSlot:
     job: Job
     last_edit: float = float("-inf")
-    shown: tuple[str, int, int | None] | None = None
-    """(state, progress step, provider queue position) last shown, so identical edits are skipped."""
+    shown: tuple[str, int, bool, int | None] | None = None
+    """(state, progress step, waiting at the provider, its queue position) last shown: identical edits are
+    skipped."""
 
 
 class DiscordDelivery:
@@ -120,13 +121,13 @@ class DiscordDelivery:
                 del self._slots[job_id]
         return edited
 
-    def _shown_key(self, job: Job) -> tuple[str, int, int | None]:
+    def _shown_key(self, job: Job) -> tuple[str, int, bool, int | None]:
         running = job.state is JobState.RUNNING
         step = int(job.progress * self.progress_steps) if running else 0
         # The provider's queue position shows while nothing has started; each new position is one more edit,
         # still at most one per `status_interval`.
-        waiting = job.remote_position if running and step == 0 else None
-        return job.state.value, step, waiting
+        waiting = (job.remote_waiting, job.remote_position) if running and step == 0 else (False, None)
+        return job.state.value, step, *waiting
 
     async def _edit_status(self, job: Job) -> None:
         params = _status_params(status_text(job), status_view(job))

@@ -39,9 +39,10 @@ def status_text(job: Job, *, position: int | None = None, eta: float | None = No
         when = f", ready {timestamp(eta)}" if eta is not None else ""
         return f"🕒 Queued ({where}{when})\n{what}"
     if state in (JobState.SUBMITTING, JobState.RUNNING):
-        if job.remote_position is not None and job.progress == 0:
-            ahead = "next" if job.remote_position == 0 else f"#{job.remote_position + 1}"
-            return f"🕒 Waiting at the video service ({ahead} in its queue)\n{what}"
+        if job.remote_waiting or (job.remote_position is not None and job.progress == 0):
+            place = job.remote_position
+            ahead = "" if place is None else " (next in its queue)" if place == 0 else f" (#{place + 1} in its queue)"
+            return f"🕒 Waiting at the video service{ahead}\n{what}"
         return f"🎬 Generating {progress_bar(job.progress)}\n{what}"
     if state in (JobState.DOWNLOADING, JobState.DELIVERING):
         return f"📦 Finishing up…\n{what}"

@@ -108,9 +108,11 @@ async def wait_remote(w: Worker, job: Job, provider: VideoProvider) -> Job:
         if result.state is RemoteState.FAILED:
             raise JobFailed(result.error or "The video service could not make this video.")
         progress = job.progress if result.progress is None else result.progress
-        if (progress, result.queue_position) != (job.progress, job.remote_position):
-            job = await w.report_progress(job, progress, result.queue_position)
+        waiting = result.state is RemoteState.QUEUED
+        if (progress, waiting, result.queue_position) != (job.progress, job.remote_waiting, job.remote_position):
+            job = await w.report_progress(job, progress, waiting=waiting, position=result.queue_position)
         if w.clock.now() >= deadline:
+            await stop_at_provider(job, provider)  # or it runs on, and is billed, for nobody
             raise JobFailed("The video service took too long; your credits are returned.")
         # Never sooner than the provider asks; otherwise ever less often as the job runs on: from the worker's
         # `poll_interval` (0.5 s: a short offline render is noticed at once) growing by half each time up to
@@ -182,12 +184,19 @@ async def deliver(w: Worker, job: Job, provider: VideoProvider) -> Job:
 
 async def cancel(w: Worker, job: Job, provider: VideoProvider) -> Job:
     """A member or an admin asked to stop: tell the provider (best effort) and end the job with a refund."""
-    if job.remote_id is not None and job.state in (JobState.RUNNING, JobState.SUBMITTING):
-        try:
-            await provider.cancel(remote_job(job))
-        except ProviderError as exc:
-            log.warning("job %s: provider could not cancel (%s)", job.id, exc)
+    if job.state in (JobState.RUNNING, JobState.SUBMITTING):
+        await stop_at_provider(job, provider)
     return await w.end(job, JobState.CANCELLED, "cancelled by request")
+
+
+async def stop_at_provider(job: Job, provider: VideoProvider) -> None:
+    """Ask the provider to stop a job it has (best effort: the job ends here whatever it answers)."""
+    if job.remote_id is None:
+        return
+    try:
+        await provider.cancel(remote_job(job))
+    except ProviderError as exc:
+        log.warning("job %s: provider could not cancel (%s)", job.id, exc)
 
 
 STEPS: dict[JobState, Step] = {

@@ -342,11 +342,13 @@ class Worker:
         await self.transitions.fire(ended, job.state)
         return ended
 
-    async def report_progress(self, job: Job, progress: float, remote_position: int | None = None) -> Job:
-        await self.store.set_progress(job.id, self.worker_id, progress, remote_position=remote_position,
-                                      now=self.clock.now())  # fmt: skip
+    async def report_progress(
+        self, job: Job, progress: float, *, waiting: bool = False, position: int | None = None
+    ) -> Job:
+        await self.store.set_progress(job.id, self.worker_id, progress, remote_waiting=waiting,
+                                      remote_position=position, now=self.clock.now())  # fmt: skip
         # A new job: an event already fired keeps what it said.
-        job = dataclasses.replace(job, progress=progress, remote_position=remote_position)
+        job = dataclasses.replace(job, progress=progress, remote_waiting=waiting, remote_position=position)
         await self.transitions.fire(job, job.state)
         return job
 

@@ -10,12 +10,13 @@ from bot.providers.registry import ProviderRegistry
 
 def build_providers(settings: Settings) -> list[VideoProvider]:
     """Every provider whose credentials are configured, then the always-available offline renderer."""
-    from bot.providers import comfyui, dashscope, fal, openai, replicate, veo
+    from bot.providers import comfyui, dashscope, fal, kling, luma, minimax, openai, replicate, runway, veo, vidu
     from bot.providers.local import LocalPreviewProvider
 
     # In order of preference for the default model: the first configured provider's first model.
     factories = (openai.from_settings, veo.from_settings, fal.from_settings, replicate.from_settings,
-                 comfyui.from_settings, dashscope.from_settings)  # fmt: skip
+                 comfyui.from_settings, dashscope.from_settings, runway.from_settings, luma.from_settings,
+                 kling.from_settings, minimax.from_settings, vidu.from_settings)  # fmt: skip
     configured = [factory(settings) for factory in factories]
     providers: list[VideoProvider] = [p for p in configured if p is not None]
     providers.append(LocalPreviewProvider(settings.data_dir / "renders"))

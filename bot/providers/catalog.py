@@ -28,7 +28,8 @@ USD_PER_CREDIT_SECOND = 0.05
 class ListPrice:
     usd_per_second: float
     as_of: str
-    """When the vendor's public price was read (YYYY-MM)."""
+    """When the vendor's public price was read (YYYY-MM), with "unconfirmed" when it came from a reseller or a
+    third-party copy rather than the vendor's own page: check it and set it in `MODELS_FILE`."""
 
 
 LIST_PRICES: Mapping[str, ListPrice] = {
@@ -41,8 +42,37 @@ LIST_PRICES: Mapping[str, ListPrice] = {
     "veo/veo-3.0-fast-generate-001": ListPrice(0.15, "2026-08"),
     "fal/fal-ai/wan/v2.2-a14b/text-to-video": ListPrice(0.08, "2026-08"),  # 720p; 480p is $0.04/s
     "fal/fal-ai/wan/v2.2-a14b/image-to-video": ListPrice(0.08, "2026-08"),
+    # Runway API credits at $0.01: Gen-4.5 12/s, Gen-4 Turbo 5/s, Veo 3.1 40/s and Fast 15/s with sound.
+    "runway/gen4.5": ListPrice(0.12, "2026-08 unconfirmed"),
+    "runway/gen4_turbo": ListPrice(0.05, "2026-08 unconfirmed"),
+    "runway/veo3.1": ListPrice(0.40, "2026-08 unconfirmed"),
+    "runway/veo3.1_fast": ListPrice(0.15, "2026-08 unconfirmed"),
+    # Luma bills per output pixel: 720p at 24 fps is about 22 million pixels a second.
+    "luma/ray-2": ListPrice(0.14, "2025-10 unconfirmed"),
+    "luma/ray-flash-2": ListPrice(0.05, "2025-10 unconfirmed"),
+    # Kling resource-pack units at about $0.14: 2.5 Turbo pro 2.5 units per 5 s, the masters 10 units per 5 s.
+    "kling/kling-v2-5-turbo": ListPrice(0.07, "2026-11 unconfirmed"),
+    "kling/kling-v2-6": ListPrice(0.07, "2026-11 unconfirmed"),
+    "kling/kling-v2-1-master": ListPrice(0.28, "2026-11 unconfirmed"),
+    "kling/kling-v2-master": ListPrice(0.28, "2026-11 unconfirmed"),
+    "kling/kling-v2-1": ListPrice(0.05, "2026-11 unconfirmed"),
+    "kling/kling-v1-6": ListPrice(0.05, "2026-11 unconfirmed"),
+    # MiniMax pay-as-you-go at 768P: $0.56 per 10 s (Fast $0.32).
+    "minimax/MiniMax-Hailuo-2.3": ListPrice(0.056, "2026-08 unconfirmed"),
+    "minimax/MiniMax-Hailuo-2.3-Fast": ListPrice(0.032, "2026-08 unconfirmed"),
+    "minimax/MiniMax-Hailuo-02": ListPrice(0.056, "2026-08 unconfirmed"),
+    # Vidu credits at $0.005 (resellers' tables): Q1 80 per 5 s at 1080p, Q3 Pro 30/s, 2.0 and 1.5 100 per 4 s.
+    "vidu/viduq1": ListPrice(0.08, "2026-11 unconfirmed"),
+    "vidu/viduq3-pro": ListPrice(0.15, "2026-11 unconfirmed"),
+    "vidu/viduq2": ListPrice(0.05, "2026-11 unconfirmed"),
+    "vidu/vidu2.0": ListPrice(0.125, "2026-11 unconfirmed"),
+    "vidu/vidu1.5": ListPrice(0.125, "2026-11 unconfirmed"),
+    # DashScope international, Wan 2.6 at 720p (third-party figure).
+    "dashscope/wan2.6-t2v": ListPrice(0.10, "2026-11 unconfirmed"),
+    "dashscope/wan2.6-i2v": ListPrice(0.10, "2026-11 unconfirmed"),
 }
-"""Public list prices per second of video, from the vendors' pricing pages (through the reference notes).
+"""Public list prices per second of video, from the vendors' pricing pages (through the reference notes; an
+"unconfirmed" date marks a figure read from a reseller or a third-party copy).
 Models not listed have no known price: self-hosted ones cost nothing here, hosted ones should be priced in
 `MODELS_FILE`."""
 

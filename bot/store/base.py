@@ -135,9 +135,17 @@ class JobStore(Protocol):
         ...
 
     async def set_progress(
-        self, job_id: str, worker_id: str, progress: float, *, remote_position: int | None = None, now: float
+        self,
+        job_id: str,
+        worker_id: str,
+        progress: float,
+        *,
+        remote_waiting: bool = False,
+        remote_position: int | None = None,
+        now: float,
     ) -> None:
-        """Record how far the video service is: its progress, and its queue position while it waits there."""
+        """Record how far the video service is: its progress, whether the job still waits there (queued,
+        throttled), and its place in the service's queue when it says."""
         ...
 
     async def request_cancel(self, job_id: str, *, now: float) -> Job:

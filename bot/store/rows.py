@@ -54,6 +54,7 @@ def job_from_row(row: Row) -> Job:
         remote_id=row["remote_id"],
         progress=float(row["progress"]),
         remote_position=row["remote_position"],
+        remote_waiting=bool(row["remote_waiting"]),
         attempts=int(row["attempts"]),
         lease_owner=row["lease_owner"],
         lease_expires_at=row["lease_expires_at"],

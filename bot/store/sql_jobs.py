@@ -85,10 +85,18 @@ class JobsSql:
         return await self.dialect.write(lambda conn: apply_transition(conn, job_id, change, now))
 
     async def set_progress(
-        self, job_id: str, worker_id: str, progress: float, *, remote_position: int | None = None, now: float
+        self,
+        job_id: str,
+        worker_id: str,
+        progress: float,
+        *,
+        remote_waiting: bool = False,
+        remote_position: int | None = None,
+        now: float,
     ) -> None:
         await self.dialect.write_one("set_progress", id=job_id, worker_id=worker_id, progress=progress,
-                                     remote_position=remote_position, now=now)  # fmt: skip
+                                     remote_waiting=remote_waiting, remote_position=remote_position,
+                                     now=now)  # fmt: skip
 
     async def request_cancel(self, job_id: str, *, now: float) -> Job:
         async def cancel(conn: Connection) -> Job:

@@ -83,7 +83,8 @@ UPDATE jobs SET state = :state, updated_at = :now, finished_at = :now,
 WHERE id = :id RETURNING *;
 
 -- name: set_progress
-UPDATE jobs SET progress = :progress, remote_position = :remote_position, updated_at = :now
+UPDATE jobs SET progress = :progress, remote_position = :remote_position, remote_waiting = :remote_waiting,
+    updated_at = :now
 WHERE id = :id AND lease_owner = :worker_id;
 
 -- name: flag_cancel
