@@ -7,6 +7,11 @@ looks for it in every host's `GET /queue` and `GET /history`, so a job whose fir
 remote id was stored, an answer cut off) is never queued twice: `safe_resubmit`. The remote id is
 `<prompt_id>@<host URL>`, all a later process needs to find it again.
 
+With several hosts, a new prompt goes to the one where it should start soonest: its queue length times its
+measured seconds per prompt (`bot.providers.comfyui_hosts`), and a host that stops answering is left out for a
+while. A prompt is only ever polled on the host that has it, never sent to another: a host gone for good leaves
+its prompts failing to poll (retryably) until the worker's poll deadline fails the job and refunds it.
+
 `GET /history/{prompt_id}` is the truth: empty until the prompt ends, then its outputs and status. Until then
 `GET /queue` says whether it waits (and how many are ahead) or runs, and the host's WebSocket listener
 (`bot.providers.comfyui_socket`) gives the sampler's progress. ComfyUI has no content policy and no API key; a
@@ -16,11 +21,10 @@ URL's `user:password` is sent as HTTP basic auth (for a ComfyUI behind an authen
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
+import time
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +33,6 @@ import httpx
 from bot.config import Settings
 from bot.domain import MAX_SEED, ModelInfo, VideoRequest
 from bot.errors import (
-    ConfigError,
     CreateOutcomeUnknown,
     CredentialsRejected,
     ProviderError,
@@ -38,14 +41,16 @@ from bot.errors import (
     ResultExpired,
 )
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
+from bot.providers.comfyui_hosts import CREDENTIAL_VARIABLE, Host, HostPool, parse_hosts, stopped_answering
 from bot.providers.comfyui_socket import ProgressListener
 from bot.providers.comfyui_workflow import PROVIDER, Workflow, describe_rejection, job_values, load_workflows
 from bot.providers.comfyui_workflow import video_output as find_video
 from bot.providers.http import Kind, ProviderHttp
 
+__all__ = ["CREDENTIAL_VARIABLE", "ComfyUIProvider", "Host", "from_settings", "parse_hosts"]
+
 log = logging.getLogger(__name__)
 
-CREDENTIAL_VARIABLE = "COMFYUI_URL"
 JOBS_PER_HOST = 2
 """One prompt running on each GPU and the next one waiting in its queue, so no GPU idles between two polls;
 the rest wait in the bot's own, fair, queue."""
@@ -53,46 +58,6 @@ _PROMPT_IDS = uuid.UUID("5f0c4a38-8a56-4e0c-9c55-2d3c1d1b6a71")
 """Namespace of the prompt ids (uuid5 of the job id): the same job always gets the same id."""
 _SEEDS = uuid.UUID("0d8f3a51-6f1e-4f4b-8a8e-3c7e9b2f4d10")
 _IMAGE_TYPES = ((b"\x89PNG\r\n\x1a\n", ".png", "image/png"), (b"\xff\xd8\xff", ".jpg", "image/jpeg"))
-
-
-@dataclass(frozen=True, slots=True)
-class Host:
-    """One ComfyUI server: its URL without credentials (safe to store and log), and the auth header if any."""
-
-    url: str
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def api(self, path: str) -> str:
-        return self.url + path
-
-    def ws_url(self, client_id: str) -> str:
-        return "ws" + self.url.removeprefix("http") + f"ws?clientId={client_id}"
-
-
-def parse_hosts(value: str) -> tuple[Host, ...]:
-    """`COMFYUI_URL`: one URL or a comma list, each `http(s)://[user:password@]host[:port][/path]`."""
-    hosts = []
-    for part in (item.strip() for item in value.split(",")):
-        if not part:
-            continue
-        try:
-            url = httpx.URL(part)
-        except httpx.InvalidURL:
-            raise ConfigError(f"{CREDENTIAL_VARIABLE} is invalid: one of its URLs cannot be read") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ConfigError(f"{CREDENTIAL_VARIABLE} is invalid: {url.copy_with(username=None, password=None)} "
-                              "is not an http(s):// URL")  # fmt: skip
-        headers = {}
-        if url.username or url.password:
-            token = base64.b64encode(f"{url.username}:{url.password}".encode()).decode("ascii")
-            headers["Authorization"] = f"Basic {token}"
-        bare = str(url.copy_with(username=None, password=None, query=None, fragment=None))
-        host = Host(bare.rstrip("/") + "/", headers)
-        if host not in hosts:
-            hosts.append(host)
-    if not hosts:
-        raise ConfigError(f"{CREDENTIAL_VARIABLE} is invalid: no URL in it")
-    return tuple(hosts)
 
 
 class ComfyUIProvider:
@@ -109,8 +74,11 @@ class ComfyUIProvider:
         *,
         max_download_bytes: int,
         socket_backoff: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock` times the pause of a host that stopped answering (tests pass a fake one)."""
         self.hosts = tuple(hosts)
+        self.pool = HostPool(self.hosts, clock)
         # Text-to-video first: the first model is the bot's default when DEFAULT_MODEL is not set.
         ordered = sorted(workflows, key=lambda workflow: workflow.needs_image)
         self.workflows = {workflow.model_id: workflow for workflow in ordered}
@@ -123,7 +91,9 @@ class ComfyUIProvider:
             host.url: ProgressListener(host.ws_url(self.client_id), headers=host.headers, min_backoff=socket_backoff)
             for host in self.hosts
         }
-        self._turn = 0
+        self._pinned: dict[str, Host] = {}
+        """Prompts sent to a host whose answer was lost and that could not be asked since: a resubmit asks that
+        host only (even out of rotation), for the prompt may be there and must not run twice."""
 
     def models(self) -> Sequence[ModelInfo]:
         return tuple(workflow.model_info() for workflow in self.workflows.values())
@@ -163,7 +133,12 @@ class ComfyUIProvider:
         if workflow.needs_image and request.image_path is None:
             raise RequestRejected(PROVIDER, f"{request.model} makes a video from an image: attach one", field="image")
         prompt_id = str(uuid.uuid5(_PROMPT_IDS, job_id))
-        already, host = await self._place(prompt_id)
+        pinned = self._pinned.get(prompt_id)
+        if pinned is not None and await self._knows(pinned, prompt_id):  # fails, retryably, while it cannot say
+            already, host = True, pinned
+        else:
+            already, host = await self._place(prompt_id)
+        self._pinned.pop(prompt_id, None)
         if already:
             log.info("job %s: prompt %s is already at %s, not queued again", job_id, prompt_id, host.url)
             return f"{prompt_id}@{host.url}"
@@ -179,10 +154,13 @@ class ComfyUIProvider:
                                   field=exc.field, status=exc.status) from None  # fmt: skip
         except CreateOutcomeUnknown:
             # The answer was lost, but the id is ours: ask whether the prompt got in before trying again.
+            self._pinned[prompt_id] = host
             if not await self._knows(host, prompt_id):
+                del self._pinned[prompt_id]
                 log.warning("job %s: ComfyUI at %s did not take prompt %s; it can be sent again", job_id, host.url,
                             prompt_id)  # fmt: skip
                 raise ProviderError(f"{PROVIDER} did not take prompt {prompt_id}", retryable=True) from None
+        self._pinned.pop(prompt_id, None)
         log.info("job %s: queued prompt %s at %s", job_id, prompt_id, host.url)
         return f"{prompt_id}@{host.url}"
 
@@ -203,6 +181,7 @@ class ComfyUIProvider:
                 raise RemoteJobLost(
                     "ComfyUI no longer knows this job (the server restarted, or its queue was cleared)."
                 )
+        self.pool.finished(host, prompt_id, entry)
         return _finished(host, prompt_id, entry)
 
     async def cancel(self, remote: RemoteJob) -> None:
@@ -241,11 +220,11 @@ class ComfyUIProvider:
         return prompt_id, next((host for host in self.hosts if host.url == url), Host(url))
 
     async def _place(self, prompt_id: str) -> tuple[bool, Host]:
-        """Where the prompt already is (True, host), else the host to queue it on (False, host): the one with
-        the shortest queue, taking turns among equals. A host that cannot be reached is left out."""
-        loads: list[tuple[int, int, Host]] = []
+        """Where the prompt already is (True, host), else the host to queue it on (False, host): the shortest
+        expected wait (`HostPool`). Hosts out of rotation are not asked: a dead one would cost a timeout a job."""
+        queue_lengths: list[tuple[Host, int]] = []
         failure: ProviderError | None = None
-        for order, host in enumerate(self.hosts[self._turn :] + self.hosts[: self._turn]):
+        for host in self.pool.candidates():
             try:
                 queue = await self._queue(host)
                 if await self._knows(host, prompt_id, queue):
@@ -255,12 +234,11 @@ class ComfyUIProvider:
                     raise
                 failure = exc
                 continue
-            loads.append((len(_items(queue, "queue_running")) + len(_items(queue, "queue_pending")), order, host))
-        if not loads:
+            queue_lengths.append((host, len(_items(queue, "queue_running")) + len(_items(queue, "queue_pending"))))
+        if not queue_lengths:
             assert failure is not None
             raise failure
-        self._turn = (self._turn + 1) % len(self.hosts)
-        return False, min(loads, key=lambda load: load[:2])[2]
+        return False, self.pool.choose(queue_lengths)
 
     async def _upload(self, host: Host, prompt_id: str, image: Path) -> str:
         """Put the first frame in ComfyUI's input folder under a name of its own (overwritten on a resubmit)."""
@@ -283,13 +261,25 @@ class ComfyUIProvider:
         return _queue_state(queue, prompt_id) is not None or await self._history(host, prompt_id) is not None
 
     async def _history(self, host: Host, prompt_id: str) -> dict[str, Any] | None:
-        answer = await self.http.json("GET", host.api(f"history/{prompt_id}"), headers=host.headers)
+        answer = await self._get(host, f"history/{prompt_id}")
         entry = answer.get(prompt_id) if isinstance(answer, dict) else None
         return entry if isinstance(entry, dict) else None
 
     async def _queue(self, host: Host) -> dict[str, Any]:
-        answer = await self.http.json("GET", host.api("queue"), headers=host.headers)
+        answer = await self._get(host, "queue")
         return answer if isinstance(answer, dict) else {}
+
+    async def _get(self, host: Host, path: str) -> Any:
+        """A read of the queue or the history, which every submit and poll makes: whether the host answered
+        decides whether new prompts may go there."""
+        try:
+            answer = await self.http.json("GET", host.api(path), headers=host.headers)
+        except ProviderError as exc:
+            if stopped_answering(exc):
+                self.pool.unreachable(host)
+            raise
+        self.pool.answered(host)
+        return answer
 
     async def _where(self, host: Host, prompt_id: str) -> tuple[RemoteState, int | None] | None:
         return _queue_state(await self._queue(host), prompt_id)

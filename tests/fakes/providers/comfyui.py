@@ -13,10 +13,14 @@ reason to send one). ComfyUI has no credentials; `basic_auth` puts the fake behi
 
 Prompts run one at a time in queue order. Each `GET /history/{id}` of the running prompt is one step of it
 (`FakeVendor.advance`): `execution_start`, then `executing`/`progress` frames to the client that queued it,
-and at the end `executed`, `execution_success` and `executing` with `node: null`, and its history entry. The
-knobs in ComfyUI's terms: `refuse_reason` is an `execution_error` of a safety-checking node, `never_finish`
-keeps the sampler running, `expire_first_url` does not apply (files stay in the output folder; `result_urls`
-is False).
+and at the end `executed`, `execution_success` and `executing` with `node: null`, and its history entry, whose
+`status.messages` carry ComfyUI's millisecond `timestamp`s (taken on `clock`). The knobs in ComfyUI's terms:
+`refuse_reason` is an `execution_error` of a safety-checking node, `never_finish` keeps the sampler running,
+`expire_first_url` does not apply (files stay in the output folder; `result_urls` is False), and `finish_after`
+is a prompt's run time from its start, as on a GPU: the queue then moves on the clock whoever asks, each prompt
+starting when the one before it ended, so two fakes with different `finish_after` are a slow and a fast host.
+Of its own: `crash_after_create` (the next prompt is taken, then every request is cut, the answer included) and
+`come_back()` (listen again on the same port after `close()`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from __future__ import annotations
 import base64
 import mimetypes
 import re
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from tests.fakes.providers.base import FakeJob, FakeVendor, Handler, read_json
-from tests.fakes.providers.comfyui_nodes import NODES, object_info, problem, validate
+from tests.fakes.providers.comfyui_nodes import NODES, object_info, problem, validate, write_output
 
 WORKFLOWS = Path(__file__).resolve().parents[3] / "workflows"
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -67,6 +70,11 @@ class ComfyUIFake(FakeVendor):
         self.deleted: list[str] = []
         self.interrupted: list[str] = []
         self.number = 0
+        self.idle_since = float("-inf")
+        """When (on `clock`) the last prompt ended: the next one waiting starts then, with `finish_after`."""
+        self.crash_after_create = False
+        self.crashed = False
+        """Every request is cut (the port still takes connections), from a crash until `come_back()`."""
         super().__init__()
 
     # --- FakeVendor ------------------------------------------------------------------------------------
@@ -112,6 +120,14 @@ class ComfyUIFake(FakeVendor):
         await super().close()
 
     # --- for tests -------------------------------------------------------------------------------------
+    async def come_back(self) -> None:
+        """Listen again on the same port, as a host back after an outage, its queue and history as they were."""
+        await self.close()
+        self.crashed = False
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0, handle_signals=False)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
     async def drop_sockets(self) -> None:
         """Cut every WebSocket, as a ComfyUI restart or a proxy timeout does."""
         for socket in list(self.sockets.values()):
@@ -120,6 +136,10 @@ class ComfyUIFake(FakeVendor):
     # --- handlers ----------------------------------------------------------------------------------------
     def _guarded(self, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
+            if self.crashed:
+                if request.transport is not None:
+                    request.transport.abort()
+                raise ConnectionResetError("the host crashed")
             origin = request.headers.get("Origin")
             if origin is not None and origin.split("://")[-1] != request.host:
                 return web.Response(status=403)  # ComfyUI's origin check on a loopback server
@@ -131,6 +151,7 @@ class ComfyUIFake(FakeVendor):
                         text="401 Authorization Required",
                         headers={"WWW-Authenticate": 'Basic realm="comfyui"'},
                     )
+            await self._catch_up()
             return await handler(request)
 
         return guarded
@@ -156,6 +177,8 @@ class ComfyUIFake(FakeVendor):
         )
         self.order.append(prompt_id)
         await self._broadcast_status()
+        if self.crash_after_create:  # taken, and then the host dies before it can answer
+            self.crash_after_create, self.crashed, self.drop_create_answer = False, True, True
         return web.json_response({"prompt_id": prompt_id, "number": self.number, "node_errors": {}})
 
     async def _get_prompt(self, request: web.Request) -> web.Response:
@@ -252,11 +275,27 @@ class ComfyUIFake(FakeVendor):
         return socket
 
     # --- a prompt's life ---------------------------------------------------------------------------------
+    async def _catch_up(self) -> None:
+        """With `finish_after`: run the queue up to `clock()`, as the GPU did meanwhile, whoever asks."""
+        while self.finish_after is not None and self.order:
+            job = self.jobs[self.order[0]]
+            if not job.extra["started"]:
+                await self._start(job, max(self.idle_since, job.created_at))
+            end = job.created_at + self.finish_after
+            if job.never_finish or job.refused is not None or self.clock() < end:
+                return
+            await self._succeed(job, end)
+
+    async def _start(self, job: FakeJob, at: float) -> None:
+        job.extra["started"] = True
+        if self.finish_after is not None:
+            job.created_at = at  # one prompt runs at a time: `advance` counts its run time from its start
+        await self._emit(job, "execution_start", {}, at=at)
+        await self._emit(job, "execution_cached", {"nodes": []}, at=at)
+
     async def _step(self, job: FakeJob) -> None:
         if not job.extra["started"]:
-            job.extra["started"] = True
-            await self._emit(job, "execution_start", {}, record=True)
-            await self._emit(job, "execution_cached", {"nodes": []}, record=True)
+            await self._start(job, self.clock())
         outcome = self.advance(job)
         node = self._sampler(job)
         if outcome == "running":
@@ -282,16 +321,21 @@ class ComfyUIFake(FakeVendor):
                 },
             )
         elif outcome == "succeeded":
-            outputs = {}
-            for output in job.extra["outputs"]:
-                outputs[output] = self._write_output(job, output)
-                await self._emit(job, "executed", {"node": output, "display_node": output, "output": outputs[output]})
-            await self._end(job, "success", "execution_success", {}, outputs)
+            await self._succeed(job, self.clock())
 
-    async def _end(
-        self, job: FakeJob, status: str, event: str, data: dict[str, Any], outputs: dict[str, Any] | None = None
-    ) -> None:
-        await self._emit(job, event, data, record=True)
+    async def _succeed(self, job: FakeJob, at: float) -> None:
+        outputs = {}
+        for output in job.extra["outputs"]:
+            file, outputs[output] = write_output(self._class_of(job, output), job.body["prompt"][output]["inputs"],
+                                                 job.extra["number"])  # fmt: skip
+            self.files.add(file)
+            await self._emit(job, "executed", {"node": output, "display_node": output, "output": outputs[output]})
+        await self._end(job, "success", "execution_success", {}, outputs, at=at)
+
+    async def _end(self, job: FakeJob, status: str, event: str, data: dict[str, Any],
+                   outputs: dict[str, Any] | None = None, at: float | None = None) -> None:  # fmt: skip
+        self.idle_since = self.clock() if at is None else at
+        await self._emit(job, event, data, at=self.idle_since)
         await self._emit(job, "executing", {"node": None, "display_node": None})
         self.history[job.id] = {
             "prompt": self._queue_item(job),
@@ -305,38 +349,12 @@ class ComfyUIFake(FakeVendor):
         self.order.remove(job.id)
         await self._broadcast_status()
 
-    def _write_output(self, job: FakeJob, node_id: str) -> dict[str, Any]:
-        """The UI output of an output node, shaped as that node type writes it."""
-        inputs = job.body["prompt"][node_id]["inputs"]
-        subfolder, _, prefix = str(inputs.get("filename_prefix", "ComfyUI")).rpartition("/")
-        kind = self._class_of(job, node_id)
-        if kind == "VHS_VideoCombine":
-            extension = {"image/gif": "gif", "video/webm": "webm"}.get(inputs["format"], "mp4")
-            name = f"{prefix}_{job.extra['number']:05}.{extension}"
-            folder = "output" if inputs["save_output"] else "temp"  # VHS previews land in temp when not saved
-            self.files.add((folder, subfolder, name))
-            return {
-                "gifs": [
-                    {
-                        "filename": name,
-                        "subfolder": subfolder,
-                        "type": folder,
-                        "format": inputs["format"],
-                        "frame_rate": inputs["frame_rate"],
-                        "workflow": name.rsplit(".", 1)[0] + ".png",
-                        "fullpath": f"/comfy/{folder}/{subfolder}/{name}",
-                    }
-                ]
-            }
-        extension = "webp" if kind == "SaveAnimatedWEBP" else "webm" if inputs.get("format") == "webm" else "mp4"
-        name = f"{prefix}_{job.extra['number']:05}_.{extension}"
-        self.files.add(("output", subfolder, name))
-        return {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}], "animated": [True]}
-
-    async def _emit(self, job: FakeJob, event: str, data: dict[str, Any], *, record: bool = False) -> None:
+    async def _emit(self, job: FakeJob, event: str, data: dict[str, Any], *, at: float | None = None) -> None:
+        """Send a frame to the client that queued the prompt; one that happened `at` an instant is also kept in
+        its history, stamped as ComfyUI does (milliseconds)."""
         data = {**data, "prompt_id": job.id}
-        if record:
-            data["timestamp"] = int(time.time() * 1000)
+        if at is not None:
+            data["timestamp"] = int(at * 1000)
             job.extra["messages"].append([event, data])
         socket = self.sockets.get(job.extra["client_id"] or "")
         if socket is not None and not socket.closed:

@@ -182,3 +182,23 @@ def object_info(nodes: Mapping[str, Node], uploads: Collection[str]) -> dict[str
                       "display_name": name, "description": "", "python_module": "nodes", "category": "fake",
                       "output_node": node.output_node}  # fmt: skip
     return info
+
+
+def write_output(
+    class_type: str, inputs: Mapping[str, Any], number: int
+) -> tuple[tuple[str, str, str], dict[str, Any]]:
+    """What an output node writes when its prompt ends: the file, (type, subfolder, filename), and the UI output
+    the history shows for it, shaped as that node type reports it."""
+    subfolder, _, prefix = str(inputs.get("filename_prefix", "ComfyUI")).rpartition("/")
+    if class_type == "VHS_VideoCombine":
+        extension = {"image/gif": "gif", "video/webm": "webm"}.get(inputs["format"], "mp4")
+        name = f"{prefix}_{number:05}.{extension}"
+        folder = "output" if inputs["save_output"] else "temp"  # VHS previews land in temp when not saved
+        shown = {"filename": name, "subfolder": subfolder, "type": folder, "format": inputs["format"],
+                 "frame_rate": inputs["frame_rate"], "workflow": name.rsplit(".", 1)[0] + ".png",
+                 "fullpath": f"/comfy/{folder}/{subfolder}/{name}"}  # fmt: skip
+        return (folder, subfolder, name), {"gifs": [shown]}
+    extension = "webp" if class_type == "SaveAnimatedWEBP" else "webm" if inputs.get("format") == "webm" else "mp4"
+    name = f"{prefix}_{number:05}_.{extension}"
+    return ("output", subfolder, name), {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}],
+                                         "animated": [True]}  # fmt: skip
