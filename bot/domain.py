@@ -308,6 +308,16 @@ class GuildSettings:
     default_model: str | None = None
     disabled_models: frozenset[str] = field(default_factory=frozenset)
     admin_role_id: int | None = None
+    log_channel_id: int | None = None
+    """Where admin changes and refusals by rule are posted (None: nowhere)."""
+    monthly_budget: float | None = None
+    """US dollars the server may spend on providers per calendar month (UTC), by list price; None: no cap."""
+    language: str | None = None
+    """The language of public messages when the server's own locale should not decide (None: the locale)."""
+    blocklist: tuple[str, ...] = ()
+    """Patterns refused in prompts and negative prompts: words or phrases, or `/regex/`, as the admin typed them."""
+    allowed_channels: frozenset[int] = field(default_factory=frozenset)
+    """Channels where `/video` and Animate work (and their threads); empty: every channel."""
 
 
 @dataclass(frozen=True, slots=True)

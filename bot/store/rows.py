@@ -140,6 +140,11 @@ def settings_from_row(guild_id: int, row: Row | None) -> GuildSettings:
         default_model=row["default_model"],
         disabled_models=frozenset(json.loads(row["disabled_models"])),
         admin_role_id=_opt_int(row["admin_role_id"]),
+        log_channel_id=_opt_int(row["log_channel_id"]),
+        monthly_budget=None if row["monthly_budget"] is None else float(row["monthly_budget"]),
+        language=row["language"],
+        blocklist=tuple(json.loads(row["blocklist"])),
+        allowed_channels=frozenset(int(c) for c in json.loads(row["allowed_channels"])),
     )
 
 

@@ -93,4 +93,9 @@ def _settings_params(settings: GuildSettings) -> dict[str, Any]:
         "default_model": settings.default_model,
         "disabled_models": json.dumps(sorted(settings.disabled_models)),  # JSON text in both dialects
         "admin_role_id": settings.admin_role_id,
+        "log_channel_id": settings.log_channel_id,
+        "monthly_budget": settings.monthly_budget,
+        "language": settings.language,
+        "blocklist": json.dumps(list(settings.blocklist)),
+        "allowed_channels": json.dumps(sorted(settings.allowed_channels)),
     }

@@ -180,10 +180,14 @@ SELECT * FROM guild_settings WHERE guild_id = :guild_id;
 INSERT INTO guild_settings (guild_id) VALUES (:guild_id) ON CONFLICT DO NOTHING;
 
 -- name: save_guild_settings
-INSERT INTO guild_settings (guild_id, paused, default_model, disabled_models, admin_role_id)
-VALUES (:guild_id, :paused, :default_model, :disabled_models, :admin_role_id)
+INSERT INTO guild_settings (guild_id, paused, default_model, disabled_models, admin_role_id, log_channel_id,
+    monthly_budget, language, blocklist, allowed_channels)
+VALUES (:guild_id, :paused, :default_model, :disabled_models, :admin_role_id, :log_channel_id, :monthly_budget,
+    :language, :blocklist, :allowed_channels)
 ON CONFLICT (guild_id) DO UPDATE SET paused = excluded.paused, default_model = excluded.default_model,
-    disabled_models = excluded.disabled_models, admin_role_id = excluded.admin_role_id;
+    disabled_models = excluded.disabled_models, admin_role_id = excluded.admin_role_id,
+    log_channel_id = excluded.log_channel_id, monthly_budget = excluded.monthly_budget,
+    language = excluded.language, blocklist = excluded.blocklist, allowed_channels = excluded.allowed_channels;
 
 -- name: get_meta
 SELECT value FROM meta WHERE key = :key;
