@@ -209,6 +209,8 @@ class Job:
     """The state the status message last showed (None: not known to show any)."""
     route: Route | None = None
     """Set for a job queued on a model alias: where it may fall back to, and where it came from."""
+    cost_usd: float = 0.0
+    """What the job costs at the provider by list price (the model's price × seconds), in US dollars."""
 
     @property
     def model(self) -> str:

@@ -72,6 +72,9 @@ MESSAGES: dict[str, str] = {
     "job-not-found": "That video job no longer exists.",
     "not-requester": "Only the member who asked for this video (or an admin) can do that.",
     # the member's standing
+    "budget-exceeded": "This server's video budget for the month has {left_usd} left and this video would cost "
+    "about {cost_usd} at the provider's list price; the budget starts again {resets_at}. Try a shorter duration or "
+    "a cheaper model, or ask an admin.",
     "quota-exceeded": "This video costs {cost} credits but you have {left} left; your credits refill {resets_at}. "
     "Try a shorter duration or a cheaper model.",
     "queue-full": "You already have {queued} video(s) waiting (the limit is {max_queued}). "
@@ -201,6 +204,8 @@ _SHOW: dict[str, Callable[[Any], str]] = {
     "durations": durations,
     "aspects": ", ".join,
     "resets_at": lambda epoch: timestamp(epoch, "R"),
+    "cost_usd": lambda usd: f"${usd:,.2f}",
+    "left_usd": lambda usd: f"${usd:,.2f}",
     "role_id": lambda role_id: f"<@&{role_id}>",
     "state": lambda state: str(state.value),
     "max_pixels": megapixels,

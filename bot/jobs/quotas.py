@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from bot.domain import DEFAULT_LIMITS, EffectivePolicy, Period, QuotaLimits
-from bot.errors import Blocked, QueueFull, QueuePaused, QuotaExceeded
+from bot.errors import Blocked, BudgetExceeded, QueueFull, QueuePaused, QuotaExceeded
 from bot.store.base import Admission, PolicyLayers
 
 
@@ -60,6 +60,13 @@ def check_admission(policy: EffectivePolicy, cost: int, standing: Admission, res
     left = policy.credits + standing.granted - standing.charged
     if cost > left:
         raise QuotaExceeded(cost=cost, left=max(0, left), resets_at=resets_at)
+
+
+def check_budget(budget: float, cost_usd: float, spent_usd: float, resets_at: float) -> None:
+    """Refuse a job whose list-price cost would take the server past its monthly budget."""
+    left = budget - spent_usd
+    if cost_usd > left + 1e-9:
+        raise BudgetExceeded(cost_usd=round(cost_usd, 2), left_usd=round(max(0.0, left), 2), resets_at=resets_at)
 
 
 def _best_of(roles: tuple[QuotaLimits, ...]) -> QuotaLimits | None:

@@ -38,7 +38,7 @@ from bot.errors import (
     UnknownModel,
 )
 from bot.jobs.notify import Transitions
-from bot.jobs.quotas import check_admission, resolve_policy, window_bounds
+from bot.jobs.quotas import check_admission, check_budget, resolve_policy, window_bounds
 from bot.jobs.staging import StagingDirs, discard_input
 from bot.providers.registry import ProviderRegistry
 from bot.store.base import Admission, ServiceStore
@@ -199,9 +199,14 @@ class JobService:
         policy = resolve_policy(await self.store.policy_layers(who.guild_id, who.user_id, who.role_ids))
         window = window_bounds(policy.period, now)
         cost = model.credits_for(request.duration)
+        cost_usd = self.registry.catalogue.cost_usd(model, request.duration)
+        budget = (await self.guild_settings(who.guild_id)).monthly_budget
+        month = window_bounds("month", now) if budget else None
 
         def admit(standing: Admission) -> None:
             check_admission(policy, cost, standing, resets_at=window[1])
+            if budget and month is not None:
+                check_budget(budget, cost_usd, standing.spent_usd, resets_at=month[1])
 
         job = Job(
             id=uuid.uuid4().hex,
@@ -215,8 +220,10 @@ class JobService:
             updated_at=now,
             delivery_ref=delivery_ref,
             route=plan.route,
+            cost_usd=cost_usd,
         )
-        job = await self.store.insert_job(job, max_running=policy.max_running, window=window, admit=admit)
+        job = await self.store.insert_job(job, max_running=policy.max_running, window=window, admit=admit,
+                                          budget_month=month)  # fmt: skip
         log.info("job %s: queued %s %ss for %s/%s (%d credits)", job.id, model.id, request.duration,
                  who.guild_id, who.user_id, cost)  # fmt: skip
         if self._on_enqueue is not None:

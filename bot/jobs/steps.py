@@ -80,7 +80,8 @@ async def fall_back(w: Worker, job: Job, failure: JobFailed) -> Job | None:
         request = job.request.model_copy(update={"model": model_id})
         tried = (*route.tried, Fallback(job.model, failure.reason))
         reroute = Reroute(request, model.credits_for(request.duration),
-                          Route(route.alias, route.remaining[index + 1 :], tried))  # fmt: skip
+                          Route(route.alias, route.remaining[index + 1 :], tried),
+                          cost_usd=w.registry.catalogue.cost_usd(model, request.duration))  # fmt: skip
         log.warning("job %s: %s failed (%s); falling back to %s", job.id, job.model, cause, model_id)
         return await w.move(job, JobState.SUBMITTING, reroute=reroute,
                             detail=f"fell back from {job.model} to {model_id}: {cause}")  # fmt: skip

@@ -145,6 +145,16 @@ class Catalogue:
             label=override.label or model.label,
         )
 
+    def cost_usd(self, model: ModelInfo, seconds: int) -> float:
+        """A job's list-price cost. A model with no known price counts at the highest price in the catalogue, so
+        that a missing price cannot empty a server's budget unseen."""
+        return seconds * (model.usd_per_second if model.usd_per_second is not None else self.highest_price())
+
+    def highest_price(self) -> float:
+        prices = [p.usd_per_second for p in self.prices.values()]
+        prices += [o.usd_per_second for o in self.overrides.values() if o.usd_per_second is not None]
+        return max(prices, default=0.0)
+
     def resolve_alias(self, name: str, offered: Callable[[str], bool]) -> str | None:
         """The first model of an alias's fallback chain that is offered here, or None (not an alias, or none)."""
         for candidate in self.aliases.get(name, ()):

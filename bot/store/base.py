@@ -39,6 +39,9 @@ class Admission:
     granted: int
     queued: int
     running: int
+    spent_usd: float = 0.0
+    """The server's provider spend this calendar month by list price, jobs still running included (read only
+    when the server has a monthly budget)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,8 @@ class Reroute:
     request: VideoRequest
     credits: int
     route: Route
+    cost_usd: float
+    """The new model's list price for the job: spend follows the model that runs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +100,19 @@ AdmitFn = Callable[[Admission], None]
 class JobStore(Protocol):
     """Jobs, their leases and the worker registry: what the service and the worker drive jobs with."""
 
-    async def insert_job(self, job: Job, *, max_running: int, window: tuple[float, float], admit: AdmitFn) -> Job:
+    async def insert_job(
+        self,
+        job: Job,
+        *,
+        max_running: int,
+        window: tuple[float, float],
+        admit: AdmitFn,
+        budget_month: tuple[float, float] | None = None,
+    ) -> Job:
         """Insert a queued job and reserve its credits, if `admit` (called inside the transaction with the
-        member's standing in `window`) does not raise. Assigns the job's fair rank."""
+        member's standing in `window`) does not raise. Assigns the job's fair rank. With `budget_month`, the
+        server's spend in that month is read too (`Admission.spent_usd`), under a lock per server, so that
+        concurrent enqueues of different members cannot pass the budget together."""
         ...
 
     async def get_job(self, job_id: str) -> Job | None: ...

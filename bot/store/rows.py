@@ -25,6 +25,7 @@ from bot.store.dialect import Row
 JOB_INSERT_COLUMNS = (
     "id", "guild_id", "user_id", "channel_id", "model", "provider", "request_json", "credits",
     "max_running", "state", "priority", "fair_rank", "created_at", "updated_at", "delivery_ref", "route",
+    "cost_usd",
 )  # fmt: skip
 """The columns a new job is inserted with; the queries' `{job_columns}` and `{job_values}` are made from it."""
 
@@ -33,7 +34,7 @@ def job_insert_params(job: Job, max_running: int, fair_rank: int) -> dict[str, A
     values = (
         job.id, job.guild_id, job.user_id, job.channel_id, job.model, job.provider,
         job.request.model_dump_json(), job.credits, max_running, job.state.value, job.priority, fair_rank,
-        job.created_at, job.updated_at, job.delivery_ref, route_json(job.route),
+        job.created_at, job.updated_at, job.delivery_ref, route_json(job.route), job.cost_usd,
     )  # fmt: skip
     return dict(zip(JOB_INSERT_COLUMNS, values, strict=True))
 
@@ -68,6 +69,7 @@ def job_from_row(row: Row) -> Job:
         post_attempted_at=row["post_attempted_at"],
         status_state=JobState(row["status_state"]) if row["status_state"] else None,
         route=_parse_route(row["route"]) if row["route"] else None,
+        cost_usd=float(row["cost_usd"]),
     )
 
 
@@ -102,11 +104,12 @@ def event_from_row(row: Row) -> JobEvent:
     )
 
 
-def admission_from_row(row: Row) -> Admission:
+def admission_from_row(row: Row, spent_usd: float = 0.0) -> Admission:
     charged, reserved, granted, queued, running = (
         int(row[name]) for name in ("charged", "reserved", "granted", "queued", "running")
     )
-    return Admission(bool(row["paused"]), bool(row["blocked"]), charged, reserved, granted, queued, running)
+    return Admission(bool(row["paused"]), bool(row["blocked"]), charged, reserved, granted, queued, running,
+                     spent_usd)  # fmt: skip
 
 
 def limits_from_row(row: Row) -> QuotaLimits:

@@ -22,13 +22,28 @@ log = logging.getLogger(__name__)
 class JobsSql:
     dialect: Dialect
 
-    async def insert_job(self, job: Job, *, max_running: int, window: tuple[float, float], admit: AdmitFn) -> Job:
+    async def insert_job(
+        self,
+        job: Job,
+        *,
+        max_running: int,
+        window: tuple[float, float],
+        admit: AdmitFn,
+        budget_month: tuple[float, float] | None = None,
+    ) -> Job:
         async def insert(conn: Connection) -> int:
             member = {"guild_id": job.guild_id, "user_id": job.user_id}
             await conn.execute("lock_member", **member)
+            spent = 0.0
+            if budget_month is not None:
+                # Always after the member's lock (one order: no deadlock). Held to the commit, like it.
+                await conn.execute("lock_guild_spend", guild_id=job.guild_id)
+                row = await conn.fetchrow("guild_spend", guild_id=job.guild_id, start=budget_month[0],
+                                          end=budget_month[1])  # fmt: skip
+                spent = float(one(row, "guild_spend")["spent"])
             # Read after the lock: this snapshot includes every enqueue of this member committed before.
             admitted = await conn.fetchrow("admission", **member, start=window[0], end=window[1])
-            admit(admission_from_row(one(admitted, "admission")))
+            admit(admission_from_row(one(admitted, "admission"), spent))
             floor = one(await conn.fetchrow("fair_rank_floor", **member), "fair_rank_floor")
             rank = max(int(floor["virtual_time"]), int(floor["member_last"])) + 1
             await conn.execute("insert_job", **job_insert_params(job, max_running, rank))
@@ -199,7 +214,7 @@ async def _reroute(conn: Connection, job_id: str, row: Row, reroute: Reroute, no
     updated = await conn.fetchrow(
         "reroute_job", id=job_id, state=JobState.SUBMITTING.value, now=now, model=request.model,
         provider=request.provider, request_json=request.model_dump_json(), credits=credits,
-        route=route_json(reroute.route),
+        route=route_json(reroute.route), cost_usd=reroute.cost_usd,
     )  # fmt: skip
     if credits < int(row["credits"]):
         await conn.execute(

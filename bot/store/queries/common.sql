@@ -70,7 +70,8 @@ WHERE id = :id RETURNING *;
 -- A job on a model alias moves on to the next model of its chain, before any provider took it: no remote id,
 -- and no earlier attempt at this provider.
 UPDATE jobs SET state = :state, updated_at = :now, model = :model, provider = :provider,
-    request_json = :request_json, credits = :credits, route = :route, remote_id = NULL, attempts = 0
+    request_json = :request_json, credits = :credits, route = :route, cost_usd = :cost_usd, remote_id = NULL,
+    attempts = 0
 WHERE id = :id RETURNING *;
 
 -- name: end_job
@@ -194,3 +195,11 @@ SELECT value FROM meta WHERE key = :key;
 
 -- name: set_meta
 INSERT INTO meta (key, value) VALUES (:key, :value) ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
+-- Spend (the monthly budget) ----------------------------------------------------------------------------------
+
+-- name: guild_spend
+-- A server's provider spend by list price in a month: every job of the month that did not fail or get cancelled
+-- (a running job's cost is reserved; a failure or a cancel returns it).
+SELECT COALESCE(SUM(cost_usd), 0) AS spent FROM jobs
+WHERE guild_id = :guild_id AND created_at >= :start AND created_at < :end AND state NOT IN ('failed', 'cancelled');

@@ -88,3 +88,8 @@ RETURNING id;
 SELECT * FROM quota_policies WHERE guild_id = :guild_id AND (scope = 'default'
     OR (scope = 'role' AND target_id = ANY(:role_ids::bigint[]))
     OR (scope = 'user' AND target_id = :user_id));
+
+-- name: lock_guild_spend
+-- Until the commit: the server's spend snapshot and the insert it guards do not interleave with another member's
+-- enqueue on the same server (only servers with a budget take it).
+SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '/spend/' || :guild_id::bigint::text, 0));

@@ -79,3 +79,6 @@ RETURNING id;
 SELECT * FROM quota_policies WHERE guild_id = :guild_id AND (scope = 'default'
     OR (scope = 'role' AND target_id IN (SELECT value FROM json_each(:role_ids)))
     OR (scope = 'user' AND target_id = :user_id));
+
+-- name: lock_guild_spend
+-- (nothing: SQLite runs one write transaction at a time)
