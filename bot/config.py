@@ -12,12 +12,13 @@ import difflib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigError
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogFormat = Literal["text", "json"]
 
 
 class Settings(BaseSettings):
@@ -36,7 +37,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     default_model: str | None = None
     log_level: LogLevel = "INFO"
+    log_format: LogFormat = "text"
+    """`json`: one JSON object a line, for log shippers."""
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """Serve Prometheus metrics and /healthz on METRICS_HOST:METRICS_PORT (unset: off)."""
+    metrics_host: str = "127.0.0.1"
     worker_concurrency: int = Field(default=4, ge=1, le=256)
     """Jobs one worker process drives at once."""
     global_concurrency: int | None = Field(default=None, ge=1)
@@ -100,6 +105,19 @@ class Settings(BaseSettings):
                 raise ValueError("must be a comma list of shard numbers, e.g. 0,1,2") from None
         return value or None
 
+    @model_validator(mode="after")
+    def _one_shard_per_gateway(self) -> Settings:
+        ids = self.shard_ids
+        if ids is None:
+            return self
+        if self.discord_shard_count is None:
+            raise ValueError("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT (the total number of shards)")
+        if len(ids) != 1:
+            raise ValueError("DISCORD_SHARD_IDS takes one shard id per gateway process: run one gateway per shard")
+        if not 0 <= ids[0] < self.discord_shard_count:
+            raise ValueError(f"DISCORD_SHARD_IDS must be from 0 to {self.discord_shard_count - 1}")
+        return self
+
     @property
     def shard_ids(self) -> list[int] | None:
         return [int(part) for part in self.discord_shard_ids.split(",")] if self.discord_shard_ids else None
@@ -118,9 +136,10 @@ def load_settings(**overrides: object) -> Settings:
         if unknown:
             raise ConfigError(_unknown_names(unknown, overrides)) from None
         error = exc.errors()[0]
-        name = str(error["loc"][0]).upper() if error["loc"] else "settings"
         message = str(error["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"setting {name} is invalid: {message}") from None
+        if not error["loc"]:  # a rule across settings: its message names them
+            raise ConfigError(f"settings are invalid: {message}") from None
+        raise ConfigError(f"setting {str(error['loc'][0]).upper()} is invalid: {message}") from None
 
 
 def _unknown_names(names: list[str], overrides: dict[str, object]) -> str:

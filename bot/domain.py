@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
@@ -152,6 +152,8 @@ class Requester:
     user_id: int
     channel_id: int = 0
     role_ids: tuple[int, ...] = ()
+    parent_channel_id: int | None = None
+    """The channel a thread belongs to, when the request comes from a thread (channel rules cover threads)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +322,27 @@ class GuildSettings:
     """Patterns refused in prompts and negative prompts: words or phrases, or `/regex/`, as the admin typed them."""
     allowed_channels: frozenset[int] = field(default_factory=frozenset)
     """Channels where `/video` and Animate work (and their threads); empty: every channel."""
+
+
+JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One admin change, as the audit trail keeps it: who (`actor_id`; None when no member made it, e.g. an
+    operator's script), when, what (`action`, the command's path such as `quota grant`), on what (`target_kind`:
+    `user`, `role`, `model`, `pattern`, `channel`; `target` its id or text) and the value before and after."""
+
+    guild_id: int
+    actor_id: int | None
+    at: float
+    action: str
+    target_kind: str | None = None
+    target: str | None = None
+    before: JsonValue = None
+    after: JsonValue = None
+    id: int | None = None
+    """Assigned by the store: entries are numbered in the order they were recorded."""
 
 
 @dataclass(frozen=True, slots=True)

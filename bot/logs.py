@@ -13,10 +13,12 @@ on the root's handlers would see only what reaches them.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, urlsplit
 
@@ -137,11 +139,46 @@ def install_redaction(redact: Redactor) -> None:
     logging.setLogRecordFactory(RedactingRecordFactory(previous, redact))
 
 
+JOB_FIELDS = ("job_id", "guild_id", "user_id", "model", "from_state", "state")
+"""Fields a job's log line carries as `extra` (`bot.jobs.notify`): JSON lines give them as keys of their own."""
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line, for log shippers: time, level, logger, message, and the job's fields when the
+    line is about a job. The message, traceback and stack arrive masked from the record factory; the job's
+    fields are plain ids and names, masked once more all the same (an `extra` skips the factory)."""
+
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__()
+        self.redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in JOB_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                line[name] = self.redact(value) if isinstance(value, str) else value
+        if record.exc_text:
+            line["exception"] = record.exc_text
+        elif record.exc_info:  # a record made before redaction was installed
+            line["exception"] = self.redact(self.formatException(record.exc_info))
+        if record.stack_info:
+            line["stack"] = record.stack_info
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
 def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> logging.Handler:
-    """Redaction for every logger, then one handler on the root at LOG_LEVEL (stderr unless `stream`)."""
-    install_redaction(Redactor(settings_secrets(settings)))
+    """Redaction for every logger, then one handler on the root at LOG_LEVEL (stderr unless `stream`), writing
+    plain lines or, with LOG_FORMAT=json, one JSON object a line."""
+    redact = Redactor(settings_secrets(settings))
+    install_redaction(redact)
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(JsonFormatter(redact) if settings.log_format == "json" else logging.Formatter(FORMAT))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(settings.log_level)

@@ -34,11 +34,13 @@ from bot.errors import (
     ImageDownloadFailed,
     ImageNotKept,
     NoImageInMessage,
+    RefusedByRule,
     UnsupportedButton,
     UserError,
 )
 from bot.faults import crash_point
 from bot.images import MAX_IMAGE_PIXELS, check_image
+from bot.jobs.moderation import check_channel
 
 if TYPE_CHECKING:
     from bot.discord.client import VideoBot
@@ -132,6 +134,13 @@ class VideoCog(commands.Cog):
         if image is None:
             raise NoImageInMessage()
         _check_attachment(image, self.bot.settings.max_image_bytes)
+        # The channel rule before the modal, so nobody types a prompt that would be refused (enqueue checks again).
+        who = self.bot.requester(interaction)
+        try:
+            check_channel(await self.bot.jobs.guild_settings(who.guild_id), who)
+        except RefusedByRule as refusal:
+            await self.bot.log_channel.on_refusal(who, refusal)
+            raise
         await interaction.response.send_modal(PromptModal(self, title="Animate this image", image=image))
 
     # --- shared by /video, Animate, Again and Remix ---------------------------------------------------
@@ -159,6 +168,8 @@ class VideoCog(commands.Cog):
         except UserError as refusal:
             _discard(request)
             await self._refuse(interaction, describe(refusal))
+            if isinstance(refusal, RefusedByRule):
+                await self.bot.log_channel.on_refusal(who, refusal)
             return None
         except BaseException:
             _discard(request)

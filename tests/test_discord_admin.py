@@ -16,7 +16,7 @@ from bot.domain import Requester
 from bot.providers.local import LocalPreviewProvider
 from bot.providers.registry import ProviderRegistry
 from tests.discord_harness import Harness, running_bot
-from tests.fakes.discord import ADMIN_ID, ALICE_ID, GUILD_ID, FakeDiscord
+from tests.fakes.discord import ADMIN_ID, ALICE_ID, CHANNEL_ID, GUILD_ID, FakeDiscord
 from tests.fakes.discord.models import ADMIN_ROLE_ID, CallbackRecord
 from tests.fakes.scripted_provider import ScriptedProvider
 
@@ -41,6 +41,15 @@ ADMIN_COMMANDS: list[tuple[str, dict[str, Any]]] = [
     ("model default", {"model": "local/preview"}),
     ("model list", {}),
     ("settings", {"admin_role": ADMIN_ROLE_ID}),
+    # server rules and the audit trail (issue 10)
+    ("blocklist add", {"pattern": "bad"}),
+    ("blocklist remove", {"pattern": "bad"}),
+    ("blocklist list", {}),
+    ("channel allow", {"channel": CHANNEL_ID}),
+    ("channel remove", {"channel": CHANNEL_ID}),
+    ("channel list", {}),
+    ("audit", {"limit": 5}),
+    ("stats", {"days": 7}),
 ]
 
 
@@ -113,7 +122,9 @@ async def test_videoadmin_tree_is_registered_as_documented(tmp_path: Path) -> No
         assert paths["quota role"] == ["role", "credits", "max_queued", "max_running", "clear"]
         assert paths["quota user"] == ["user", "credits", "unlimited", "max_queued", "max_running", "clear"]
         assert paths["quota grant"] == ["user", "credits"]
-        assert paths["settings"] == ["admin_role"]
+        assert paths["settings"] == ["admin_role", "log_channel", "monthly_budget", "language"]
+        assert paths["blocklist add"] == ["pattern"] and paths["channel allow"] == ["channel"]
+        assert paths["audit"] == ["limit"]
 
 
 # --- refusals -----------------------------------------------------------------------------------------

@@ -68,3 +68,25 @@ def test_python_m_bot_check_refuses_a_typo_in_env_and_accepts_the_fixed_file(tmp
     done = run_check(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "not a setting" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({"discord_shard_ids": "0,1", "discord_shard_count": 2}, "one shard id per gateway process"),
+        ({"discord_shard_ids": "1"}, "DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT"),
+        ({"discord_shard_ids": "3", "discord_shard_count": 2}, "DISCORD_SHARD_IDS must be from 0 to 1"),
+    ],
+)
+def test_shard_settings_are_checked_together(given: dict[str, object], expected: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings(_env_file=None, **given)
+    assert expected in str(error.value)
+
+
+async def test_a_gateway_identifies_as_its_one_shard(tmp_path: Path) -> None:
+    from tests.discord_harness import running_bot
+
+    async with running_bot(tmp_path, with_worker=False, discord_shard_count=2, discord_shard_ids="1") as h:
+        sessions = list(h.fake.gateway.sessions.values())
+        assert [s.shard for s in sessions] == [(1, 2)]

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ import httpx
 import pytest
 from PIL import Image
 
-from bot.config import Settings
 from bot.domain import VideoRequest
 from bot.errors import CredentialsRejected, ProviderError, RemoteJobLost, RequestRejected
 from bot.providers.base import PollResult, RemoteJob, RemoteState
@@ -22,19 +20,13 @@ from bot.providers.comfyui import ComfyUIProvider, from_settings, parse_hosts
 from bot.providers.comfyui_socket import PromptEvents
 from bot.providers.comfyui_workflow import load_workflows
 from tests.fakes.providers.comfyui import WORKFLOWS, ComfyUIFake
+from tests.provider_harness import adapter_for
 
 T2V, I2V = ComfyUIFake.model, ComfyUIFake.image_model
 TEXT = VideoRequest(prompt="a red fox running through snow", model=T2V, duration=5, seed=42, negative_prompt="fog")
 
 
-@contextlib.asynccontextmanager
-async def comfyui(fake: ComfyUIFake, tmp_path: Path, **settings: Any) -> AsyncIterator[ComfyUIProvider]:
-    provider = from_settings(Settings(_env_file=None, data_dir=tmp_path, **{**fake.settings(), **settings}))
-    assert provider is not None
-    try:
-        yield provider
-    finally:
-        await provider.aclose()
+comfyui = adapter_for(from_settings)
 
 
 def remote(remote_id: str, request: VideoRequest = TEXT) -> RemoteJob:

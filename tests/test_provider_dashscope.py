@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,65 +12,48 @@ import httpx
 import pytest
 from PIL import Image
 
-from bot.config import Settings
 from bot.domain import VideoRequest
 from bot.errors import (
     ContentRefused,
-    CreateOutcomeUnknown,
-    CredentialsRejected,
     ProviderBilling,
     ProviderError,
     RemoteJobLost,
     RequestRejected,
-    ResultExpired,
 )
 from bot.providers.base import RemoteJob, RemoteState
 from bot.providers.dashscope import POLL_SECONDS, DashScopeProvider, fitted_size, from_settings, map_error
 from bot.providers.http import Kind
 from tests.fakes.providers.dashscope import CREATE_PATH, DashScopeFake
+from tests.provider_harness import (
+    adapter_fixture,
+    adapter_for,
+    check_bad_key_health,
+    check_expired_url,
+    check_failing_create,
+    check_failing_polls,
+    check_lost_create_answer,
+    check_no_key_no_provider,
+    check_throttled_create,
+    check_unreachable_health,
+    check_wrong_key,
+    image_file,
+    polled,
+    request_maker,
+    result_url_answers,
+    sent_body,
+    submitted,
+    vendor_fixture,
+)
 
-
-@pytest.fixture
-async def fake() -> AsyncIterator[DashScopeFake]:
-    async with DashScopeFake() as vendor:
-        yield vendor
-
-
-def adapter(fake: DashScopeFake, tmp_path: Path, **overrides: Any) -> DashScopeProvider:
-    settings = Settings(_env_file=None, data_dir=tmp_path, **{**fake.settings(), **overrides})
-    provider = from_settings(settings)
-    assert provider is not None
-    return provider
-
-
-@pytest.fixture
-async def wan(fake: DashScopeFake, tmp_path: Path) -> AsyncIterator[DashScopeProvider]:
-    provider = adapter(fake, tmp_path)
-    yield provider
-    await provider.aclose()
-
-
-def request(**fields: Any) -> VideoRequest:
-    values: dict[str, Any] = {"prompt": "a lighthouse in a storm", "model": "dashscope/wan2.6-t2v", "duration": 5}
-    values.update(fields)
-    return VideoRequest(**values)
-
-
-def image_file(tmp_path: Path, size: tuple[int, int], fmt: str = "PNG") -> Path:
-    path = tmp_path / f"frame-{size[0]}x{size[1]}.{fmt.lower()}"
-    Image.new("RGB", size, (200, 80, 40)).save(path, fmt)
-    return path
+fake = vendor_fixture(DashScopeFake)
+wan = adapter_fixture(from_settings)
+adapter = adapter_for(from_settings)
+request = request_maker(model="dashscope/wan2.6-t2v", duration=5)
 
 
 async def submit_and_finish(wan: DashScopeProvider, req: VideoRequest) -> tuple[RemoteJob, list[Any]]:
-    remote = RemoteJob("job-1", await wan.submit("job-1", req), req)
-    results = [await wan.poll(remote) for _ in range(4)]
-    return remote, results
-
-
-def sent_body(fake: DashScopeFake) -> Any:
-    (job,) = fake.jobs.values()
-    return job.body
+    remote = await submitted(wan, req)
+    return remote, await polled(wan, remote, 4)
 
 
 # --- what the adapter sends -----------------------------------------------------------------------------------
@@ -155,7 +137,7 @@ async def test_a_task_is_queued_then_running_then_done_and_its_video_is_download
     assert results[0].poll_after == results[1].poll_after == POLL_SECONDS
     assert all(r.progress is None and r.queue_position is None for r in results[:2]), "DashScope reports neither"
     done = results[2]
-    assert done.output_url is not None and done.output_url.startswith(f"http://127.0.0.1:{fake.oss_port}/")
+    assert done.output_url is not None and done.output_url.startswith(f"{fake.storage_url}/")
     assert results[3].output_url == done.output_url, "DashScope answers the same URL on every poll"
 
     dest = tmp_path / "clip.mp4"
@@ -200,16 +182,7 @@ async def test_a_remote_id_that_is_no_task_id_never_reaches_a_url(fake: DashScop
 async def test_an_expired_video_url_is_result_expired_and_the_next_poll_brings_a_fresh_one(
     fake: DashScopeFake, wan: DashScopeProvider, tmp_path: Path
 ) -> None:
-    fake.expire_first_url = True
-    fake.polls_to_finish = 0
-    remote = RemoteJob("job-1", await wan.submit("job-1", request()), request())
-    first = await wan.poll(remote)
-    with pytest.raises(ResultExpired):
-        await wan.download(remote, first, tmp_path / "clip.mp4")
-    again = await wan.poll(remote)
-    assert again.output_url != first.output_url
-    await wan.download(remote, again, tmp_path / "clip.mp4")
-    assert (tmp_path / "clip.mp4").read_bytes() == fake.video
+    await check_expired_url(fake, wan, request(), tmp_path)
 
 
 async def test_a_pending_task_is_cancelled_and_a_running_one_is_left_alone(
@@ -229,37 +202,22 @@ async def test_a_pending_task_is_cancelled_and_a_running_one_is_left_alone(
 
 # --- failures -------------------------------------------------------------------------------------------------
 async def test_a_throttled_create_may_be_repeated_after_the_wait(fake: DashScopeFake, wan: DashScopeProvider) -> None:
-    fake.fail_next("create", 429, retry_after=2)
-    with pytest.raises(ProviderError) as caught:
-        await wan.submit("job-1", request())
-    assert caught.value.retryable and caught.value.retry_after == 2
-    assert fake.creates == 0
+    await check_throttled_create(fake, wan, request())
 
 
 @pytest.mark.parametrize("status", [500, 503])
 async def test_a_create_failing_on_the_server_is_never_repeated(
     fake: DashScopeFake, wan: DashScopeProvider, status: int
 ) -> None:
-    fake.fail_next("create", status)
-    with pytest.raises(CreateOutcomeUnknown):
-        await wan.submit("job-1", request())
+    await check_failing_create(fake, wan, request(), status)
 
 
 async def test_a_create_whose_answer_is_lost_is_never_repeated(fake: DashScopeFake, wan: DashScopeProvider) -> None:
-    fake.drop_create_answer = True
-    with pytest.raises(CreateOutcomeUnknown):
-        await wan.submit("job-1", request())
-    assert fake.creates == 1
+    await check_lost_create_answer(fake, wan, request())
 
 
 async def test_polls_failing_on_the_server_are_retryable(fake: DashScopeFake, wan: DashScopeProvider) -> None:
-    remote = RemoteJob("job-1", await wan.submit("job-1", request()), request())
-    fake.fail_next("poll", 503, times=3)
-    for _ in range(3):
-        with pytest.raises(ProviderError) as caught:
-            await wan.poll(remote)
-        assert caught.value.retryable
-    assert (await wan.poll(remote)).state is RemoteState.QUEUED
+    await check_failing_polls(fake, wan, request())
 
 
 @pytest.mark.parametrize(
@@ -292,14 +250,8 @@ def test_a_create_sent_without_the_async_header_is_the_bots_fault_not_the_keys()
 
 
 async def test_a_wrong_key_is_credentials_rejected_naming_the_variable(fake: DashScopeFake, tmp_path: Path) -> None:
-    wan = adapter(fake, tmp_path, dashscope_api_key="sk-wrong")
-    try:
-        with pytest.raises(CredentialsRejected) as caught:
-            await wan.submit("job-1", request())
-    finally:
-        await wan.aclose()
-    assert caught.value.variable == "DASHSCOPE_API_KEY" and "DASHSCOPE_API_KEY" in str(caught.value)
-    assert fake.seen[0].status == 401 and fake.creates == 0
+    async with adapter(fake, tmp_path, dashscope_api_key="sk-wrong") as wan:
+        await check_wrong_key(fake, wan, request(), "DASHSCOPE_API_KEY", "sk-wrong")
 
 
 # --- the fake is as strict as DashScope -----------------------------------------------------------------------
@@ -339,15 +291,9 @@ async def test_the_fake_refuses_what_dashscope_refuses(
 
 
 async def test_the_storage_host_answers_as_oss_does(fake: DashScopeFake, wan: DashScopeProvider) -> None:
-    fake.polls_to_finish = 0
-    remote = RemoteJob("job-1", await wan.submit("job-1", request()), request())
-    url = (await wan.poll(remote)).output_url
-    assert url is not None
-    async with httpx.AsyncClient() as client:
-        with_key = await client.get(url, headers={"Authorization": "Bearer sk-test"})
-        forged = await client.get(url.replace("Signature=", "Signature=x"))
-        unsigned = await client.get(url.split("?", 1)[0])
-        good = await client.get(url)
+    with_key, forged, unsigned, good = await result_url_answers(
+        fake, wan, request(), {"Authorization": "Bearer sk-test"}
+    )
     assert with_key.status_code == 400 and "<Code>InvalidArgument</Code>" in with_key.text
     assert forged.status_code == 403 and "<Code>SignatureDoesNotMatch</Code>" in forged.text
     assert unsigned.status_code == 403 and "<Code>AccessDenied</Code>" in unsigned.text
@@ -364,30 +310,13 @@ async def test_health_lists_one_task_with_the_key(fake: DashScopeFake, wan: Dash
 
 
 async def test_health_with_a_bad_key_names_the_variable_and_not_the_key(fake: DashScopeFake, tmp_path: Path) -> None:
-    wan = adapter(fake, tmp_path, dashscope_api_key="sk-wrong-secret")
-    try:
-        health = await wan.health()
-    finally:
-        await wan.aclose()
-    assert health.reachable and not health.authenticated and not health.ok
-    assert health.problem is not None and "DASHSCOPE_API_KEY" in health.problem
-    assert "sk-wrong-secret" not in health.problem
+    async with adapter(fake, tmp_path, dashscope_api_key="sk-wrong-secret") as wan:
+        await check_bad_key_health(wan, "DASHSCOPE_API_KEY", "sk-wrong-secret")
 
 
-async def test_health_of_an_unreachable_service_names_the_base_url(tmp_path: Path) -> None:
-    async with DashScopeFake() as fake:
-        base = f"{fake.base_url}/api/v1"
-    settings = Settings(_env_file=None, data_dir=tmp_path, dashscope_api_key="sk-test", dashscope_base_url=base)
-    wan = from_settings(settings)
-    assert wan is not None
-    try:
-        health = await wan.health()
-    finally:
-        await wan.aclose()
-    assert not health.reachable and health.problem is not None and "DASHSCOPE_BASE_URL" in health.problem
+async def test_health_of_an_unreachable_service_names_the_base_url(fake: DashScopeFake, wan: DashScopeProvider) -> None:
+    await check_unreachable_health(fake, wan, "DASHSCOPE_BASE_URL")
 
 
 def test_no_key_no_provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("DASHSCOPE_API_KEY", raising=False)
-    assert from_settings(Settings(_env_file=None, data_dir=tmp_path)) is None
-    assert from_settings(Settings(_env_file=None, data_dir=tmp_path, dashscope_api_key="")) is None
+    check_no_key_no_provider(from_settings, "DASHSCOPE_API_KEY", tmp_path, monkeypatch)

@@ -4,9 +4,7 @@ mapping of fal's statuses and errors, result URLs on another origin that expire,
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -14,7 +12,6 @@ import pytest
 from PIL import Image
 
 from bot.config import Settings
-from bot.domain import VideoRequest
 from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
@@ -27,49 +24,23 @@ from bot.errors import (
 from bot.providers.base import PollResult, RemoteJob, RemoteState
 from bot.providers.fal import MODELS, FalProvider, QueueUrls, from_settings, progress_in
 from tests.fakes.providers.fal import IMAGE_MODEL, KEY, TEXT_MODEL, FalFake
+from tests.provider_harness import (
+    adapter_fixture,
+    adapter_for,
+    check_throttled_create,
+    poll_until_done,
+    request_maker,
+    submitted,
+    vendor_fixture,
+)
 
 PROMPT = "a lighthouse in a storm, waves crashing"
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FalFake]:
-    async with FalFake() as vendor:
-        yield vendor
-
-
-@contextlib.asynccontextmanager
-async def adapter(fake: FalFake, tmp_path: Path, **overrides: object) -> AsyncIterator[FalProvider]:
-    fields: dict[str, object] = {**fake.settings(), **overrides}
-    provider = from_settings(Settings(_env_file=None, data_dir=tmp_path, **fields))  # type: ignore[arg-type]
-    assert provider is not None
-    try:
-        yield provider
-    finally:
-        await provider.aclose()
-
-
-@pytest.fixture
-async def fal(fake: FalFake, tmp_path: Path) -> AsyncIterator[FalProvider]:
-    async with adapter(fake, tmp_path) as provider:
-        yield provider
-
-
-def text_request(**overrides: object) -> VideoRequest:
-    fields: dict[str, object] = {"prompt": PROMPT, "model": f"fal/{TEXT_MODEL}", "duration": 5}
-    fields.update(overrides)
-    return VideoRequest.model_validate(fields)
-
-
-async def submitted(fal: FalProvider, request: VideoRequest | None = None) -> RemoteJob:
-    request = request or text_request()
-    return RemoteJob("job-1", await fal.submit("job-1", request), request)
-
-
-async def poll_until_done(fal: FalProvider, remote: RemoteJob, limit: int = 10) -> list[PollResult]:
-    results = [await fal.poll(remote)]
-    while results[-1].state in (RemoteState.QUEUED, RemoteState.RUNNING) and len(results) < limit:
-        results.append(await fal.poll(remote))
-    return results
+fake = vendor_fixture(FalFake)
+fal = adapter_fixture(from_settings)
+adapter = adapter_for(from_settings)
+text_request = request_maker(prompt=PROMPT, model=f"fal/{TEXT_MODEL}", duration=5)
 
 
 # --- the exact requests -----------------------------------------------------------------------------------
@@ -182,7 +153,7 @@ async def test_the_status_route_names_only_owner_and_alias_and_gives_logs_when_a
     fal: FalProvider, fake: FalFake
 ) -> None:
     fake.polls_to_finish = 5
-    remote = await submitted(fal)
+    remote = await submitted(fal, text_request())
     status = f"/fal-ai/wan/requests/{QueueUrls.decode(remote.remote_id).request_id}/status"
     async with httpx.AsyncClient(base_url=fake.base_url, headers={"Authorization": f"Key {KEY}"}) as client:
         full_path = await client.get(status.replace("/fal-ai/wan/", f"/{TEXT_MODEL}/"))
@@ -204,13 +175,13 @@ async def test_a_poll_tells_queue_position_then_progress_then_the_video(
 ) -> None:
     fake.polls_to_finish = 3
     fake.queue_ahead = 4
-    remote = await submitted(fal)
+    remote = await submitted(fal, text_request())
     results = await poll_until_done(fal, remote)
     assert [r.state for r in results] == [RemoteState.QUEUED, *[RemoteState.RUNNING] * 2, RemoteState.SUCCEEDED]
     assert results[0].queue_position == 4
     assert [r.progress for r in results[1:3]] == [0.5, 0.75]
     done = results[-1]
-    assert done.output_url is not None and done.output_url.startswith(fake.cdn_url), "the video is on the CDN"
+    assert done.output_url is not None and done.output_url.startswith(fake.storage_url), "the video is on the CDN"
     dest = tmp_path / "clip.mp4"
     await fal.download(remote, done, dest)
     assert dest.read_bytes() == fake.video
@@ -226,7 +197,7 @@ async def test_a_refusal_by_fals_content_checker_reaches_the_member(
 ) -> None:
     fake.refuse_reason = "The content was flagged by a content checker: violence"
     fake.errors_in_status = errors_in_status  # older fal apps tell a failure only in the result
-    remote = await submitted(fal)
+    remote = await submitted(fal, text_request())
     assert (await fal.poll(remote)).state is RemoteState.QUEUED
     with pytest.raises(ContentRefused) as refused:
         await fal.poll(remote)
@@ -236,7 +207,7 @@ async def test_a_refusal_by_fals_content_checker_reaches_the_member(
 async def test_a_failure_at_the_model_ends_the_job_with_fals_words(fal: FalProvider, fake: FalFake) -> None:
     fake.fail_reason = "CUDA out of memory while decoding"
     fake.polls_to_finish = 1
-    remote = await submitted(fal)
+    remote = await submitted(fal, text_request())
     results = await poll_until_done(fal, remote)
     assert results[-1] == PollResult(RemoteState.FAILED, error="CUDA out of memory while decoding")
 
@@ -258,11 +229,7 @@ async def test_a_locked_account_is_a_billing_problem(fal: FalProvider, fake: Fal
 
 # --- what may be repeated -------------------------------------------------------------------------------------
 async def test_a_rate_limited_create_may_be_repeated_after_the_wait(fal: FalProvider, fake: FalFake) -> None:
-    fake.fail_next("create", 429, retry_after=2)
-    with pytest.raises(ProviderError) as limited:
-        await fal.submit("job-1", text_request())
-    assert limited.value.retryable and limited.value.retry_after == 2
-    assert fake.creates == 0
+    await check_throttled_create(fake, fal, text_request())
     await fal.submit("job-1", text_request())
     assert fake.creates == 1
 
@@ -281,7 +248,7 @@ async def test_a_create_that_failed_after_sending_is_final(fal: FalProvider, fak
 @pytest.mark.parametrize("kind", ["poll", "result"])
 async def test_passing_trouble_on_polls_and_results_is_retryable(fal: FalProvider, fake: FalFake, kind: str) -> None:
     fake.polls_to_finish = 0
-    remote = await submitted(fal)
+    remote = await submitted(fal, text_request())
     fake.fail_next(kind, 503, retry_after=3)
     with pytest.raises(ProviderError) as trouble:
         await fal.poll(remote)
@@ -292,7 +259,7 @@ async def test_passing_trouble_on_polls_and_results_is_retryable(fal: FalProvide
 async def test_a_restarted_worker_finds_the_job_from_its_remote_id(fake: FalFake, tmp_path: Path) -> None:
     fake.polls_to_finish = 1
     async with adapter(fake, tmp_path) as first:
-        remote = await submitted(first)  # then the process dies; the remote id was stored
+        remote = await submitted(first, text_request())  # then the process dies; the remote id was stored
     async with adapter(fake, tmp_path) as second:
         results = await poll_until_done(second, RemoteJob("job-1", remote.remote_id, remote.request))
     assert results[-1].state is RemoteState.SUCCEEDED and fake.creates == 1
@@ -320,7 +287,7 @@ async def test_an_expired_video_url_is_replaced_by_the_next_poll(
 ) -> None:
     fake.expire_first_url = True
     fake.polls_to_finish = 0
-    remote = await submitted(fal)
+    remote = await submitted(fal, text_request())
     stale = await fal.poll(remote)
     assert stale == await fal.poll(remote), "the same URL until a download finds it expired"
     with pytest.raises(ResultExpired):
@@ -336,7 +303,7 @@ async def test_an_expired_video_url_is_replaced_by_the_next_poll(
 @pytest.mark.parametrize("finished", [False, True])
 async def test_cancel_puts_to_the_cancel_url(fal: FalProvider, fake: FalFake, finished: bool) -> None:
     fake.polls_to_finish = 0 if finished else 5
-    remote = await submitted(fal)
+    remote = await submitted(fal, text_request())
     await fal.poll(remote)
     await fal.cancel(remote)  # fal's 400 ALREADY_COMPLETED for a finished request is no error
     (cancel,) = fake.requests("PUT *")

@@ -266,3 +266,39 @@ async def test_a_key_in_a_vendor_header_does_not_follow_a_redirect_off_origin(
         await http.aclose()
     assert api.seen[0][1]["x-goog-api-key"] == SECRET
     assert all("x-goog-api-key" not in headers for _, headers in storage.seen), storage.seen
+
+
+async def test_a_health_probe_names_the_setting_to_fix_and_no_secret(servers: tuple[Server, Server]) -> None:
+    api, _ = servers
+    api.route("GET", "/v1/account", json_reply(200, {"credits": 3}))
+    api.route("GET", "/v1/refused", json_reply(401, {"error": "bad key"}))
+    api.route("GET", "/v1/unpaid", json_reply(402, {"error": "top up"}))
+    api.route("GET", "/v1/page", lambda request: _text_page())
+    base = await api.start()
+    http = client(f"{base}/v1".replace("http://", "http://user:hunter2@"))
+    try:
+        good, answer = await http.probe("GET", "account", base_variable="ACME_BASE_URL", models=("acme/one",))
+        refused, _ = await http.probe("GET", "refused", base_variable="ACME_BASE_URL", hint=" (and its region)")
+        unpaid, _ = await http.probe("GET", "unpaid", base_variable="ACME_BASE_URL")
+        page, _ = await http.probe("GET", "page", base_variable="ACME_BASE_URL")
+        missing, _ = await http.probe("GET", "nowhere", base_variable="ACME_BASE_URL")
+    finally:
+        await http.aclose()
+    closed = client(f"http://user:hunter2@127.0.0.1:{free_port()}/v1")
+    try:
+        unreachable, nothing = await closed.probe("GET", "account", base_variable="ACME_BASE_URL")
+    finally:
+        await closed.aclose()
+    assert (good.ok, good.models, answer) == (True, ("acme/one",), {"credits": 3})
+    assert (refused.reachable, refused.authenticated) == (True, False)
+    assert str(refused.problem).endswith("check ACME_KEY (and its region)")
+    assert (unpaid.authenticated, unpaid.ok) == (True, False), "a billing refusal proves the key good"
+    assert page.authenticated and "ACME_BASE_URL" in str(page.problem)
+    assert missing.reachable and not missing.ok and "ACME_BASE_URL" in str(missing.problem)
+    assert (unreachable.reachable, nothing) == (False, None) and "ACME_BASE_URL" in str(unreachable.problem)
+    for health in (good, refused, unpaid, page, missing, unreachable):
+        assert SECRET not in str(health.problem) and "hunter2" not in str(health.problem)
+
+
+async def _text_page() -> web.Response:
+    return web.Response(text="<html>a web page, not the API</html>", content_type="text/html")

@@ -10,7 +10,6 @@ import io
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from PIL import Image
 
 from bot.clock import FakeClock
 from bot.config import Settings
-from bot.domain import VideoRequest
 from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
@@ -29,44 +27,31 @@ from bot.errors import (
     ProviderError,
     RemoteJobLost,
     RequestRejected,
-    ResultExpired,
 )
 from bot.providers.base import RemoteJob, RemoteState
 from bot.providers.kling import MODELS, POLL_SECONDS, KlingProvider, fitted_size, from_settings
 from bot.providers.kling_auth import KlingToken, sign_token
 from tests.fakes.providers.kling import KlingFake
+from tests.provider_harness import (
+    adapter_fixture,
+    adapter_for,
+    check_expired_url,
+    check_failing_polls,
+    check_unreachable_health,
+    image_file,
+    request_maker,
+    sent_body,
+    vendor_fixture,
+)
 
 T2V = "kling/kling-v2-5-turbo"
 VARIABLE = "KLING_ACCESS_KEY / KLING_SECRET_KEY"
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[KlingFake]:
-    async with KlingFake() as vendor:
-        yield vendor
-
-
-def adapter(fake: KlingFake, tmp_path: Path, **overrides: Any) -> KlingProvider:
-    provider = from_settings(Settings(_env_file=None, data_dir=tmp_path, **{**fake.settings(), **overrides}))
-    assert provider is not None
-    return provider
-
-
-@pytest.fixture
-async def kling(fake: KlingFake, tmp_path: Path) -> AsyncIterator[KlingProvider]:
-    provider = adapter(fake, tmp_path)
-    yield provider
-    await provider.aclose()
-
-
-def request(**fields: Any) -> VideoRequest:
-    return VideoRequest(**{"prompt": "a lighthouse in a storm", "model": T2V, "duration": 5, **fields})
-
-
-def image_file(tmp_path: Path, size: tuple[int, int], fmt: str = "PNG") -> Path:
-    path = tmp_path / f"frame-{size[0]}x{size[1]}.{fmt.lower()}"
-    Image.new("RGB", size, (200, 80, 40)).save(path, fmt)
-    return path
+fake = vendor_fixture(KlingFake)
+kling = adapter_fixture(from_settings)
+adapter = adapter_for(from_settings)
+request = request_maker(model=T2V, duration=5)
 
 
 def claims_of(authorization: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -77,11 +62,6 @@ def claims_of(authorization: str) -> tuple[dict[str, Any], dict[str, Any]]:
     assert scheme == "Bearer" and base64.urlsafe_b64decode(signature + "==") == expected
     header, claims = (json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4))) for p in (head, body))
     return header, claims
-
-
-def sent_body(fake: KlingFake) -> Any:
-    (job,) = fake.jobs.values()
-    return job.body
 
 
 # --- what the adapter sends -----------------------------------------------------------------------------------
@@ -196,7 +176,7 @@ async def test_a_task_is_submitted_then_processing_then_done_and_its_video_downl
     assert results[0].poll_after == results[1].poll_after == POLL_SECONDS
     assert all(r.progress is None and r.queue_position is None for r in results[:2]), "Kling reports neither"
     done = results[2]
-    assert done.output_url is not None and done.output_url.startswith(f"http://127.0.0.1:{fake.cdn_port}/")
+    assert done.output_url is not None and done.output_url.startswith(f"{fake.storage_url}/")
     assert results[3].output_url == done.output_url
 
     await kling.download(remote, done, tmp_path / "clip.mp4")
@@ -225,15 +205,7 @@ async def test_a_prompt_refused_at_create_is_content_refused_with_the_reason(
 async def test_a_purged_video_url_is_result_expired_and_the_next_poll_brings_a_fresh_one(
     fake: KlingFake, kling: KlingProvider, tmp_path: Path
 ) -> None:
-    fake.expire_first_url, fake.polls_to_finish = True, 0
-    remote = RemoteJob("job-1", await kling.submit("job-1", request()), request())
-    first = await kling.poll(remote)
-    with pytest.raises(ResultExpired):
-        await kling.download(remote, first, tmp_path / "clip.mp4")
-    again = await kling.poll(remote)
-    assert again.output_url != first.output_url
-    await kling.download(remote, again, tmp_path / "clip.mp4")
-    assert (tmp_path / "clip.mp4").read_bytes() == fake.video
+    await check_expired_url(fake, kling, request(), tmp_path)
 
 
 async def test_an_unknown_task_or_one_under_the_other_family_is_lost(fake: KlingFake, kling: KlingProvider) -> None:
@@ -269,13 +241,7 @@ async def test_a_create_whose_outcome_is_unknown_is_never_repeated(
 
 
 async def test_polls_failing_on_the_server_are_retryable(fake: KlingFake, kling: KlingProvider) -> None:
-    remote = RemoteJob("job-1", await kling.submit("job-1", request()), request())
-    fake.fail_next("poll", 503, times=3)
-    for _ in range(3):
-        with pytest.raises(ProviderError) as caught:
-            await kling.poll(remote)
-        assert caught.value.retryable
-    assert (await kling.poll(remote)).state is RemoteState.QUEUED
+    await check_failing_polls(fake, kling, request())
 
 
 @pytest.mark.parametrize(
@@ -306,12 +272,9 @@ async def test_kling_codes_map_to_the_error_tree(
 
 
 async def test_a_wrong_secret_is_credentials_rejected_naming_the_variables(fake: KlingFake, tmp_path: Path) -> None:
-    kling = adapter(fake, tmp_path, kling_secret_key="not-the-secret")
-    try:
+    async with adapter(fake, tmp_path, kling_secret_key="not-the-secret") as kling:
         with pytest.raises(CredentialsRejected) as caught:
             await kling.submit("job-1", request())
-    finally:
-        await kling.aclose()
     assert caught.value.variable == VARIABLE and "not-the-secret" not in str(caught.value)
     assert fake.seen[0].status == 401 and fake.creates == 0
 
@@ -376,20 +339,15 @@ async def test_health_lists_one_task_with_a_signed_token(fake: KlingFake, kling:
 
 
 async def test_health_with_a_wrong_access_key_names_the_variables(fake: KlingFake, tmp_path: Path) -> None:
-    kling = adapter(fake, tmp_path, kling_access_key="ak-someone-else")
-    try:
+    async with adapter(fake, tmp_path, kling_access_key="ak-someone-else") as kling:
         health = await kling.health()
-    finally:
-        await kling.aclose()
     assert health.reachable and not health.authenticated and not health.ok
     assert health.problem is not None and VARIABLE in health.problem and "KLING_BASE_URL" in health.problem
     assert fake.secret_key not in health.problem
 
 
 async def test_health_of_an_unreachable_service_names_the_base_url(fake: KlingFake, kling: KlingProvider) -> None:
-    await fake.close()
-    health = await kling.health()
-    assert not health.reachable and health.problem is not None and "KLING_BASE_URL" in health.problem
+    await check_unreachable_health(fake, kling, "KLING_BASE_URL")
 
 
 @pytest.mark.parametrize("keys", [{}, {"kling_access_key": "ak"}, {"kling_secret_key": "sk"}])

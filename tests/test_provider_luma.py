@@ -4,7 +4,6 @@ how Luma's failures map into the error tree, and that the fake refuses what Luma
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,57 +11,42 @@ import httpx
 import pytest
 from PIL import Image
 
-from bot.config import Settings
-from bot.domain import VideoRequest
 from bot.errors import (
     ContentRefused,
-    CreateOutcomeUnknown,
-    CredentialsRejected,
     ProviderBilling,
     ProviderError,
     RemoteJobLost,
     RequestRejected,
-    ResultExpired,
 )
 from bot.providers.base import PollResult, RemoteJob, RemoteState
 from bot.providers.luma import LumaProvider, from_settings
 from tests.fakes.providers.luma import API, LumaFake
+from tests.provider_harness import (
+    adapter_fixture,
+    adapter_for,
+    check_bad_key_health,
+    check_expired_url,
+    check_failing_create,
+    check_failing_polls,
+    check_lost_create_answer,
+    check_no_key_no_provider,
+    check_throttled_create,
+    check_unreachable_health,
+    check_wrong_key,
+    polled,
+    request_maker,
+    result_url_answers,
+    submitted,
+    vendor_fixture,
+)
 
 CREATE_URL_PATH = f"{API}/generations/video"
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[LumaFake]:
-    async with LumaFake() as vendor:
-        yield vendor
-
-
-def adapter(fake: LumaFake, tmp_path: Path, **overrides: Any) -> LumaProvider:
-    provider = from_settings(Settings(_env_file=None, data_dir=tmp_path, **{**fake.settings(), **overrides}))
-    assert provider is not None
-    return provider
-
-
-@pytest.fixture
-async def luma(fake: LumaFake, tmp_path: Path) -> AsyncIterator[LumaProvider]:
-    provider = adapter(fake, tmp_path)
-    yield provider
-    await provider.aclose()
-
-
-def request(**fields: Any) -> VideoRequest:
-    values: dict[str, Any] = {"prompt": "a lighthouse in a storm", "model": "luma/ray-2", "duration": 5}
-    values.update(fields)
-    return VideoRequest(**values)
-
-
-async def submitted(luma: LumaProvider, req: VideoRequest | None = None) -> RemoteJob:
-    req = req or request()
-    return RemoteJob("job-1", await luma.submit("job-1", req), req)
-
-
-async def polls(luma: LumaProvider, remote: RemoteJob, count: int) -> list[PollResult]:
-    return [await luma.poll(remote) for _ in range(count)]
+fake = vendor_fixture(LumaFake)
+luma = adapter_fixture(from_settings)
+adapter = adapter_for(from_settings)
+request = request_maker(model="luma/ray-2", duration=5)
 
 
 async def raw_create(fake: LumaFake, body: Any, headers: dict[str, str | None] | None = None) -> httpx.Response:
@@ -137,14 +121,14 @@ async def test_luma_fetches_keyframes_by_url_so_an_inline_image_fails_the_genera
 async def test_a_generation_is_queued_then_dreaming_then_completed_and_its_video_is_downloaded(
     fake: LumaFake, luma: LumaProvider, tmp_path: Path
 ) -> None:
-    remote = await submitted(luma)
-    results = await polls(luma, remote, 4)
+    remote = await submitted(luma, request())
+    results = await polled(luma, remote, 4)
     assert [r.state for r in results[:3]] == [RemoteState.QUEUED, RemoteState.RUNNING, RemoteState.SUCCEEDED]
     assert all(r.progress is None and r.queue_position is None and r.poll_after is None for r in results[:2]), (
         "Luma reports no progress, queue position or polling hint"
     )
     done = results[2]
-    assert done.output_url is not None and done.output_url.startswith(f"http://127.0.0.1:{fake.cdn_port}/")
+    assert done.output_url is not None and done.output_url.startswith(f"{fake.storage_url}/")
     assert results[3].output_url == done.output_url
 
     dest = tmp_path / "clip.mp4"
@@ -158,14 +142,14 @@ async def test_a_generation_is_queued_then_dreaming_then_completed_and_its_video
 
 async def test_a_moderation_refusal_reaches_the_member_with_lumas_reason(fake: LumaFake, luma: LumaProvider) -> None:
     fake.refuse_reason = "Advanced prompt moderation failed"
-    results = await polls(luma, await submitted(luma), 2)
+    results = await polled(luma, await submitted(luma, request()), 2)
     assert results[1].state is RemoteState.FAILED
     assert results[1].error == "The video service refused this request: Advanced prompt moderation failed"
 
 
 async def test_a_generation_failing_for_lumas_own_reasons_says_so(fake: LumaFake, luma: LumaProvider) -> None:
     fake.generation_failure = "Job failed"
-    results = await polls(luma, await submitted(luma), 3)
+    results = await polled(luma, await submitted(luma, request()), 3)
     assert results[2].state is RemoteState.FAILED
     assert results[2].error == "The video service could not make this video: Job failed"
 
@@ -173,16 +157,7 @@ async def test_a_generation_failing_for_lumas_own_reasons_says_so(fake: LumaFake
 async def test_an_expired_video_url_is_result_expired_and_the_next_poll_brings_a_fresh_one(
     fake: LumaFake, luma: LumaProvider, tmp_path: Path
 ) -> None:
-    fake.expire_first_url = True
-    fake.polls_to_finish = 0
-    remote = await submitted(luma)
-    first = await luma.poll(remote)
-    with pytest.raises(ResultExpired):
-        await luma.download(remote, first, tmp_path / "clip.mp4")
-    again = await luma.poll(remote)
-    assert again.output_url != first.output_url
-    await luma.download(remote, again, tmp_path / "clip.mp4")
-    assert (tmp_path / "clip.mp4").read_bytes() == fake.video
+    await check_expired_url(fake, luma, request(), tmp_path)
 
 
 async def test_a_completed_generation_without_a_video_is_a_retryable_download(
@@ -195,7 +170,7 @@ async def test_a_completed_generation_without_a_video_is_a_retryable_download(
 
 
 async def test_cancel_deletes_the_generation(fake: LumaFake, luma: LumaProvider) -> None:
-    remote = await submitted(luma)
+    remote = await submitted(luma, request())
     await luma.poll(remote)
     await luma.cancel(remote)
     (deleted,) = fake.requests("DELETE *")
@@ -215,37 +190,22 @@ async def test_a_remote_id_that_is_no_generation_id_never_reaches_a_url(fake: Lu
 
 # --- failures -------------------------------------------------------------------------------------------------
 async def test_a_throttled_create_may_be_repeated_after_the_wait(fake: LumaFake, luma: LumaProvider) -> None:
-    fake.fail_next("create", 429, retry_after=2)
-    with pytest.raises(ProviderError) as caught:
-        await luma.submit("job-1", request())
-    assert caught.value.retryable and caught.value.retry_after == 2
-    assert fake.creates == 0
+    await check_throttled_create(fake, luma, request())
 
 
 @pytest.mark.parametrize("status", [500, 503])
 async def test_a_create_failing_on_the_server_is_never_repeated(
     fake: LumaFake, luma: LumaProvider, status: int
 ) -> None:
-    fake.fail_next("create", status)
-    with pytest.raises(CreateOutcomeUnknown):
-        await luma.submit("job-1", request())
+    await check_failing_create(fake, luma, request(), status)
 
 
 async def test_a_create_whose_answer_is_lost_is_never_repeated(fake: LumaFake, luma: LumaProvider) -> None:
-    fake.drop_create_answer = True
-    with pytest.raises(CreateOutcomeUnknown):
-        await luma.submit("job-1", request())
-    assert fake.creates == 1
+    await check_lost_create_answer(fake, luma, request())
 
 
 async def test_polls_failing_on_the_server_are_retryable(fake: LumaFake, luma: LumaProvider) -> None:
-    remote = await submitted(luma)
-    fake.fail_next("poll", 503, times=3)
-    for _ in range(3):
-        with pytest.raises(ProviderError) as caught:
-            await luma.poll(remote)
-        assert caught.value.retryable
-    assert (await luma.poll(remote)).state is RemoteState.QUEUED
+    await check_failing_polls(fake, luma, request())
 
 
 async def test_an_account_without_credit_is_a_billing_problem(fake: LumaFake, luma: LumaProvider) -> None:
@@ -278,14 +238,8 @@ async def test_lumas_create_errors_map_to_the_error_tree(
 
 
 async def test_a_wrong_key_is_credentials_rejected_naming_the_variable(fake: LumaFake, tmp_path: Path) -> None:
-    luma = adapter(fake, tmp_path, lumaai_api_key="luma-wrong")
-    try:
-        with pytest.raises(CredentialsRejected) as caught:
-            await luma.submit("job-1", request())
-    finally:
-        await luma.aclose()
-    assert caught.value.variable == "LUMAAI_API_KEY" and "LUMAAI_API_KEY" in str(caught.value)
-    assert fake.seen[0].status == 401 and fake.creates == 0
+    async with adapter(fake, tmp_path, lumaai_api_key="luma-wrong") as luma:
+        await check_wrong_key(fake, luma, request(), "LUMAAI_API_KEY", "luma-wrong")
 
 
 # --- the fake is as strict as Luma ----------------------------------------------------------------------------
@@ -340,14 +294,8 @@ async def test_the_fake_answers_unknown_paths_and_methods_as_not_found(fake: Lum
 
 
 async def test_the_cdn_answers_as_a_signed_url_host_does(fake: LumaFake, luma: LumaProvider) -> None:
-    fake.polls_to_finish = 0
-    url = (await luma.poll(await submitted(luma))).output_url
-    assert url is not None
-    async with httpx.AsyncClient() as client:
-        with_key = await client.get(url, headers={"Authorization": "Bearer luma-test-key"})
-        forged = await client.get(url.replace("Signature=", "Signature=x"))
-        unsigned = await client.get(url.split("?", 1)[0])
-        good = await client.get(url)
+    auth = {"Authorization": "Bearer luma-test-key"}
+    with_key, forged, unsigned, good = await result_url_answers(fake, luma, request(), auth)
     assert with_key.status_code == 400 and "<Code>InvalidArgument</Code>" in with_key.text
     assert forged.status_code == 403 and unsigned.status_code == 403
     assert good.status_code == 200 and good.content == fake.video
@@ -370,29 +318,13 @@ async def test_health_of_an_account_without_credit_says_so(fake: LumaFake, luma:
 
 
 async def test_health_with_a_bad_key_names_the_variable_and_not_the_key(fake: LumaFake, tmp_path: Path) -> None:
-    luma = adapter(fake, tmp_path, lumaai_api_key="luma-wrong-secret")
-    try:
-        health = await luma.health()
-    finally:
-        await luma.aclose()
-    assert health.reachable and not health.authenticated
-    assert health.problem is not None and "LUMAAI_API_KEY" in health.problem
-    assert "luma-wrong-secret" not in health.problem
+    async with adapter(fake, tmp_path, lumaai_api_key="luma-wrong-secret") as luma:
+        await check_bad_key_health(luma, "LUMAAI_API_KEY", "luma-wrong-secret")
 
 
-async def test_health_of_an_unreachable_service_names_the_base_url(tmp_path: Path) -> None:
-    async with LumaFake() as fake:
-        settings = fake.settings()
-    luma = from_settings(Settings(_env_file=None, data_dir=tmp_path, **settings))
-    assert luma is not None
-    try:
-        health = await luma.health()
-    finally:
-        await luma.aclose()
-    assert not health.reachable and health.problem is not None and "LUMAAI_BASE_URL" in health.problem
+async def test_health_of_an_unreachable_service_names_the_base_url(fake: LumaFake, luma: LumaProvider) -> None:
+    await check_unreachable_health(fake, luma, "LUMAAI_BASE_URL")
 
 
 def test_no_key_no_provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LUMAAI_API_KEY", raising=False)
-    assert from_settings(Settings(_env_file=None, data_dir=tmp_path)) is None
-    assert from_settings(Settings(_env_file=None, data_dir=tmp_path, lumaai_api_key=" ")) is None
+    check_no_key_no_provider(from_settings, "LUMAAI_API_KEY", tmp_path, monkeypatch, blank=" ")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,6 @@ import httpx
 import pytest
 from PIL import Image
 
-from bot.config import Settings
-from bot.domain import VideoRequest
 from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
@@ -29,47 +26,29 @@ from bot.providers.base import PollResult, RemoteJob, RemoteState
 from bot.providers.http import Kind
 from bot.providers.minimax import POLL_SECONDS, MiniMaxProvider, from_settings, map_error, vendor_error
 from tests.fakes.providers.minimax import CREATE_PATH, MiniMaxFake, base_resp
+from tests.provider_harness import (
+    adapter_fixture,
+    adapter_for,
+    check_bad_key_health,
+    check_no_key_no_provider,
+    check_throttled_create,
+    check_unreachable_health,
+    check_wrong_key,
+    image_file,
+    request_maker,
+    result_url_answers,
+    sent_body,
+    submitted,
+    vendor_fixture,
+)
 
 FAST = "minimax/MiniMax-Hailuo-2.3-Fast"
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[MiniMaxFake]:
-    async with MiniMaxFake() as vendor:
-        yield vendor
-
-
-def adapter(fake: MiniMaxFake, tmp_path: Path, **overrides: Any) -> MiniMaxProvider:
-    provider = from_settings(Settings(_env_file=None, data_dir=tmp_path, **{**fake.settings(), **overrides}))
-    assert provider is not None
-    return provider
-
-
-@pytest.fixture
-async def hailuo(fake: MiniMaxFake, tmp_path: Path) -> AsyncIterator[MiniMaxProvider]:
-    provider = adapter(fake, tmp_path)
-    yield provider
-    await provider.aclose()
-
-
-def request(**fields: Any) -> VideoRequest:
-    return VideoRequest(**{"prompt": "a lighthouse in a storm", "model": MiniMaxFake.model, "duration": 6, **fields})
-
-
-def image_file(tmp_path: Path, size: tuple[int, int] = (900, 700)) -> Path:
-    path = tmp_path / "frame.png"
-    Image.new("RGB", size, (200, 80, 40)).save(path, "PNG")
-    return path
-
-
-def sent_body(fake: MiniMaxFake) -> Any:
-    (job,) = fake.jobs.values()
-    return job.body
-
-
-async def submitted(hailuo: MiniMaxProvider, req: VideoRequest | None = None) -> RemoteJob:
-    req = req or request()
-    return RemoteJob("job-1", await hailuo.submit("job-1", req), req)
+fake = vendor_fixture(MiniMaxFake)
+hailuo = adapter_fixture(from_settings)
+adapter = adapter_for(from_settings)
+request = request_maker(model=MiniMaxFake.model, duration=6)
 
 
 # --- what the adapter sends -----------------------------------------------------------------------------------
@@ -89,7 +68,7 @@ async def test_text_to_video_create_is_the_documented_call(fake: MiniMaxFake, ha
 async def test_a_first_frame_goes_inline_cropped_to_the_asked_aspect(
     fake: MiniMaxFake, hailuo: MiniMaxProvider, tmp_path: Path, model: str, aspect: str, size: tuple[int, int]
 ) -> None:
-    await hailuo.submit("job-1", request(model=model, aspect=aspect, image_path=str(image_file(tmp_path))))
+    await hailuo.submit("job-1", request(model=model, aspect=aspect, image_path=str(image_file(tmp_path, (900, 700)))))
     body = sent_body(fake)
     assert body["model"] == model.split("/", 1)[1] and body["resolution"] == "768P"
     uri = body["first_frame_image"]
@@ -121,13 +100,13 @@ async def test_a_task_waits_then_runs_then_its_file_is_retrieved_and_downloaded(
     fake: MiniMaxFake, hailuo: MiniMaxProvider, tmp_path: Path
 ) -> None:
     fake.polls_to_finish = 3
-    remote = await submitted(hailuo)
+    remote = await submitted(hailuo, request())
     results = [await hailuo.poll(remote) for _ in range(5)]
     assert [r.state for r in results] == [RemoteState.QUEUED] * 2 + [RemoteState.RUNNING] + [RemoteState.SUCCEEDED] * 2
     assert all(r.poll_after == POLL_SECONDS and r.progress is None and r.queue_position is None for r in results[:3])
     done = results[3]
     assert done.progress == 1.0 and done.output_url is not None
-    assert done.output_url.startswith(f"http://127.0.0.1:{fake.storage_port}/")
+    assert done.output_url.startswith(f"{fake.storage_url}/")
 
     await hailuo.download(remote, done, tmp_path / "clip.mp4")
     assert (tmp_path / "clip.mp4").read_bytes() == fake.video
@@ -142,7 +121,7 @@ async def test_a_task_waits_then_runs_then_its_file_is_retrieved_and_downloaded(
 
 async def test_a_refused_video_reaches_the_member_with_its_reason(fake: MiniMaxFake, hailuo: MiniMaxProvider) -> None:
     fake.refuse_reason = "the video depicts a real public figure"
-    remote = await submitted(hailuo)
+    remote = await submitted(hailuo, request())
     results = [await hailuo.poll(remote) for _ in range(2)]
     assert results[1].state is RemoteState.FAILED
     assert results[1].error == "refused by the content policy: the video depicts a real public figure"
@@ -153,14 +132,14 @@ async def test_a_task_failing_for_the_vendors_own_reasons_gives_its_message(
 ) -> None:
     fake.task_failure = "video generation failed, please retry"
     fake.polls_to_finish = 0
-    result = await hailuo.poll(await submitted(hailuo))
+    result = await hailuo.poll(await submitted(hailuo, request()))
     assert result == PollResult(RemoteState.FAILED, error="video generation failed, please retry")
 
 
 async def test_a_refusal_code_on_a_query_fails_the_job_with_the_reason(
     fake: MiniMaxFake, hailuo: MiniMaxProvider
 ) -> None:
-    remote = await submitted(hailuo)
+    remote = await submitted(hailuo, request())
     fake.fail_next("poll", 200, body={"task_id": remote.remote_id, **base_resp(1026, "prompt is sensitive")})
     result = await hailuo.poll(remote)
     assert result.state is RemoteState.FAILED and result.error is not None and "prompt is sensitive" in result.error
@@ -182,7 +161,7 @@ async def test_an_expired_url_is_result_expired_and_the_next_poll_signs_a_fresh_
 ) -> None:
     fake.expire_first_url = True
     fake.polls_to_finish = 0
-    remote = await submitted(hailuo)
+    remote = await submitted(hailuo, request())
     first = await hailuo.poll(remote)
     with pytest.raises(ResultExpired):
         await hailuo.download(remote, await hailuo.poll(remote), tmp_path / "clip.mp4")
@@ -193,17 +172,13 @@ async def test_an_expired_url_is_result_expired_and_the_next_poll_signs_a_fresh_
 
 
 async def test_cancel_sends_nothing_minimax_has_no_cancel(fake: MiniMaxFake, hailuo: MiniMaxProvider) -> None:
-    await hailuo.cancel(await submitted(hailuo))
+    await hailuo.cancel(await submitted(hailuo, request()))
     assert len(fake.seen) == 1 and fake.count("cancel") == 0
 
 
 # --- failures -------------------------------------------------------------------------------------------------
 async def test_a_throttled_create_may_be_repeated_after_the_wait(fake: MiniMaxFake, hailuo: MiniMaxProvider) -> None:
-    fake.fail_next("create", 429, retry_after=2)
-    with pytest.raises(ProviderError) as caught:
-        await hailuo.submit("job-1", request())
-    assert caught.value.retryable and caught.value.retry_after == 2
-    assert fake.creates == 0
+    await check_throttled_create(fake, hailuo, request())
 
 
 @pytest.mark.parametrize("fault", ["500", "503", "answer lost"])
@@ -224,7 +199,7 @@ async def test_queries_and_retrieves_failing_on_the_server_are_retryable(
     fake: MiniMaxFake, hailuo: MiniMaxProvider, kind: str
 ) -> None:
     fake.polls_to_finish = 0
-    remote = await submitted(hailuo)
+    remote = await submitted(hailuo, request())
     fake.fail_next(kind, 503, times=2)
     fake.fail_next(kind, 200, body=base_resp(1002, "rate limit exceeded(RPM)"))
     for _ in range(3):
@@ -282,14 +257,8 @@ def test_the_same_codes_on_a_read_say_what_a_repeat_can_do() -> None:
 
 
 async def test_a_wrong_key_is_credentials_rejected_naming_the_variable(fake: MiniMaxFake, tmp_path: Path) -> None:
-    hailuo = adapter(fake, tmp_path, minimax_api_key="mm-wrong")
-    try:
-        with pytest.raises(CredentialsRejected) as caught:
-            await hailuo.submit("job-1", request())
-    finally:
-        await hailuo.aclose()
-    assert caught.value.variable == "MINIMAX_API_KEY" and "mm-wrong" not in str(caught.value)
-    assert fake.seen[0].status == 200 and fake.creates == 0
+    async with adapter(fake, tmp_path, minimax_api_key="mm-wrong") as hailuo:
+        await check_wrong_key(fake, hailuo, request(), "MINIMAX_API_KEY", "mm-wrong", status=200)
 
 
 # --- the fake is as strict as MiniMax -------------------------------------------------------------------------
@@ -347,14 +316,7 @@ async def test_the_fake_takes_a_good_body_and_refuses_other_content_types_and_pa
 
 
 async def test_the_storage_host_answers_as_oss_does(fake: MiniMaxFake, hailuo: MiniMaxProvider) -> None:
-    fake.polls_to_finish = 0
-    url = (await hailuo.poll(await submitted(hailuo))).output_url
-    assert url is not None
-    async with httpx.AsyncClient() as client:
-        with_key = await client.get(url, headers=AUTH)
-        forged = await client.get(url.replace("Signature=", "Signature=x"))
-        unsigned = await client.get(url.split("?", 1)[0])
-        good = await client.get(url)
+    with_key, forged, unsigned, good = await result_url_answers(fake, hailuo, request(), AUTH)
     assert with_key.status_code == 400 and "<Code>InvalidArgument</Code>" in with_key.text
     assert forged.status_code == 403 and "<Code>SignatureDoesNotMatch</Code>" in forged.text
     assert unsigned.status_code == 403 and "<Code>AccessDenied</Code>" in unsigned.text
@@ -371,29 +333,14 @@ async def test_health_lists_files_with_the_key(fake: MiniMaxFake, hailuo: MiniMa
 
 
 async def test_health_with_a_bad_key_names_the_variable_and_not_the_key(fake: MiniMaxFake, tmp_path: Path) -> None:
-    hailuo = adapter(fake, tmp_path, minimax_api_key="mm-wrong-secret")
-    try:
-        health = await hailuo.health()
-    finally:
-        await hailuo.aclose()
-    assert health.reachable and not health.authenticated and not health.ok
-    assert health.problem is not None and "MINIMAX_API_KEY" in health.problem and "MINIMAX_BASE_URL" in health.problem
-    assert "mm-wrong-secret" not in health.problem
+    async with adapter(fake, tmp_path, minimax_api_key="mm-wrong-secret") as hailuo:
+        health = await check_bad_key_health(hailuo, "MINIMAX_API_KEY", "mm-wrong-secret")
+    assert "MINIMAX_BASE_URL" in str(health.problem)
 
 
-async def test_health_of_an_unreachable_service_names_the_base_url(tmp_path: Path) -> None:
-    async with MiniMaxFake() as fake:
-        settings = fake.settings()
-    hailuo = from_settings(Settings(_env_file=None, data_dir=tmp_path, **settings))
-    assert hailuo is not None
-    try:
-        health = await hailuo.health()
-    finally:
-        await hailuo.aclose()
-    assert not health.reachable and health.problem is not None and "MINIMAX_BASE_URL" in health.problem
+async def test_health_of_an_unreachable_service_names_the_base_url(fake: MiniMaxFake, hailuo: MiniMaxProvider) -> None:
+    await check_unreachable_health(fake, hailuo, "MINIMAX_BASE_URL")
 
 
 def test_no_key_no_provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MINIMAX_API_KEY", raising=False)
-    assert from_settings(Settings(_env_file=None, data_dir=tmp_path)) is None
-    assert from_settings(Settings(_env_file=None, data_dir=tmp_path, minimax_api_key="")) is None
+    check_no_key_no_provider(from_settings, "MINIMAX_API_KEY", tmp_path, monkeypatch)

@@ -3,17 +3,15 @@ fake over real HTTP: the exact requests it sends, how the vendor's answers map, 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
 from bot.clock import FakeClock
 from bot.config import Settings
-from bot.domain import JobState, Requester, VideoRequest
+from bot.domain import JobState, VideoRequest
 from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
@@ -24,15 +22,19 @@ from bot.errors import (
     RequestRejected,
 )
 from bot.jobs.notify import FileSink
-from bot.jobs.service import JobService
 from bot.providers.base import RemoteJob, RemoteState
 from bot.providers.openai import GENERIC_DURATIONS, SORA_DURATIONS, OpenAIVideoProvider, from_settings
-from bot.providers.registry import ProviderRegistry
 from bot.store.base import Store
-from tests.conftest import make_worker
 from tests.fakes.providers.openai import CHAT_MODEL, LTX, WAN, WAN_IMAGE, OpenAIFake, openai_error
-
-ALICE = Requester(guild_id=1, user_id=10, channel_id=100)
+from tests.provider_harness import (
+    ALICE,
+    adapter_fixture,
+    check_unreachable_health,
+    engine,
+    image_file,
+    opened,
+    vendor_fixture,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -42,24 +44,8 @@ def _no_openai_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[OpenAIFake]:
-    async with OpenAIFake() as started:
-        assert isinstance(started, OpenAIFake)
-        yield started
-
-
-def build(tmp_path: Path, **settings: object) -> OpenAIVideoProvider:
-    provider = from_settings(Settings(_env_file=None, data_dir=tmp_path, **settings))  # type: ignore[arg-type]
-    assert provider is not None
-    return provider
-
-
-@pytest.fixture
-async def provider(fake: OpenAIFake, tmp_path: Path) -> AsyncIterator[OpenAIVideoProvider]:
-    adapter = build(tmp_path, **fake.settings())
-    yield adapter
-    await adapter.aclose()
+fake = vendor_fixture(OpenAIFake)
+provider = adapter_fixture(from_settings)
 
 
 def request(model: str = OpenAIFake.model, *, duration: int = 5, **fields: Any) -> VideoRequest:
@@ -71,9 +57,7 @@ def remote(remote_id: str, model: str = OpenAIFake.model) -> RemoteJob:
 
 
 def png(tmp_path: Path, size: tuple[int, int] = (300, 200)) -> str:
-    path = tmp_path / "frame.png"
-    Image.new("RGB", size, (200, 40, 40)).save(path)
-    return str(path)
+    return str(image_file(tmp_path, size, color=(200, 40, 40), name="frame.png"))
 
 
 # --- what the adapter sends -------------------------------------------------------------------------------------
@@ -171,13 +155,12 @@ async def test_an_unknown_model_is_rejected_naming_the_model(fake: OpenAIFake, p
 async def test_a_wrong_or_missing_key_is_rejected_naming_the_variable(
     fake: OpenAIFake, tmp_path: Path, key: str | None
 ) -> None:
-    adapter = build(tmp_path, openai_api_key=key, openai_base_url=f"{fake.base_url}/v1")
-    try:
+    async with opened(
+        from_settings, None, tmp_path, openai_api_key=key, openai_base_url=f"{fake.base_url}/v1"
+    ) as adapter:
         with pytest.raises(CredentialsRejected) as rejected:
             await adapter.submit("job1", request())
         health = await adapter.health()
-    finally:
-        await adapter.aclose()
     assert rejected.value.variable == "OPENAI_API_KEY"
     assert "sk-wrong" not in str(rejected.value)
     assert (health.reachable, health.authenticated) == (True, False)
@@ -189,14 +172,11 @@ async def test_a_wrong_or_missing_key_is_rejected_naming_the_variable(
 async def test_a_server_without_a_key_gets_no_authorization_header(tmp_path: Path, key: str | None) -> None:
     async with OpenAIFake(api_key=None) as fake:
         settings = fake.settings() | ({} if key is None else {"openai_api_key": key})
-        adapter = build(tmp_path, **settings)
-        try:
+        async with opened(from_settings, None, tmp_path, **settings) as adapter:
             video_id = await adapter.submit("job1", request())
             while (await adapter.poll(remote(video_id))).state is not RemoteState.SUCCEEDED:
                 pass
             await adapter.download(remote(video_id), await adapter.poll(remote(video_id)), tmp_path / "out.mp4")
-        finally:
-            await adapter.aclose()
         assert (tmp_path / "out.mp4").read_bytes() == fake.video
         assert all("Authorization" not in seen.headers for seen in fake.seen)
 
@@ -354,16 +334,10 @@ async def test_health_lists_the_models_with_one_cheap_request(fake: OpenAIFake, 
     assert [s.path for s in fake.seen] == ["/v1/models"]
 
 
-async def test_health_reports_an_unreachable_server_naming_the_setting(tmp_path: Path) -> None:
-    async with OpenAIFake() as fake:
-        settings = fake.settings()
-    adapter = build(tmp_path, **settings)  # the fake has stopped: nothing listens there
-    try:
-        health = await adapter.health()
-    finally:
-        await adapter.aclose()
-    assert (health.reachable, health.ok) == (False, False)
-    assert health.problem is not None and "OPENAI_BASE_URL" in health.problem
+async def test_health_reports_an_unreachable_server_naming_the_setting(
+    fake: OpenAIFake, provider: OpenAIVideoProvider
+) -> None:
+    await check_unreachable_health(fake, provider, "OPENAI_BASE_URL")
 
 
 # --- through the real worker -------------------------------------------------------------------------------------
@@ -373,12 +347,10 @@ async def test_the_worker_delivers_a_video_or_tells_the_member_the_refusal(
     tmp_path: Path, refuse: bool,
 ) -> None:  # fmt: skip
     fake.refuse_reason = "no real people" if refuse else None
-    registry = ProviderRegistry([provider])
-    await registry.start()
-    service = JobService(store, registry, clock)
+    service, worker = await engine(provider, store, clock, sink, tmp_path)
     job = await service.enqueue(ALICE, VideoRequest(prompt="a lighthouse at dusk", model=fake.model, duration=5))
 
-    await make_worker(store, registry, sink, clock, tmp_path, worker_id="w1").drain()
+    await worker.drain()
 
     done = await store.get_job(job.id)
     assert done is not None

@@ -15,7 +15,7 @@ from PIL import Image
 
 from bot.clock import FakeClock
 from bot.config import Settings
-from bot.domain import JobState, Requester, VideoRequest
+from bot.domain import JobState, VideoRequest
 from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
@@ -29,25 +29,17 @@ from bot.jobs.notify import FileSink
 from bot.jobs.service import JobService
 from bot.jobs.worker import Worker
 from bot.providers.base import RemoteJob, RemoteState, VideoProvider
-from bot.providers.registry import ProviderRegistry
 from bot.providers.replicate import ReplicateProvider, from_settings, log_progress, poll_result, wan_timing
 from bot.store.base import Store
-from tests.conftest import make_worker
 from tests.fakes.providers.replicate import TOKEN, ReplicateFake, decoded_data_uri
+from tests.provider_harness import ALICE, EVER, adapter_for, engine, image_file, polled, submitted
 
 T2V = "replicate/wan-video/wan-2.2-t2v-fast"
 I2V = "replicate/wan-video/wan-2.2-i2v-fast"
 MINIMAX = "replicate/minimax/video-01"
 
 
-@asynccontextmanager
-async def adapter(fake: ReplicateFake, tmp_path: Path, **overrides: Any) -> AsyncIterator[ReplicateProvider]:
-    provider = from_settings(Settings(_env_file=None, data_dir=tmp_path, **{**fake.settings(), **overrides}))
-    assert provider is not None
-    try:
-        yield provider
-    finally:
-        await provider.aclose()
+adapter = adapter_for(from_settings)
 
 
 def request(model: str = T2V, **fields: Any) -> VideoRequest:
@@ -55,14 +47,11 @@ def request(model: str = T2V, **fields: Any) -> VideoRequest:
 
 
 def photo(tmp_path: Path) -> str:
-    path = tmp_path / "frame.png"
-    Image.new("RGB", (640, 480), (200, 80, 30)).save(path)
-    return str(path)
+    return str(image_file(tmp_path, (640, 480), color=(200, 80, 30)))
 
 
 async def submit_and_poll(provider: ReplicateProvider, req: VideoRequest, polls: int) -> list[Any]:
-    remote = RemoteJob("job1", await provider.submit("job1", req), req)
-    return [await provider.poll(remote) for _ in range(polls)]
+    return await polled(provider, await submitted(provider, req, "job1"), polls)
 
 
 async def test_a_video_provider_with_a_token_and_none_without(tmp_path: Path) -> None:
@@ -238,7 +227,7 @@ async def test_polls_go_from_starting_through_progress_to_a_video_url(tmp_path: 
         assert progress[0] is None and 0 < progress[1] < progress[2] < 1 and progress[3] == 1.0
         assert all(r.poll_after is None and r.queue_position is None for r in results)  # Replicate gives neither
         url = results[-1].output_url
-        assert url is not None and url.startswith(fake.files_url) and url.endswith(".mp4")
+        assert url is not None and url.startswith(fake.storage_url) and url.endswith(".mp4")
 
 
 async def test_a_list_output_gives_its_video(tmp_path: Path) -> None:
@@ -357,23 +346,17 @@ async def test_health_when_replicate_cannot_be_reached(tmp_path: Path) -> None:
 
 
 # --- through the real worker ----------------------------------------------------------------------------
-ALICE = Requester(guild_id=1, user_id=10, channel_id=100)
-EVER = (0.0, 1e12)
-
-
 @asynccontextmanager
-async def engine(
-    fake: ReplicateFake, store: Store, clock: FakeClock, sink: FileSink, tmp_path: Path
-) -> AsyncIterator[tuple[JobService, Worker]]:
+async def running(fake: ReplicateFake, store: Store, clock: FakeClock, sink: FileSink,
+                  tmp_path: Path) -> AsyncIterator[tuple[JobService, Worker]]:  # fmt: skip
     async with adapter(fake, tmp_path) as provider:
-        registry = ProviderRegistry([provider])
-        yield JobService(store, registry, clock), make_worker(store, registry, sink, clock, tmp_path, worker_id="w1")
+        yield await engine(provider, store, clock, sink, tmp_path)
 
 
 async def test_the_worker_delivers_after_fetching_an_expired_url_again(
     store: Store, clock: FakeClock, sink: FileSink, tmp_path: Path
 ) -> None:
-    async with ReplicateFake() as fake, engine(fake, store, clock, sink, tmp_path) as (service, worker):
+    async with ReplicateFake() as fake, running(fake, store, clock, sink, tmp_path) as (service, worker):
         fake.expire_first_url = True
         job = await service.enqueue(ALICE, request())
         await worker.drain()
@@ -387,7 +370,7 @@ async def test_the_worker_delivers_after_fetching_an_expired_url_again(
 async def test_the_worker_tells_the_member_of_a_refusal_and_refunds(
     store: Store, clock: FakeClock, sink: FileSink, tmp_path: Path
 ) -> None:
-    async with ReplicateFake() as fake, engine(fake, store, clock, sink, tmp_path) as (service, worker):
+    async with ReplicateFake() as fake, running(fake, store, clock, sink, tmp_path) as (service, worker):
         fake.refuse_reason = "violent content"
         job = await service.enqueue(ALICE, request())
         await worker.drain()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ import pytest
 from PIL import Image
 
 from bot.config import Settings
-from bot.domain import VideoRequest
 from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
@@ -24,7 +22,6 @@ from bot.errors import (
     ProviderError,
     RemoteJobLost,
     RequestRejected,
-    ResultExpired,
 )
 from bot.providers.base import PollResult, RemoteJob, RemoteState
 from bot.providers.http import Kind
@@ -38,49 +35,28 @@ from bot.providers.runway import (
     poll_result,
 )
 from tests.fakes.providers.runway import SECRET, RunwayFake
+from tests.provider_harness import (
+    adapter_fixture,
+    adapter_for,
+    check_expired_url,
+    check_failing_polls,
+    check_lost_create_answer,
+    check_throttled_create,
+    check_unreachable_health,
+    image_file,
+    request_maker,
+    sent_body,
+    submitted,
+    vendor_fixture,
+)
 
 HEADERS = {"Authorization": f"Bearer {SECRET}", "X-Runway-Version": API_VERSION}
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[RunwayFake]:
-    async with RunwayFake() as vendor:
-        yield vendor
-
-
-def adapter(fake: RunwayFake, tmp_path: Path, **overrides: Any) -> RunwayProvider:
-    provider = from_settings(Settings(_env_file=None, data_dir=tmp_path, **{**fake.settings(), **overrides}))
-    assert provider is not None
-    return provider
-
-
-@pytest.fixture
-async def runway(fake: RunwayFake, tmp_path: Path) -> AsyncIterator[RunwayProvider]:
-    provider = adapter(fake, tmp_path)
-    yield provider
-    await provider.aclose()
-
-
-def request(**fields: Any) -> VideoRequest:
-    values: dict[str, Any] = {"prompt": "a lighthouse in a storm", "model": "runway/gen4.5", "duration": 5}
-    values.update(fields)
-    return VideoRequest(**values)
-
-
-def image_file(tmp_path: Path, size: tuple[int, int], fmt: str = "PNG") -> Path:
-    path = tmp_path / f"frame-{size[0]}x{size[1]}.{fmt.lower()}"
-    Image.new("RGB", size, (200, 80, 40)).save(path, fmt)
-    return path
-
-
-async def started(runway: RunwayProvider, req: VideoRequest | None = None) -> RemoteJob:
-    req = req or request()
-    return RemoteJob("job-1", await runway.submit("job-1", req), req)
-
-
-def sent_body(fake: RunwayFake) -> Any:
-    (job,) = fake.jobs.values()
-    return job.body
+fake = vendor_fixture(RunwayFake)
+runway = adapter_fixture(from_settings)
+adapter = adapter_for(from_settings)
+request = request_maker(model="runway/gen4.5", duration=5)
 
 
 # --- what the adapter sends -----------------------------------------------------------------------------------
@@ -161,7 +137,7 @@ async def test_a_task_waits_runs_with_progress_and_its_video_is_downloaded(
     fake: RunwayFake, runway: RunwayProvider, tmp_path: Path
 ) -> None:
     fake.throttled_polls, fake.polls_to_finish = 1, 4
-    remote = await started(runway)
+    remote = await submitted(runway, request())
     throttled, pending, *running, done = [await runway.poll(remote) for _ in range(5)]
 
     assert throttled == PollResult(RemoteState.QUEUED, poll_after=POLL_SECONDS), "THROTTLED waits at Runway"
@@ -170,7 +146,7 @@ async def test_a_task_waits_runs_with_progress_and_its_video_is_downloaded(
     assert [r.progress for r in running] == [0.6, 0.8]
     assert all(r.queue_position is None for r in (throttled, pending, *running)), "Runway reports no position"
     assert done.state is RemoteState.SUCCEEDED and done.progress == 1.0
-    assert done.output_url is not None and done.output_url.startswith(f"http://127.0.0.1:{fake.cdn_port}/")
+    assert done.output_url is not None and done.output_url.startswith(f"{fake.storage_url}/")
 
     await runway.download(remote, done, tmp_path / "clip.mp4")
     assert (tmp_path / "clip.mp4").read_bytes() == fake.video
@@ -184,7 +160,7 @@ async def test_a_moderation_refusal_reaches_the_member_with_runways_reason(
     fake: RunwayFake, runway: RunwayProvider
 ) -> None:
     fake.refuse_reason = "the prompt depicts a real public figure"
-    remote = await started(runway)
+    remote = await submitted(runway, request())
     results = [await runway.poll(remote) for _ in range(2)]
     assert results[1].state is RemoteState.FAILED
     assert results[1].error == ("Runway's content moderation refused this request: "
@@ -194,7 +170,7 @@ async def test_a_moderation_refusal_reaches_the_member_with_runways_reason(
 async def test_a_bad_output_says_a_new_try_may_pass(fake: RunwayFake, runway: RunwayProvider) -> None:
     fake.task_failure = ("INTERNAL.BAD_OUTPUT.CODE01", "The output did not meet our quality bar.")
     fake.polls_to_finish = 0
-    result = await runway.poll(await started(runway))
+    result = await runway.poll(await submitted(runway, request()))
     assert result.state is RemoteState.FAILED
     assert result.error == ("Runway could not make this video (The output did not meet our quality bar.); "
                             "trying again may work.")  # fmt: skip
@@ -203,19 +179,11 @@ async def test_a_bad_output_says_a_new_try_may_pass(fake: RunwayFake, runway: Ru
 async def test_an_expired_output_url_is_result_expired_and_the_next_poll_signs_a_fresh_one(
     fake: RunwayFake, runway: RunwayProvider, tmp_path: Path
 ) -> None:
-    fake.expire_first_url, fake.polls_to_finish = True, 0
-    remote = await started(runway)
-    first = await runway.poll(remote)
-    with pytest.raises(ResultExpired):
-        await runway.download(remote, first, tmp_path / "clip.mp4")
-    again = await runway.poll(remote)
-    assert again.output_url != first.output_url
-    await runway.download(remote, again, tmp_path / "clip.mp4")
-    assert (tmp_path / "clip.mp4").read_bytes() == fake.video
+    await check_expired_url(fake, runway, request(), tmp_path)
 
 
 async def test_cancel_deletes_the_running_task(fake: RunwayFake, runway: RunwayProvider) -> None:
-    remote = await started(runway)
+    remote = await submitted(runway, request())
     await runway.poll(remote)
     await runway.cancel(remote)
     (cancel,) = fake.requests("DELETE /v1/tasks/*")
@@ -228,7 +196,7 @@ async def test_a_task_gone_from_runway_is_lost_and_cancelling_it_is_no_error(
     fake: RunwayFake, runway: RunwayProvider
 ) -> None:
     fake.polls_to_finish = 0
-    remote = await started(runway)
+    remote = await submitted(runway, request())
     assert (await runway.poll(remote)).state is RemoteState.SUCCEEDED
     await runway.cancel(remote)  # an ended task is deleted at Runway
     with pytest.raises(RemoteJobLost):
@@ -254,10 +222,7 @@ def test_odd_task_answers_keep_polling_or_fail_with_a_reason() -> None:
 
 # --- failures -------------------------------------------------------------------------------------------------
 async def test_a_rate_limited_create_may_be_repeated_after_the_wait(fake: RunwayFake, runway: RunwayProvider) -> None:
-    fake.fail_next("create", 429, retry_after=2)
-    with pytest.raises(ProviderError) as caught:
-        await runway.submit("job-1", request())
-    assert caught.value.retryable and caught.value.retry_after == 2 and fake.creates == 0
+    await check_throttled_create(fake, runway, request())
 
 
 @pytest.mark.parametrize(("status", "repeatable"), [(503, True), (500, False), (502, False), (504, False)])
@@ -272,20 +237,11 @@ async def test_only_runways_load_shedding_503_leaves_a_create_repeatable(
 
 
 async def test_a_create_whose_answer_is_lost_is_never_repeated(fake: RunwayFake, runway: RunwayProvider) -> None:
-    fake.drop_create_answer = True
-    with pytest.raises(CreateOutcomeUnknown):
-        await runway.submit("job-1", request())
-    assert fake.creates == 1
+    await check_lost_create_answer(fake, runway, request())
 
 
 async def test_polls_failing_on_the_server_are_retryable(fake: RunwayFake, runway: RunwayProvider) -> None:
-    remote = await started(runway)
-    fake.fail_next("poll", 503, times=3)
-    for _ in range(3):
-        with pytest.raises(ProviderError) as caught:
-            await runway.poll(remote)
-        assert caught.value.retryable
-    assert (await runway.poll(remote)).state is RemoteState.QUEUED
+    await check_failing_polls(fake, runway, request())
 
 
 async def test_no_credits_is_a_billing_problem_for_the_admin(fake: RunwayFake, runway: RunwayProvider) -> None:
@@ -318,12 +274,9 @@ def test_runways_error_words_map_into_the_error_tree() -> None:
 
 
 async def test_a_wrong_secret_is_credentials_rejected_naming_the_variable(fake: RunwayFake, tmp_path: Path) -> None:
-    runway = adapter(fake, tmp_path, runwayml_api_secret="key_wrong")
-    try:
+    async with adapter(fake, tmp_path, runwayml_api_secret="key_wrong") as runway:
         with pytest.raises(CredentialsRejected) as caught:
             await runway.submit("job-1", request())
-    finally:
-        await runway.aclose()
     assert caught.value.variable == "RUNWAYML_API_SECRET" and "RUNWAYML_API_SECRET" in str(caught.value)
     assert "key_wrong" not in str(caught.value)
     assert fake.seen[0].status == 401 and fake.creates == 0
@@ -386,7 +339,7 @@ async def test_the_fake_takes_an_image_as_keyframes_and_checks_the_data_it_decla
 
 async def test_the_cdn_takes_only_a_good_signature_and_never_a_key(fake: RunwayFake, runway: RunwayProvider) -> None:
     fake.polls_to_finish = 0
-    url = (await runway.poll(await started(runway))).output_url
+    url = (await runway.poll(await submitted(runway, request()))).output_url
     assert url is not None
     async with httpx.AsyncClient() as client:
         with_key = await client.get(url, headers={"Authorization": f"Bearer {SECRET}"})
@@ -408,26 +361,15 @@ async def test_health_reads_the_organization_with_the_secret(fake: RunwayFake, r
 
 
 async def test_health_with_a_bad_secret_names_the_variable_and_not_the_secret(fake: RunwayFake, tmp_path: Path) -> None:
-    runway = adapter(fake, tmp_path, runwayml_api_secret="key_not_this_one")
-    try:
+    async with adapter(fake, tmp_path, runwayml_api_secret="key_not_this_one") as runway:
         health = await runway.health()
-    finally:
-        await runway.aclose()
     assert health.reachable and not health.authenticated and not health.ok
     assert health.problem is not None and "RUNWAYML_API_SECRET" in health.problem
     assert "key_not_this_one" not in health.problem
 
 
-async def test_health_of_an_unreachable_service_names_the_base_url(tmp_path: Path) -> None:
-    async with RunwayFake() as gone:
-        settings = gone.settings()
-    runway = from_settings(Settings(_env_file=None, data_dir=tmp_path, **settings))
-    assert runway is not None
-    try:
-        health = await runway.health()
-    finally:
-        await runway.aclose()
-    assert not health.reachable and health.problem is not None and "RUNWAYML_BASE_URL" in health.problem
+async def test_health_of_an_unreachable_service_names_the_base_url(fake: RunwayFake, runway: RunwayProvider) -> None:
+    await check_unreachable_health(fake, runway, "RUNWAYML_BASE_URL")
 
 
 def test_no_secret_no_provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ from PIL import Image
 
 from bot.clock import FakeClock
 from bot.config import Settings
-from bot.domain import JobState, Requester, VideoRequest
+from bot.domain import JobState
 from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
@@ -25,33 +23,16 @@ from bot.errors import (
     RequestRejected,
 )
 from bot.jobs.notify import FileSink
-from bot.jobs.service import JobService
 from bot.providers.base import RemoteJob, RemoteState
-from bot.providers.registry import ProviderRegistry
 from bot.providers.veo import FILE_GONE, POLL_SECONDS, VeoProvider, from_settings
 from bot.store.base import Store
-from tests.conftest import make_worker
-from tests.fakes.providers.base import FakeVendor
 from tests.fakes.providers.veo import API_KEY, VEO_MODELS, VeoFake
+from tests.provider_harness import ALICE, EVER, adapter_for, engine, request_maker
 
 MODEL = "veo/veo-3.1-fast-generate-preview"
 PREDICT = "/v1beta/models/veo-3.1-fast-generate-preview:predictLongRunning"
-ALICE = Requester(guild_id=1, user_id=10, channel_id=100)
-
-
-@contextlib.asynccontextmanager
-async def adapter(fake: FakeVendor, tmp_path: Path, **overrides: Any) -> AsyncIterator[VeoProvider]:
-    """The adapter as the bot builds it, pointed at `fake` by the fake's own settings."""
-    provider = from_settings(Settings(_env_file=None, data_dir=tmp_path, **{**fake.settings(), **overrides}))
-    assert provider is not None
-    try:
-        yield provider
-    finally:
-        await provider.aclose()
-
-
-def request(**fields: Any) -> VideoRequest:
-    return VideoRequest(**{"prompt": "a lighthouse in a storm", "model": MODEL, "duration": 4, **fields})
+adapter = adapter_for(from_settings)
+request = request_maker(model=MODEL, duration=4)
 
 
 async def submitted(provider: VeoProvider) -> RemoteJob:
@@ -379,9 +360,7 @@ async def test_through_the_worker_a_clip_is_delivered_and_a_refusal_refunded(
     store: Store, sink: FileSink, clock: FakeClock, tmp_path: Path
 ) -> None:
     async with VeoFake() as fake, adapter(fake, tmp_path) as provider:
-        registry = ProviderRegistry([provider])
-        service = JobService(store, registry, clock)
-        worker = make_worker(store, registry, sink, clock, tmp_path, worker_id="w1")
+        service, worker = await engine(provider, store, clock, sink, tmp_path)
         made = await service.enqueue(ALICE, request())
         await worker.drain()
         fake.refuse_reason = "the prompt may violate our policies"
@@ -394,5 +373,5 @@ async def test_through_the_worker_a_clip_is_delivered_and_a_refusal_refunded(
     failed = await store.get_job(refused.id)
     assert failed is not None and failed.state is JobState.FAILED
     assert failed.error is not None and "violate our policies" in failed.error
-    standing = await store.admission(ALICE.guild_id, ALICE.user_id, (0.0, 1e12))
+    standing = await store.admission(ALICE.guild_id, ALICE.user_id, EVER)
     assert standing.reserved == 0 and standing.charged == made.credits

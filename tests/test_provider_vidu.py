@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,62 +14,40 @@ import httpx
 import pytest
 from PIL import Image
 
-from bot.config import Settings
-from bot.domain import VideoRequest
 from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
-    CredentialsRejected,
     ProviderBilling,
     ProviderError,
     RemoteJobLost,
     RequestRejected,
-    ResultExpired,
 )
 from bot.providers import vidu
 from bot.providers.base import RemoteJob, RemoteState
 from bot.providers.vidu import POLL_SECONDS, ViduProvider, from_settings, vendor_credits
 from tests.fakes.providers.vidu import API, ViduFake
+from tests.provider_harness import (
+    adapter_fixture,
+    adapter_for,
+    check_bad_key_health,
+    check_expired_url,
+    check_failing_polls,
+    check_no_key_no_provider,
+    check_throttled_create,
+    check_unreachable_health,
+    check_wrong_key,
+    image_file,
+    request_maker,
+    result_url_answers,
+    sent_body,
+    submitted,
+    vendor_fixture,
+)
 
-
-@pytest.fixture
-async def fake() -> AsyncIterator[ViduFake]:
-    async with ViduFake() as vendor:
-        yield vendor
-
-
-def adapter(fake: ViduFake, tmp_path: Path, **overrides: Any) -> ViduProvider:
-    provider = from_settings(Settings(_env_file=None, data_dir=tmp_path, **{**fake.settings(), **overrides}))
-    assert provider is not None
-    return provider
-
-
-@pytest.fixture
-async def provider(fake: ViduFake, tmp_path: Path) -> AsyncIterator[ViduProvider]:
-    made = adapter(fake, tmp_path)
-    yield made
-    await made.aclose()
-
-
-def request(**fields: Any) -> VideoRequest:
-    values: dict[str, Any] = {"prompt": "a lighthouse in a storm", "model": "vidu/viduq1", "duration": 5}
-    values.update(fields)
-    return VideoRequest(**values)
-
-
-def image_file(tmp_path: Path, size: tuple[int, int], fmt: str = "PNG") -> Path:
-    path = tmp_path / f"frame-{size[0]}x{size[1]}.{fmt.lower()}"
-    Image.new("RGB", size, (200, 80, 40)).save(path, fmt)
-    return path
-
-
-async def submitted(provider: ViduProvider, req: VideoRequest) -> RemoteJob:
-    return RemoteJob("job-1", await provider.submit("job-1", req), req)
-
-
-def sent_body(fake: ViduFake) -> Any:
-    (job,) = fake.jobs.values()
-    return job.body
+fake = vendor_fixture(ViduFake)
+provider = adapter_fixture(from_settings)
+adapter = adapter_for(from_settings)
+request = request_maker(model="vidu/viduq1", duration=5)
 
 
 # --- what the adapter sends -----------------------------------------------------------------------------------
@@ -147,7 +124,7 @@ async def test_a_task_queues_runs_succeeds_and_its_video_is_downloaded(
     assert results[0].poll_after == results[1].poll_after == POLL_SECONDS
     assert all(r.progress is None and r.queue_position is None for r in results[:2]), "Vidu reports neither"
     done = results[2]
-    assert done.output_url is not None and done.output_url.startswith(f"http://127.0.0.1:{fake.storage_port}/")
+    assert done.output_url is not None and done.output_url.startswith(f"{fake.storage_url}/")
     assert results[3].output_url == done.output_url, "the same URL on every poll"
 
     await provider.download(remote, done, tmp_path / "clip.mp4")
@@ -198,16 +175,7 @@ async def test_an_unknown_task_is_lost_and_a_foreign_remote_id_never_reaches_a_u
 async def test_an_expired_video_url_is_result_expired_and_the_next_poll_brings_a_fresh_one(
     fake: ViduFake, provider: ViduProvider, tmp_path: Path
 ) -> None:
-    fake.expire_first_url = True
-    fake.polls_to_finish = 0
-    remote = await submitted(provider, request())
-    first = await provider.poll(remote)
-    with pytest.raises(ResultExpired):
-        await provider.download(remote, first, tmp_path / "clip.mp4")
-    again = await provider.poll(remote)
-    assert again.output_url != first.output_url
-    await provider.download(remote, again, tmp_path / "clip.mp4")
-    assert (tmp_path / "clip.mp4").read_bytes() == fake.video
+    await check_expired_url(fake, provider, request(), tmp_path)
 
 
 async def test_a_waiting_task_is_cancelled_and_a_scheduled_one_is_left_alone(
@@ -229,11 +197,7 @@ async def test_a_waiting_task_is_cancelled_and_a_scheduled_one_is_left_alone(
 
 # --- failures -------------------------------------------------------------------------------------------------
 async def test_a_throttled_create_may_be_repeated_after_the_wait(fake: ViduFake, provider: ViduProvider) -> None:
-    fake.fail_next("create", 429, retry_after=2)
-    with pytest.raises(ProviderError) as caught:
-        await provider.submit("job-1", request())
-    assert caught.value.retryable and caught.value.retry_after == 2
-    assert fake.creates == 0
+    await check_throttled_create(fake, provider, request())
 
 
 async def test_a_create_failing_on_the_server_or_losing_its_answer_is_never_repeated(
@@ -249,13 +213,7 @@ async def test_a_create_failing_on_the_server_or_losing_its_answer_is_never_repe
 
 
 async def test_polls_failing_on_the_server_are_retryable(fake: ViduFake, provider: ViduProvider) -> None:
-    remote = await submitted(provider, request())
-    fake.fail_next("poll", 503, times=3)
-    for _ in range(3):
-        with pytest.raises(ProviderError) as caught:
-            await provider.poll(remote)
-        assert caught.value.retryable
-    assert (await provider.poll(remote)).state is RemoteState.QUEUED
+    await check_failing_polls(fake, provider, request())
 
 
 @pytest.mark.parametrize(
@@ -289,14 +247,8 @@ async def test_a_create_the_account_cannot_pay_for_is_billing(fake: ViduFake, pr
 
 
 async def test_a_wrong_key_is_credentials_rejected_naming_the_variable(fake: ViduFake, tmp_path: Path) -> None:
-    wrong = adapter(fake, tmp_path, vidu_api_key="vda_wrong")
-    try:
-        with pytest.raises(CredentialsRejected) as caught:
-            await wrong.submit("job-1", request())
-    finally:
-        await wrong.aclose()
-    assert caught.value.variable == "VIDU_API_KEY" and "VIDU_API_KEY" in str(caught.value)
-    assert fake.seen[0].status == 401 and fake.creates == 0
+    async with adapter(fake, tmp_path, vidu_api_key="vda_wrong") as wrong:
+        await check_wrong_key(fake, wrong, request(), "VIDU_API_KEY", "vda_wrong")
 
 
 # --- the fake is as strict as Vidu ----------------------------------------------------------------------------
@@ -340,13 +292,8 @@ async def test_the_fake_refuses_what_vidu_refuses(
 
 
 async def test_the_storage_host_answers_as_object_storage_does(fake: ViduFake, provider: ViduProvider) -> None:
-    fake.polls_to_finish = 0
-    url = (await provider.poll(await submitted(provider, request()))).output_url
-    assert url is not None
-    async with httpx.AsyncClient() as client:
-        with_key = await client.get(url, headers={"Authorization": "Token vda_test_key"})
-        forged = await client.get(url.replace("X-Amz-Signature=", "X-Amz-Signature=0"))
-        good = await client.get(url)
+    auth = {"Authorization": "Token vda_test_key"}
+    with_key, forged, _, good = await result_url_answers(fake, provider, request(), auth, forge="0")
     assert with_key.status_code == 400 and "<Code>InvalidArgument</Code>" in with_key.text
     assert forged.status_code == 403 and "<Code>SignatureDoesNotMatch</Code>" in forged.text
     assert good.status_code == 200 and good.content == fake.video
@@ -369,29 +316,13 @@ async def test_health_says_when_the_account_has_no_credits_left(fake: ViduFake, 
 
 
 async def test_health_with_a_bad_key_names_the_variable_and_not_the_key(fake: ViduFake, tmp_path: Path) -> None:
-    wrong = adapter(fake, tmp_path, vidu_api_key="vda_wrong_secret")
-    try:
-        health = await wrong.health()
-    finally:
-        await wrong.aclose()
-    assert health.reachable and not health.authenticated and not health.ok
-    assert health.problem is not None and "VIDU_API_KEY" in health.problem
-    assert "vda_wrong_secret" not in health.problem
+    async with adapter(fake, tmp_path, vidu_api_key="vda_wrong_secret") as wrong:
+        await check_bad_key_health(wrong, "VIDU_API_KEY", "vda_wrong_secret")
 
 
-async def test_health_of_an_unreachable_service_names_the_base_url(tmp_path: Path) -> None:
-    async with ViduFake() as gone:
-        settings = gone.settings()
-    unreachable = from_settings(Settings(_env_file=None, data_dir=tmp_path, **settings))
-    assert unreachable is not None
-    try:
-        health = await unreachable.health()
-    finally:
-        await unreachable.aclose()
-    assert not health.reachable and health.problem is not None and "VIDU_BASE_URL" in health.problem
+async def test_health_of_an_unreachable_service_names_the_base_url(fake: ViduFake, provider: ViduProvider) -> None:
+    await check_unreachable_health(fake, provider, "VIDU_BASE_URL")
 
 
 def test_no_key_no_provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("VIDU_API_KEY", raising=False)
-    assert from_settings(Settings(_env_file=None, data_dir=tmp_path)) is None
-    assert from_settings(Settings(_env_file=None, data_dir=tmp_path, vidu_api_key="")) is None
+    check_no_key_no_provider(from_settings, "VIDU_API_KEY", tmp_path, monkeypatch)

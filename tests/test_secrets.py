@@ -150,10 +150,11 @@ def test_redaction_keeps_ordinary_lines_and_is_quick_on_long_ones() -> None:
     assert redact("x" * 200_000) == "x" * 200_000  # bounded patterns: no catastrophic backtracking
 
 
-async def test_a_whole_video_at_debug_logs_no_token(tmp_path: Path) -> None:
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_a_whole_video_at_debug_logs_no_token(tmp_path: Path, log_format: str) -> None:
     bot_token = "bot-token-" + secrets.token_hex(16)  # no token shape: only the configured value can mask it
     async with FakeDiscord(token=bot_token) as fake:
-        settings = settings_with_secrets(discord_token=bot_token)
+        settings = settings_with_secrets(discord_token=bot_token, log_format=log_format)
         with logging_as_in_production(settings) as buffer:
             async with running_bot(tmp_path, fake=fake, clock=fake.clock, log_level="DEBUG") as h:
                 rec = await h.fake.slash("video", {"prompt": "a lighthouse at dusk", "duration": 2})

@@ -7,20 +7,24 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import discord
 import yarl
 
+from bot.cli.ops_server import HealthCheck, OpsServer
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
 from bot.discord.background import BackgroundLoops
 from bot.discord.delivery import DiscordDelivery
+from bot.errors import ConfigError
 from bot.jobs.admin import AdminService
 from bot.jobs.notify import Transitions
 from bot.jobs.service import JobService
 from bot.jobs.staging import StagingDirs
 from bot.jobs.worker import Worker
+from bot.metrics import Metrics
 from bot.providers import build_registry
 from bot.providers.registry import ProviderRegistry
 from bot.store import open_store
@@ -41,6 +45,8 @@ class App:
     worker: Worker | None
     transitions: Transitions
     """Every committed job change, from the worker and the services: status messages subscribe here."""
+    metrics: Metrics
+    """This process's Prometheus metrics (served only with METRICS_PORT, counted always: counting is cheap)."""
 
     async def aclose(self) -> None:
         await self.registry.aclose()
@@ -90,12 +96,18 @@ async def build_app(
     if worker is not None:
         await store.listen(worker.wake)  # PostgreSQL: wake at once when another process queues a job
     admin = AdminService(store, jobs, clock)
-    return App(settings, clock, store, registry, jobs, admin, delivery, worker, transitions)
+    metrics = Metrics(store, clock, providers=registry, worker_id=worker.worker_id if worker else None,
+                      stale_after=settings.lease_seconds)  # fmt: skip
+    transitions.subscribe(metrics.on_transition)
+    if worker is not None:
+        worker.on_provider_error = metrics.provider_error
+    return App(settings, clock, store, registry, jobs, admin, delivery, worker, transitions, metrics)
 
 
 def make_bot(app: App, **options: object) -> discord.Client:
-    from bot.discord.client import VideoBot
+    from bot.discord.client import VideoBot, discord_http_trace
 
+    options.setdefault("http_trace", discord_http_trace(app.metrics))
     return VideoBot(
         settings=app.settings, store=app.store, jobs=app.jobs, admin=app.admin,
         delivery=app.delivery, clock=app.clock, worker=app.worker, **options,
@@ -112,11 +124,14 @@ async def run_processes(settings: Settings, command: str) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    ops: OpsServer | None = None
     try:
         if command == "worker":
+            ops = await start_ops_server(app, gateway=None)
             await _run_worker_only(app, token, stop)
         else:
             bot = make_bot(app)
+            ops = await start_ops_server(app, gateway=getattr(bot, "gateway_connected", None))
             if command == "gateway":
                 log.info("gateway only: jobs are run by separate `python -m bot worker` processes")
             runner = asyncio.create_task(bot.start(token, reconnect=True))
@@ -130,14 +145,36 @@ async def run_processes(settings: Settings, command: str) -> int:
         log.error("Discord refused the token (DISCORD_TOKEN): check it at https://discord.com/developers/applications")
         return 2
     finally:
+        if ops is not None:
+            await ops.stop()
         await app.aclose()
     return 0
+
+
+async def start_ops_server(app: App, *, gateway: Callable[[], bool] | None) -> OpsServer | None:
+    """/metrics and /healthz on METRICS_HOST:METRICS_PORT, when METRICS_PORT is set."""
+    settings = app.settings
+    if settings.metrics_port is None:
+        return None
+    health = HealthCheck(app.store, app.clock, stale_after=settings.lease_seconds, gateway=gateway)
+    server = OpsServer(app.metrics, health, host=settings.metrics_host, port=settings.metrics_port)
+    try:
+        await server.start()
+    except OSError as exc:
+        await server.stop()
+        raise ConfigError(
+            f"setting METRICS_PORT is invalid: cannot listen on {settings.metrics_host}:{settings.metrics_port} "
+            f"({exc.strerror or exc})"
+        ) from None
+    return server
 
 
 async def _run_worker_only(app: App, token: str, stop: asyncio.Event) -> None:
     """No gateway: a REST-only client (login without connecting) is all delivery needs."""
     assert app.worker is not None
-    client = discord.Client(intents=discord.Intents.none())
+    from bot.discord.client import discord_http_trace
+
+    client = discord.Client(intents=discord.Intents.none(), http_trace=discord_http_trace(app.metrics))
     await client.login(token)
     app.delivery.attach(client)
     loops = BackgroundLoops(app.store, app.delivery, app.worker, app.settings.data_dir, app.clock)

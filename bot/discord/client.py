@@ -3,16 +3,20 @@ definition changed, and installs the one tree error handler."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.discord.background import BackgroundLoops
+from bot.discord.log_channel import LogChannel
 from bot.discord.messages import describe, text
 from bot.discord.replies import NO_PINGS, answer
 from bot.domain import Requester
@@ -25,12 +29,32 @@ if TYPE_CHECKING:
     from bot.jobs.admin import AdminService
     from bot.jobs.service import JobService
     from bot.jobs.worker import Worker
+    from bot.metrics import Metrics
     from bot.store.base import Store
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ("cogs.video", "cogs.queue", "cogs.admin")
 COMMANDS_HASH_KEY = "discord.commands_hash"
+
+
+def discord_http_trace(metrics: Metrics) -> aiohttp.TraceConfig:
+    """Counts Discord's error answers and rate limits (`http_trace=` of a discord.py client): every REST,
+    webhook and interaction call of discord.py goes through the one aiohttp session it is installed on."""
+
+    async def answered(_s: aiohttp.ClientSession, _c: SimpleNamespace, end: aiohttp.TraceRequestEndParams) -> None:
+        metrics.discord_response(end.response.status, end.response.headers)
+
+    async def failed(
+        _s: aiohttp.ClientSession, _c: SimpleNamespace, failure: aiohttp.TraceRequestExceptionParams
+    ) -> None:
+        if not isinstance(failure.exception, asyncio.CancelledError):  # a shutdown, not Discord
+            metrics.discord_request_failed()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(answered)
+    trace.on_request_exception.append(failed)
+    return trace
 
 
 class VideoBot(commands.Bot):
@@ -50,6 +74,9 @@ class VideoBot(commands.Bot):
         options.setdefault("allowed_mentions", NO_PINGS)
         if settings.discord_shard_count is not None:
             options.setdefault("shard_count", settings.discord_shard_count)
+            # One shard per gateway process (DISCORD_SHARD_IDS has one id: checked with the settings).
+            if settings.shard_ids:
+                options.setdefault("shard_id", settings.shard_ids[0])
         super().__init__(command_prefix=commands.when_mentioned, help_command=None, **options)
         self.settings = settings
         self.store = store
@@ -59,18 +86,27 @@ class VideoBot(commands.Bot):
         self.clock = clock
         self.worker = worker
         self.loops = BackgroundLoops(store, delivery, worker, settings.data_dir, clock)
+        self.log_channel = LogChannel(self)
+        """Posts admin changes and refusals by rule to each server's log channel."""
 
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         self.tree.error(self.on_app_command_error)
+        self.admin.audit.subscribe(self.log_channel.on_audit)
         await self.sync_commands_if_changed()
         self.delivery.attach(self)
         await self.loops.start()
 
     async def close(self) -> None:
         await self.loops.stop()  # first: posts in flight finish while the connection is still up
+        self.admin.audit.unsubscribe(self.log_channel.on_audit)
+        await self.log_channel.close()
         await super().close()
+
+    def gateway_connected(self) -> bool:
+        """Ready and its gateway socket open now (/healthz): a dropped socket reads False until it is back."""
+        return self.is_ready() and not self.is_closed() and self.ws is not None and self.ws.open
 
     async def sync_commands_if_changed(self) -> bool:
         """Sync global commands only when their definition changed since the last sync, so restarts do not
@@ -89,11 +125,13 @@ class VideoBot(commands.Bot):
     def requester(self, interaction: discord.Interaction) -> Requester:
         member = interaction.user
         roles = tuple(role.id for role in member.roles) if isinstance(member, discord.Member) else ()
+        channel = interaction.channel
         return Requester(
             guild_id=interaction.guild_id or 0,
             user_id=member.id,
             channel_id=interaction.channel_id or 0,
             role_ids=roles,
+            parent_channel_id=channel.parent_id if isinstance(channel, discord.Thread) else None,
         )
 
     async def is_admin(self, interaction: discord.Interaction) -> bool:

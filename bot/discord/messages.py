@@ -99,6 +99,34 @@ MESSAGES: dict[str, str] = {
     "your admins have.",
     "managed-role-as-admin-role": "{role_id} is managed by an integration (a bot, boosts or a subscription), "
     "so it cannot be the admin role: choose a role your admins give out.",
+    # server rules: the blocklist, allowed channels, settings (admin side)
+    "empty-pattern": "That pattern has nothing visible in it: give a word, a phrase or a `/regex/`.",
+    "pattern-too-long": "That pattern is {length} characters long; the limit is {max_length}.",
+    "invalid-regex": "That regex does not compile ({problem}). Write it between slashes, as Python's `re` reads it.",
+    "unsafe-regex": "That regex could take too long on some prompts: block words or phrases, or write a simpler regex.",
+    "regex-backreference": "Backreferences (like `\\1`) and conditional groups can make matching take very long: "
+    "write the regex without them, or block the words themselves.",
+    "regex-nested-quantifier": "That regex repeats a group that repeats itself (like `(a+)+`), which can take very "
+    "long on some prompts: drop the inner or the outer repetition.",
+    "regex-repeat-too-large": "A blocklist regex may repeat something at most {max_repeat} times.",
+    "regex-too-slow": "That regex took too long on a trial against long prompts and would slow down every "
+    "request: anchor it, bound its repetitions, or block words or phrases instead.",
+    "pattern-already-listed": "{pattern} is already on the blocklist.",
+    "pattern-not-listed": "{pattern} is not on the blocklist; `/videoadmin blocklist list` shows what is.",
+    "blocklist-full": "The blocklist holds at most {max_patterns} patterns; remove one first.",
+    "too-many-regexes": "The blocklist holds at most {max_regexes} regexes; remove one, or block words instead.",
+    "channel-already-allowed": "{channel_id} is already an allowed channel.",
+    "channel-not-listed": "{channel_id} is not an allowed channel; `/videoadmin channel list` shows them.",
+    "channel-list-full": "At most {max_channels} channels can be allowed; remove one first.",
+    "budget-out-of-range": "`monthly_budget` must be between 0 (no budget) and {max_usd} US dollars.",
+    "unknown-language": "I do not know the language {language}; choose one of {languages}, or `auto` to follow the "
+    "server's own locale.",
+    # refusals by a server rule (they cost nothing)
+    "refused-by-rule": "A rule of this server refuses that request; it cost nothing.",
+    "channel-not-allowed": "Videos can be made only in {allowed} (and their threads) on this server; it cost nothing.",
+    "blocklist-match": "`{option}` contains something this server's blocklist refuses; reword it. It cost nothing.",
+    "blocked-word": "`{option}` contains {word}, which this server's blocklist refuses; reword it. It cost nothing.",
+    "blocked-pattern": "`{option}` matches rule #{rule} of this server's blocklist; reword it. It cost nothing.",
     # not the member's doing (bot/discord/client.py)
     "server-only": "This command works in a server, not in direct messages.",
     "check-failed": "You cannot use this command here.",
@@ -214,5 +242,12 @@ _SHOW: dict[str, Callable[[Any], str]] = {
     "low": lambda number: f"{number:,}",
     "high": lambda number: f"{number:,}",
     "current": describe_limits,
+    "pattern": code,
+    "word": code,
+    "language": code,
+    "languages": lambda names: ", ".join(code(name) for name in names),
+    "channel_id": lambda channel_id: f"<#{channel_id}>",
+    "max_usd": lambda usd: f"{usd:,}",
+    "allowed": lambda channel_ids: either([f"<#{channel_id}>" for channel_id in channel_ids]),
 }
 """How a fact is written, by its field name; anything else is `str()`."""

@@ -209,16 +209,6 @@ class QuotaExceeded(UserError):
     message_id = "quota-exceeded"
 
 
-# The server's monthly provider budget (US dollars by list price) has `left_usd` left until `resets_at`, less than
-# this job's `cost_usd`.
-@dataclass(eq=False)
-class BudgetExceeded(UserError):
-    cost_usd: float
-    left_usd: float
-    resets_at: float
-    message_id = "budget-exceeded"
-
-
 @dataclass(eq=False)
 class QueueFull(UserError):
     queued: int

@@ -1,29 +1,31 @@
-"""What server admins change: quotas, grants, blocks, the queue, the models and the admin role, and who counts
-as an admin. Knows nothing of Discord: the front end says what it knows of the caller (Manage Server, roles)."""
+"""What server admins change: quotas, grants, blocks, the queue, the models, the server's settings and rules
+(blocklist, allowed channels), and who counts as an admin. Knows nothing of Discord: the front end says what it
+knows of the caller (Manage Server, roles, who they are).
+
+Every change is recorded in the audit trail (`bot.jobs.audit`) once it is committed, with the acting member
+(`by`; None only for changes no member made, such as an operator's script or a test) and the value before and
+after. A refused change records nothing.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from bot.clock import Clock
 from bot.domain import DEFAULT_LIMITS, GuildSettings, Job, ModelInfo, QuotaLimits, Requester, Usage
 from bot.errors import (
-    AdminRoleNeedsManageServer,
     DefaultQuotaUnchanged,
     DisabledModelAsDefault,
-    EveryoneAsAdminRole,
     LastEnabledModel,
     LimitOutOfRange,
-    ManagedRoleAsAdminRole,
     ModelNotConfigured,
     PeriodIsServerWide,
     RunningLimitTooLow,
     ZeroGrant,
 )
-from bot.jobs.service import JobService
-from bot.store.base import AdminStore
+from bot.jobs.admin_settings import SettingsAdmin
+from bot.jobs.audit import limits_value
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +42,8 @@ class MemberQuota:
     blocked: bool
 
 
-class AdminService:
-    def __init__(self, store: AdminStore, jobs: JobService, clock: Clock) -> None:
-        self.store = store
-        self.jobs = jobs
-        self.clock = clock
+class AdminService(SettingsAdmin):
+    """Every admin change; the settings and rules, and the audit trail, come from `SettingsAdmin`."""
 
     # --- who is an admin -------------------------------------------------------------------------------
     async def is_admin(self, guild_id: int, *, manage_server: bool, role_ids: Sequence[int]) -> bool:
@@ -57,50 +56,80 @@ class AdminService:
         # @everyone is refused as the admin role, but a row saved before that rule must not make everyone an admin
         return admin_role is not None and admin_role != guild_id and admin_role in role_ids
 
-    async def settings(self, guild_id: int) -> GuildSettings:
-        return await self.store.guild_settings(guild_id)
-
     # --- quotas ---------------------------------------------------------------------------------------
     async def default_quota(self, guild_id: int) -> QuotaLimits:
         """The server's default quota as it applies: its own limits over the built-in default."""
         return DEFAULT_LIMITS.overlaid((await self.store.policy_layers(guild_id, 0, ())).default)
 
-    async def set_default_quota(self, guild_id: int, limits: QuotaLimits) -> QuotaLimits:
+    async def set_default_quota(self, guild_id: int, limits: QuotaLimits, *, by: int | None = None) -> QuotaLimits:
         """Change the limits given (the others stay); returns the default quota as it now applies."""
         if limits == QuotaLimits():
             raise DefaultQuotaUnchanged(await self.default_quota(guild_id))
         _check_limits(limits)
+        before = (await self.store.policy_layers(guild_id, 0, ())).default
         merged = await self.store.update_policy(guild_id, "default", 0, limits)
+        await self.audit.record(
+            guild_id, "quota default", by=by, before=limits_value(before), after=limits_value(merged)
+        )
         return DEFAULT_LIMITS.overlaid(merged)
 
-    async def set_role_quota(self, guild_id: int, role_id: int, limits: QuotaLimits | None) -> QuotaLimits | None:
+    async def set_role_quota(
+        self, guild_id: int, role_id: int, limits: QuotaLimits | None, *, by: int | None = None
+    ) -> QuotaLimits | None:
         """`None` clears the role's limits."""
         if limits is not None:
             _check_limits(limits)
             if limits.period is not None:
                 raise PeriodIsServerWide()
-        return await self.store.update_policy(guild_id, "role", role_id, limits)
+        roles = (await self.store.policy_layers(guild_id, 0, (role_id,))).roles
+        merged = await self.store.update_policy(guild_id, "role", role_id, limits)
+        await self.audit.record(
+            guild_id, "quota role", by=by, target=("role", role_id),
+            before=limits_value(roles[0] if roles else None), after=limits_value(merged),
+        )  # fmt: skip
+        return merged
 
-    async def set_user_quota(self, guild_id: int, user_id: int, limits: QuotaLimits | None) -> QuotaLimits | None:
+    async def set_user_quota(
+        self, guild_id: int, user_id: int, limits: QuotaLimits | None, *, by: int | None = None
+    ) -> QuotaLimits | None:
         """`None` drops the member's override."""
         if limits is not None:
             _check_limits(limits)
             if limits.period is not None:
                 raise PeriodIsServerWide()
-        return await self.store.update_policy(guild_id, "user", user_id, limits)
+        before = (await self.store.policy_layers(guild_id, user_id, ())).user
+        merged = await self.store.update_policy(guild_id, "user", user_id, limits)
+        await self.audit.record(
+            guild_id, "quota user", by=by, target=("user", user_id),
+            before=limits_value(before), after=limits_value(merged),
+        )  # fmt: skip
+        return merged
 
-    async def grant(self, who: Requester, credits: int) -> Usage:
+    async def grant(self, who: Requester, credits: int, *, by: int | None = None) -> Usage:
         """A one-off bonus in the member's current window (negative takes back)."""
         if credits == 0:
             raise ZeroGrant()
+        before = await self.jobs.usage(who)
         await self.store.add_ledger(who.guild_id, who.user_id, "grant", credits, at=self.clock.now())
-        return await self.jobs.usage(who)
+        after = await self.jobs.usage(who)
+        await self.audit.record(
+            who.guild_id, "quota grant", by=by, target=("user", who.user_id),
+            before={"granted": before.granted, "left": before.left},
+            after={"granted": after.granted, "left": after.left},
+        )  # fmt: skip
+        return after
 
-    async def reset(self, who: Requester) -> Usage:
+    async def reset(self, who: Requester, *, by: int | None = None) -> Usage:
         """The member's usage in the current window back to zero (jobs still running keep their reservation
         only until they finish; a refund then does not count against the fresh start)."""
+        before = await self.jobs.usage(who)
         await self.store.add_ledger(who.guild_id, who.user_id, "reset", 0, at=self.clock.now())
-        return await self.jobs.usage(who)
+        after = await self.jobs.usage(who)
+        await self.audit.record(
+            who.guild_id, "quota reset", by=by, target=("user", who.user_id),
+            before={"used": before.used, "left": before.left}, after={"used": after.used, "left": after.left},
+        )  # fmt: skip
+        return after
 
     async def show(self, who: Requester) -> MemberQuota:
         layers = await self.store.policy_layers(who.guild_id, who.user_id, who.role_ids)
@@ -108,26 +137,40 @@ class AdminService:
         return MemberQuota(usage=await self.jobs.usage(who), override=layers.user, blocked=blocked)
 
     # --- members --------------------------------------------------------------------------------------
-    async def block(self, guild_id: int, user_id: int) -> None:
-        await self.store.set_blocked(guild_id, user_id, True, now=self.clock.now())
+    async def block(self, guild_id: int, user_id: int, *, by: int | None = None) -> None:
+        await self._set_blocked(guild_id, user_id, True, by=by)
 
-    async def unblock(self, guild_id: int, user_id: int) -> None:
-        await self.store.set_blocked(guild_id, user_id, False, now=self.clock.now())
+    async def unblock(self, guild_id: int, user_id: int, *, by: int | None = None) -> None:
+        await self._set_blocked(guild_id, user_id, False, by=by)
+
+    async def _set_blocked(self, guild_id: int, user_id: int, blocked: bool, *, by: int | None) -> None:
+        before = await self.store.is_blocked(guild_id, user_id)
+        await self.store.set_blocked(guild_id, user_id, blocked, now=self.clock.now())
+        action = "user block" if blocked else "user unblock"
+        await self.audit.record(
+            guild_id, action, by=by, target=("user", user_id), before={"blocked": before}, after={"blocked": blocked}
+        )
 
     # --- queue ----------------------------------------------------------------------------------------
-    async def pause(self, guild_id: int) -> None:
-        await self._update_settings(guild_id, lambda settings: replace(settings, paused=True))
+    async def pause(self, guild_id: int, *, by: int | None = None) -> None:
+        await self._update_settings(guild_id, lambda settings: replace(settings, paused=True), "queue pause", by)
 
-    async def resume(self, guild_id: int) -> None:
-        await self._update_settings(guild_id, lambda settings: replace(settings, paused=False))
+    async def resume(self, guild_id: int, *, by: int | None = None) -> None:
+        await self._update_settings(guild_id, lambda settings: replace(settings, paused=False), "queue resume", by)
 
-    async def clear_queue(self, guild_id: int) -> list[Job]:
+    async def clear_queue(self, guild_id: int, *, by: int | None = None) -> list[Job]:
         cancelled = await self.jobs.cancel_queued(guild_id)
         log.info("guild %s: queue cleared, %d jobs cancelled and refunded", guild_id, len(cancelled))
+        refunded = sum(job.credits for job in cancelled)
+        await self.audit.record(
+            guild_id, "queue clear", by=by, before={"queued": len(cancelled)}, after={"queued": 0, "refunded": refunded}
+        )
         return cancelled
 
     # --- models ---------------------------------------------------------------------------------------
-    async def set_model_enabled(self, guild_id: int, model_id: str, enabled: bool) -> GuildSettings:
+    async def set_model_enabled(
+        self, guild_id: int, model_id: str, enabled: bool, *, by: int | None = None
+    ) -> GuildSettings:
         self._known_model(model_id)
         configured = [m.id for m in self.jobs.registry.models()]
 
@@ -142,9 +185,10 @@ class AdminService:
             default_model = settings.default_model if settings.default_model not in disabled else None
             return replace(settings, disabled_models=frozenset(disabled), default_model=default_model)
 
-        return await self._update_settings(guild_id, change)
+        action = "model enable" if enabled else "model disable"
+        return await self._update_settings(guild_id, change, action, by, target=("model", model_id))
 
-    async def set_default_model(self, guild_id: int, model_id: str) -> GuildSettings:
+    async def set_default_model(self, guild_id: int, model_id: str, *, by: int | None = None) -> GuildSettings:
         self._known_model(model_id)
 
         def change(settings: GuildSettings) -> GuildSettings:
@@ -152,35 +196,13 @@ class AdminService:
                 raise DisabledModelAsDefault(model_id)
             return replace(settings, default_model=model_id)
 
-        return await self._update_settings(guild_id, change)
+        return await self._update_settings(guild_id, change, "model default", by, target=("model", model_id))
 
     async def models(self, guild_id: int) -> list[tuple[ModelInfo, bool, bool]]:
         """Every configured model with (enabled, is the server's default)."""
         settings = await self.store.guild_settings(guild_id)
         default = settings.default_model or self.jobs.registry.default_model
         return [(m, m.id not in settings.disabled_models, m.id == default) for m in self.jobs.registry.models()]
-
-    async def set_admin_role(
-        self, guild_id: int, role_id: int, *, by_manage_server: bool, managed: bool = False
-    ) -> GuildSettings:
-        """Name the role whose members count as admins. Holders of the admin role run every other admin
-        command, but moving the role would let them hand admin to anyone: only Manage Server may
-        (`by_manage_server`). The role everyone has would make every member an admin, and a role an integration
-        hands out (`managed`: a bot's, boosts, a subscription) is not the admins' to give."""
-        if not by_manage_server:
-            raise AdminRoleNeedsManageServer()
-        if role_id == guild_id:
-            raise EveryoneAsAdminRole()
-        if managed:
-            raise ManagedRoleAsAdminRole(role_id)
-        return await self._update_settings(guild_id, lambda settings: replace(settings, admin_role_id=role_id))
-
-    async def _update_settings(self, guild_id: int, change: Callable[[GuildSettings], GuildSettings]) -> GuildSettings:
-        """One transaction per change, with `change` run on the row as it is then: two admins changing different
-        settings at once both keep theirs. Checks that depend on the current settings belong inside `change`."""
-        settings = await self.store.update_guild_settings(guild_id, change)
-        self.jobs.forget_settings(guild_id)
-        return settings
 
     def _known_model(self, model_id: str) -> None:
         if self.jobs.registry.model(model_id) is None:

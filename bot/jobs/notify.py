@@ -1,8 +1,9 @@
 """The engine's windows to the outside: committed job changes (`Transitions`) and finished clips (`Delivery`).
 
 Every committed change of a job (a worker's step, its end, a member's cancel, an admin's clear, a progress
-report) is announced once, after the commit, to the subscribers of `Transitions`: the Discord status messages
-today, metrics and the audit trail next. Nothing else pushes job updates.
+report) is announced once, after the commit, to the subscribers of `Transitions`: the Discord status messages,
+the metrics (`bot.metrics`), the audit trail next. Nothing else pushes job updates, and each move of a state
+is logged here, once, in one line.
 
 The Discord layer implements `Delivery` (posting the clip); the `generate` command and the tests use
 `FileSink`. A crash between posting and recording the post leaves the job's post unknown: the worker records
@@ -53,11 +54,26 @@ class Transitions:
 
     async def fire(self, job: Job, old_state: JobState) -> None:
         event = JobTransition(job, old_state)
+        if event.moved:
+            log_move(event)
         for subscriber in self._subscribers:
             try:
                 await subscriber(event)
             except Exception:
                 log.exception("job %s: a subscriber to %s → %s failed", job.id, old_state.value, job.state.value)
+
+
+def log_move(event: JobTransition) -> None:
+    """The one log line of a job's move, whoever committed it (a worker's step or end, a member's cancel, an
+    admin's clear). Its fields also go as `extra`, for LOG_FORMAT=json."""
+    job = event.job
+    fields = {
+        "job_id": job.id, "guild_id": job.guild_id, "user_id": job.user_id, "model": job.model,
+        "from_state": event.old_state.value, "state": job.state.value,
+    }  # fmt: skip
+    reason = f": {job.error}" if job.state.is_terminal and job.error else ""
+    log.info("job %s: %s → %s (guild %s, member %s, %s)%s", job.id, event.old_state.value, job.state.value,
+             job.guild_id, job.user_id, job.model, reason, extra=fields)  # fmt: skip
 
 
 class Delivery(Protocol):

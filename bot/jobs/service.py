@@ -36,9 +36,12 @@ from bot.errors import (
     SeedNotOffered,
     StoreError,
     UnknownModel,
+    UserError,
 )
+from bot.jobs.moderation import check_request
 from bot.jobs.notify import Transitions
 from bot.jobs.quotas import check_admission, check_budget, resolve_policy, window_bounds
+from bot.jobs.refusals import count_refusal
 from bot.jobs.staging import StagingDirs, discard_input
 from bot.providers.registry import ProviderRegistry
 from bot.store.base import Admission, ServiceStore
@@ -193,6 +196,14 @@ class JobService:
 
     # --- enqueue / cancel -----------------------------------------------------------------------------
     async def enqueue(self, who: Requester, request: VideoRequest, *, delivery_ref: str | None = None) -> Job:
+        try:
+            return await self._enqueue(who, request, delivery_ref=delivery_ref)
+        except UserError as refusal:  # a refusal by a server rule is counted for the stats (`bot.jobs.refusals`)
+            await count_refusal(self.store, who.guild_id, who.user_id, refusal, at=self.clock.now())
+            raise
+
+    async def _enqueue(self, who: Requester, request: VideoRequest, *, delivery_ref: str | None = None) -> Job:
+        check_request(await self.guild_settings(who.guild_id), who, request)  # channel and blocklist rules
         plan = await self.plan(who.guild_id, request)
         request, model = plan.request, plan.model
         now = self.clock.now()

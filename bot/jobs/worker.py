@@ -38,6 +38,7 @@ from bot.faults import crash_point
 from bot.jobs import liveness
 from bot.jobs.breaker import CircuitBreaker
 from bot.jobs.notify import Delivery, Transitions
+from bot.jobs.refusals import count_provider_refusal
 from bot.jobs.retry import FOREVER, RetryPolicy, retrying
 from bot.jobs.staging import StagingDirs, discard_job_files
 from bot.jobs.steps import STEPS, cancel
@@ -93,6 +94,8 @@ class Worker:
         self.max_poll_seconds = max_poll_seconds
         self.breaker = CircuitBreaker(clock)
         """Skips a provider for new submits while it keeps failing (what this process sees)."""
+        self.on_provider_error: Callable[[str, ProviderError], None] | None = None
+        """Told of every failed provider call, retried or not (metrics count them by provider and kind)."""
         self.limits = ClaimLimits(
             provider_limits=registry.concurrency_limits(),
             global_limit=global_limit,
@@ -263,6 +266,7 @@ class Worker:
             return
         except JobFailed as failure:
             job = await self.end(job, JobState.FAILED, failure.reason)
+            await count_provider_refusal(self.store, job, failure, at=self.clock.now())  # the server stats
         except Exception:
             log.exception("job %s: unexpected error", job.id)
             job = await self.end(job, JobState.FAILED, f"Something went wrong on our side (reference {job.id[:8]}).")
@@ -299,6 +303,8 @@ class Worker:
             except ProviderError as exc:
                 if exc.retryable:
                     self.breaker.failed(provider)
+                if self.on_provider_error is not None:
+                    self.on_provider_error(provider, exc)
                 raise
             self.breaker.succeeded(provider)
             return result
@@ -323,14 +329,11 @@ class Worker:
             what=f"job {job.id}: recording {state.value}", policy=self.retry, clock=self.clock, retry_on=StoreError,
             transient=lambda exc: not isinstance(exc, LeaseLost | InvalidTransition),
         )  # fmt: skip
-        log.info("job %s: %s → %s (guild %s, member %s, %s)", job.id, job.state.value, state.value, job.guild_id,
-                 job.user_id, job.model)  # fmt: skip
-        await self.transitions.fire(moved, job.state)
+        await self.transitions.fire(moved, job.state)  # which logs the move, once (`notify.log_move`)
         return moved
 
     async def end(self, job: Job, state: JobState, reason: str) -> Job:
         """Fail or cancel with a refund, whatever state the job was in."""
-        log.info("job %s: %s (%s)", job.id, state.value, reason)
         change = Transition(state, worker_id=self.worker_id, refund=True, error=reason)
         try:
             ended = await self.store.transition(job.id, change, now=self.clock.now())

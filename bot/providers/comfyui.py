@@ -45,6 +45,7 @@ from bot.providers.comfyui_hosts import CREDENTIAL_VARIABLE, Host, HostPool, par
 from bot.providers.comfyui_socket import ProgressListener
 from bot.providers.comfyui_workflow import PROVIDER, Workflow, describe_rejection, job_values, load_workflows
 from bot.providers.comfyui_workflow import video_output as find_video
+from bot.providers.frames import EXTENSIONS, sniff_mime
 from bot.providers.http import Kind, ProviderHttp
 
 __all__ = ["CREDENTIAL_VARIABLE", "ComfyUIProvider", "Host", "from_settings", "parse_hosts"]
@@ -57,7 +58,6 @@ the rest wait in the bot's own, fair, queue."""
 _PROMPT_IDS = uuid.UUID("5f0c4a38-8a56-4e0c-9c55-2d3c1d1b6a71")
 """Namespace of the prompt ids (uuid5 of the job id): the same job always gets the same id."""
 _SEEDS = uuid.UUID("0d8f3a51-6f1e-4f4b-8a8e-3c7e9b2f4d10")
-_IMAGE_TYPES = ((b"\x89PNG\r\n\x1a\n", ".png", "image/png"), (b"\xff\xd8\xff", ".jpg", "image/jpeg"))
 
 
 class ComfyUIProvider:
@@ -355,12 +355,10 @@ def _items(queue: dict[str, Any], key: str) -> list[list[Any]]:
 
 
 def _image_type(data: bytes) -> tuple[str, str]:
-    for magic, extension, mime in _IMAGE_TYPES:
-        if data.startswith(magic):
-            return extension, mime
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return ".webp", "image/webp"
-    raise RequestRejected(PROVIDER, "the first frame is not a PNG, JPEG or WebP image", field="image")
+    mime = sniff_mime(data)
+    if mime is None:
+        raise RequestRejected(PROVIDER, "the first frame is not a PNG, JPEG or WebP image", field="image")
+    return EXTENSIONS[mime], mime
 
 
 def _workflow_problems(workflows: Iterable[Workflow], info: dict[str, Any], host: Host) -> list[str]:

@@ -17,17 +17,13 @@ An image for image-to-video travels inside the create as a base64 data URI (the 
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import logging
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-from PIL import Image
 
 from bot.config import Settings
 from bot.domain import ASPECTS, Aspect, ModelInfo, VideoRequest
@@ -35,14 +31,14 @@ from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
     CredentialsRejected,
-    ImageRejected,
     ProviderBilling,
     ProviderError,
     RemoteJobLost,
     RequestRejected,
 )
-from bot.images import MAX_IMAGE_PIXELS, load_image
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
+from bot.providers.frames import data_uri, fitted_frame, read_frame
+from bot.providers.hosted import HostedProvider
 from bot.providers.http import Kind, ProviderHttp
 
 log = logging.getLogger(__name__)
@@ -70,7 +66,6 @@ VENDOR_FIELDS = (("negative_prompt", "negative_prompt"), ("img_url", "image"), (
                  ("model", "model"))  # fmt: skip
 """Vendor field names as they appear in an InvalidParameter message → the request field the member set."""
 
-IMAGE_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 IMAGE_MIN_SIDE, IMAGE_MAX_SIDE = 360, 2000
 """Wan's first-frame limits: each side 360 to 2000 pixels, at most 10 MB."""
 IMAGE_MAX_BYTES = 10 * 1024 * 1024
@@ -130,7 +125,7 @@ TASK_STATES = {
 }
 
 
-class DashScopeProvider:
+class DashScopeProvider(HostedProvider):
     """`VideoProvider` for Wan on DashScope."""
 
     name = NAME
@@ -139,6 +134,7 @@ class DashScopeProvider:
     published limits); more would only wait at the vendor as PENDING while holding a worker."""
     safe_resubmit = False
     """A create has no idempotency key: sending one twice makes, and bills, two videos."""
+    catalogue = tuple(model.info for model in MODELS)
 
     def __init__(self, api_key: str, base_url: str, *, max_download_bytes: int,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:  # fmt: skip
@@ -152,30 +148,13 @@ class DashScopeProvider:
             transport=transport,
         )
 
-    def models(self) -> Sequence[ModelInfo]:
-        return tuple(model.info for model in MODELS)
-
-    def model_for(self, model_id: str) -> ModelInfo | None:
-        return None
-
-    async def start(self) -> None:
-        """Nothing to learn: the model list is fixed."""
-
     async def health(self) -> ProviderHealth:
         """Lists one task (`GET tasks?page_size=1`): authenticated, read-only, and it makes nothing."""
-        ids = tuple(model.info.id for model in MODELS)
-        try:
-            await self.http.read("GET", "tasks", params={"page_no": 1, "page_size": 1})
-        except CredentialsRejected as exc:
-            problem = (f"DashScope refused the key (HTTP {exc.status}): check {CREDENTIAL_VARIABLE}, and that "
-                       "DASHSCOPE_BASE_URL is the key's region")  # fmt: skip
-            return ProviderHealth(reachable=True, authenticated=False, models=ids, problem=problem)
-        except ProviderError as exc:
-            if exc.status is None and exc.retryable:  # nothing reached the service
-                problem = f"cannot reach {self.http.base_url}: check DASHSCOPE_BASE_URL ({exc})"
-                return ProviderHealth(reachable=False, authenticated=False, models=ids, problem=problem)
-            return ProviderHealth(reachable=True, authenticated=False, models=ids, problem=str(exc))
-        return ProviderHealth(reachable=True, authenticated=True, models=ids)
+        health, _ = await self.http.probe("GET", "tasks", params={"page_no": 1, "page_size": 1},
+                                          models=self.model_ids,
+                                          base_variable="DASHSCOPE_BASE_URL",
+                                          hint=", and that DASHSCOPE_BASE_URL is the key's region")  # fmt: skip
+        return health
 
     async def submit(self, job_id: str, request: VideoRequest) -> str:
         model = _BY_ID.get(request.model)
@@ -221,15 +200,6 @@ class DashScopeProvider:
             await self.http.read("POST", f"tasks/{_task_id(remote)}/cancel")
         except RequestRejected as exc:
             log.info("job %s: DashScope did not cancel task %s: %s", remote.job_id, remote.remote_id, exc.reason)
-
-    async def download(self, remote: RemoteJob, result: PollResult, dest: Path) -> None:
-        if not result.output_url:
-            raise ProviderError(f"{NAME} task {remote.remote_id} succeeded without a video_url", retryable=True)
-        # A signed storage URL on another origin: ProviderHttp sends it no API key.
-        await self.http.download(result.output_url, dest)
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
 
 def from_settings(settings: Settings) -> DashScopeProvider | None:
@@ -310,22 +280,11 @@ async def _create_body(model: WanModel, request: VideoRequest) -> dict[str, Any]
 def image_data_uri(path: Path) -> str:
     """The image as a `data:` URI within Wan's limits: sent as it is when it fits, else scaled (keeping its
     shape) and sent as JPEG. Runs in a thread."""
-    try:
-        with Image.open(path, formats=list(IMAGE_MIME)) as img:
-            fmt, (width, height) = str(img.format), img.size
-        if width * height > MAX_IMAGE_PIXELS:
-            raise RequestRejected(NAME, f"the image has too many pixels ({width}×{height})", field="image")
-        target = fitted_size(width, height)
-        if target == (width, height) and path.stat().st_size <= IMAGE_MAX_BYTES:
-            return _data_uri(IMAGE_MIME[fmt], path.read_bytes())
-        frame = io.BytesIO()
-        load_image(path, target).save(frame, "JPEG", quality=92)
-    except FileNotFoundError:
-        raise ProviderError(f"image {path} not found", retryable=False,
-                            user_message="The image for this video is missing; attach it again.") from None  # fmt: skip
-    except (OSError, ValueError, Image.DecompressionBombError, ImageRejected) as exc:
-        raise RequestRejected(NAME, f"the image could not be read ({type(exc).__name__})", field="image") from None
-    return _data_uri("image/jpeg", frame.getvalue())
+    with read_frame(NAME, path) as frame:
+        target = fitted_size(frame.width, frame.height)
+        if target == frame.size and frame.file_bytes() <= IMAGE_MAX_BYTES:
+            return frame.data_uri()
+        return data_uri("image/jpeg", fitted_frame(path, target, quality=92))
 
 
 def fitted_size(width: int, height: int) -> tuple[int, int]:
@@ -344,7 +303,3 @@ def fitted_size(width: int, height: int) -> tuple[int, int]:
             field="image",
         )
     return fitted
-
-
-def _data_uri(mime: str, data: bytes) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"

@@ -24,11 +24,9 @@ Choices:
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import re
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,13 +38,14 @@ from bot.domain import ASPECTS, ModelInfo, VideoRequest
 from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
-    CredentialsRejected,
     ProviderBilling,
     ProviderError,
     RemoteJobLost,
     RequestRejected,
 )
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
+from bot.providers.frames import data_uri, missing_image, sniff_mime
+from bot.providers.hosted import HostedProvider
 from bot.providers.http import MAX_DOWNLOAD_BYTES, Kind, ProviderHttp
 
 log = logging.getLogger(__name__)
@@ -92,7 +91,6 @@ MODELS: tuple[ModelInfo, ...] = (
 )
 _VENDOR_IDS = {model.id: model.id.split("/", 1)[1] for model in MODELS}
 
-_IMAGE_TYPES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
 _PROGRESS_BAR = re.compile(r"(\d{1,3})%\|")
 """A tqdm bar in the model's log (` 45%|████▌     | 12/27 [...]`)."""
 _STEP_COUNT = re.compile(r"\bsteps?\s*:?\s*(\d+)\s*/\s*(\d+)", re.IGNORECASE)
@@ -145,7 +143,7 @@ class QueueUrls:
         )
 
 
-class FalProvider:
+class FalProvider(HostedProvider):
     """`VideoProvider` for Wan 2.2 A14B on fal.ai's queue."""
 
     name = PROVIDER
@@ -153,6 +151,7 @@ class FalProvider:
     """fal queues what it cannot run at once (a request over the account's concurrency waits there), so this
     only keeps one bot from holding more paid requests in flight than its members can watch."""
     safe_resubmit = False
+    catalogue = MODELS
 
     def __init__(self, base_url: str, key: str, *, max_download_bytes: int = MAX_DOWNLOAD_BYTES) -> None:
         self.http = ProviderHttp(
@@ -164,30 +163,14 @@ class FalProvider:
             max_download_bytes=max_download_bytes,
         )
 
-    def models(self) -> Sequence[ModelInfo]:
-        return MODELS
-
-    def model_for(self, model_id: str) -> ModelInfo | None:
-        return None
-
-    async def start(self) -> None:
-        pass
-
     async def health(self) -> ProviderHealth:
-        ids = tuple(model.id for model in MODELS)
+        ids = self.model_ids
         try:
             await self.http.read("GET", f"{_owner_alias(TEXT_MODEL)}/requests/{HEALTH_REQUEST_ID}/status")
         except RemoteJobLost:
             pass  # the key was accepted; the made-up request does not exist
-        except CredentialsRejected as exc:
-            return ProviderHealth(reachable=True, authenticated=False, models=ids, problem=str(exc))
-        except ProviderBilling as exc:
-            return ProviderHealth(reachable=True, authenticated=True, models=ids, problem=str(exc))
         except ProviderError as exc:
-            # No HTTP status: the request never got an answer (connection refused, DNS, timeout).
-            reachable = exc.status is not None
-            problem = str(exc) if reachable else f"{exc} (check FAL_BASE_URL)"
-            return ProviderHealth(reachable=reachable, authenticated=False, models=ids, problem=problem)
+            return self.http.health_for(exc, base_variable="FAL_BASE_URL", models=ids)
         return ProviderHealth(reachable=True, authenticated=True, models=ids)
 
     async def submit(self, job_id: str, request: VideoRequest) -> str:
@@ -248,9 +231,6 @@ class FalProvider:
             raise ProviderError(f"fal result for job {remote.job_id} has no video URL", retryable=False)
         await self.http.download(result.output_url, dest)
 
-    async def aclose(self) -> None:
-        await self.http.aclose()
-
 
 def from_settings(settings: Settings) -> FalProvider | None:
     """The fal provider when `FAL_KEY` is set (and not empty), else None."""
@@ -292,15 +272,11 @@ def _data_uri(path: Path) -> str:
     try:
         data = path.read_bytes()
     except OSError:
-        raise ProviderError(
-            f"image {path} is missing", retryable=False, user_message="The image for this video is missing."
-        ) from None
-    mime = next((kind for magic, kind in _IMAGE_TYPES if data.startswith(magic)), None)
-    if mime is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        mime = "image/webp"
+        raise missing_image(path) from None
+    mime = sniff_mime(data)
     if mime is None:
         raise RequestRejected(PROVIDER, "fal takes a PNG, JPEG or WebP image", field="image")
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    return data_uri(mime, data)
 
 
 def _owner_alias(model: str) -> str:

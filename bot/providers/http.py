@@ -40,6 +40,7 @@ from bot.errors import (
     RequestRejected,
     ResultExpired,
 )
+from bot.providers.base import ProviderHealth
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,39 @@ class ProviderHttp:
                 # The video may exist (and be billed) already: a repeat could pay twice.
                 raise CreateOutcomeUnknown(self.provider, f"HTTP {response.status_code} answer is not JSON") from None
         return parse_json(response, self.provider)
+
+    async def probe(
+        self, method: str, path: str, *, base_variable: str, models: tuple[str, ...] = (), hint: str = "", **kwargs: Any
+    ) -> tuple[ProviderHealth, Any]:
+        """`health()`'s one cheap authenticated read: what it shows of the provider (`health_for` when it fails),
+        and its JSON answer, None unless the read passed and answered JSON."""
+        try:
+            response = await self.read(method, path, **kwargs)
+        except ProviderError as exc:
+            return self.health_for(exc, base_variable=base_variable, models=models, hint=hint), None
+        try:
+            return ProviderHealth(reachable=True, authenticated=True, models=models), response.json()
+        except ValueError:
+            problem = f"{method} {path} answered HTTP {response.status_code} without JSON: check {base_variable}"
+            return ProviderHealth(reachable=True, authenticated=True, models=models, problem=problem), None
+
+    def health_for(
+        self, error: ProviderError, *, base_variable: str, models: tuple[str, ...] = (), hint: str = ""
+    ) -> ProviderHealth:
+        """A failed health read as `python -m bot check` shows it, naming the setting to fix, never a secret:
+        refused credentials name their variable (then `hint`), a service nothing reached names `base_variable`
+        (`<NAME>_BASE_URL`), and a billing refusal still proves the credentials good."""
+        base = self.base_url.copy_with(userinfo=b"")  # a password in the URL is not for the report
+        if isinstance(error, CredentialsRejected):
+            return ProviderHealth(reachable=True, authenticated=False, models=models, problem=f"{error}{hint}")
+        if error.status is None and error.retryable:  # nothing reached the service
+            problem = f"cannot reach {base}: check {base_variable} ({error})"
+            return ProviderHealth(reachable=False, authenticated=False, models=models, problem=problem)
+        problem = str(error)
+        if isinstance(error, RemoteJobLost):  # a 404 or 410: the address is not the vendor's API
+            problem = f"{self.provider} has no such address under {base}: check {base_variable}"
+        return ProviderHealth(reachable=True, authenticated=isinstance(error, ProviderBilling), models=models,
+                              problem=problem)  # fmt: skip
 
     async def download(self, url: str, dest: Path, *, headers: Mapping[str, str] | None = None) -> int:
         """Stream `url` to `dest`, whole or not at all, never holding the clip in memory; returns its size.

@@ -20,18 +20,15 @@ image's own shape (image2video has no aspect ratio).
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-from PIL import Image
 
 from bot.config import Settings
 from bot.domain import ASPECTS, ModelInfo, VideoRequest
@@ -39,14 +36,14 @@ from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
     CredentialsRejected,
-    ImageRejected,
     ProviderBilling,
     ProviderError,
     RemoteJobLost,
     RequestRejected,
 )
-from bot.images import MAX_IMAGE_PIXELS, load_image
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
+from bot.providers.frames import encoded, fitted_frame, read_frame
+from bot.providers.hosted import HostedProvider
 from bot.providers.http import Kind, ProviderHttp
 from bot.providers.kling_auth import KlingToken
 
@@ -126,7 +123,7 @@ TASK_STATES = {
 }
 
 
-class KlingProvider:
+class KlingProvider(HostedProvider):
     """`VideoProvider` for Kling's API."""
 
     name = NAME
@@ -135,6 +132,7 @@ class KlingProvider:
     would only hold workers waiting at the vendor."""
     safe_resubmit = False
     """A create has no idempotency key: sending one twice makes, and bills, two videos."""
+    catalogue = tuple(model.info for model in MODELS)
 
     def __init__(self, access_key: str, secret_key: str, base_url: str, *, max_download_bytes: int,
                  clock: Callable[[], float] = time.time,
@@ -150,33 +148,13 @@ class KlingProvider:
             transport=transport,
         )
 
-    def models(self) -> Sequence[ModelInfo]:
-        return tuple(model.info for model in MODELS)
-
-    def model_for(self, model_id: str) -> ModelInfo | None:
-        return None
-
-    async def start(self) -> None:
-        """Nothing to learn: the model list is fixed."""
-
     async def health(self) -> ProviderHealth:
         """Lists one text-to-video task: authenticated, read-only, and it makes nothing."""
-        ids = tuple(model.info.id for model in MODELS)
-        try:
-            await self.http.read("GET", f"{API}/{TEXT_TO_VIDEO}", params={"pageNum": 1, "pageSize": 1},
-                                 headers=self.token.headers())  # fmt: skip
-        except CredentialsRejected as exc:
-            problem = (f"Kling refused the token (HTTP {exc.status}): check {exc.variable}, and that "
-                       "KLING_BASE_URL is the keys' region")  # fmt: skip
-            return ProviderHealth(reachable=True, authenticated=False, models=ids, problem=problem)
-        except ProviderBilling as exc:
-            return ProviderHealth(reachable=True, authenticated=True, models=ids, problem=str(exc))
-        except ProviderError as exc:
-            if exc.status is None and exc.retryable:  # nothing reached the service
-                problem = f"cannot reach {self.http.base_url}: check KLING_BASE_URL ({exc})"
-                return ProviderHealth(reachable=False, authenticated=False, models=ids, problem=problem)
-            return ProviderHealth(reachable=True, authenticated=False, models=ids, problem=str(exc))
-        return ProviderHealth(reachable=True, authenticated=True, models=ids)
+        health, _ = await self.http.probe("GET", f"{API}/{TEXT_TO_VIDEO}", params={"pageNum": 1, "pageSize": 1},
+                                          headers=self.token.headers(), base_variable="KLING_BASE_URL",
+                                          models=self.model_ids,
+                                          hint=", and that KLING_BASE_URL is the keys' region")  # fmt: skip
+        return health
 
     async def submit(self, job_id: str, request: VideoRequest) -> str:
         model = _BY_ID.get(request.model)
@@ -223,15 +201,6 @@ class KlingProvider:
 
     async def cancel(self, remote: RemoteJob) -> None:
         """Kling has no cancel call: the task runs to its end at the vendor, and the worker ends the job."""
-
-    async def download(self, remote: RemoteJob, result: PollResult, dest: Path) -> None:
-        if not result.output_url:
-            raise ProviderError(f"{NAME} task {remote.remote_id} succeeded without a video url", retryable=True)
-        # A CDN file on another origin: no token goes with it (none is set on the client, and none is passed).
-        await self.http.download(result.output_url, dest)
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
 
 def from_settings(settings: Settings) -> KlingProvider | None:
@@ -298,24 +267,11 @@ def _field_in(message: str) -> str | None:
 def image_base64(path: Path) -> str:
     """The first frame as Kling takes it: bare base64 of a JPEG or PNG within its limits; sent as it is when
     it fits, else scaled (keeping its shape) and sent as JPEG. Runs in a thread."""
-    try:
-        with Image.open(path, formats=["PNG", "JPEG", "WEBP"]) as img:
-            fmt, (width, height) = str(img.format), img.size
-        if width * height > MAX_IMAGE_PIXELS:
-            raise RequestRejected(NAME, f"the image has too many pixels ({width}×{height})", field="image")
-        target = fitted_size(width, height)
-        if fmt in IMAGE_FORMATS and target == (width, height) and path.stat().st_size <= IMAGE_MAX_BYTES:
-            data = path.read_bytes()
-        else:
-            frame = io.BytesIO()
-            load_image(path, target).save(frame, "JPEG", quality=92)
-            data = frame.getvalue()
-    except FileNotFoundError:
-        raise ProviderError(f"image {path} not found", retryable=False,
-                            user_message="The image for this video is missing; attach it again.") from None  # fmt: skip
-    except (OSError, ValueError, Image.DecompressionBombError, ImageRejected) as exc:
-        raise RequestRejected(NAME, f"the image could not be read ({type(exc).__name__})", field="image") from None
-    return base64.b64encode(data).decode("ascii")
+    with read_frame(NAME, path) as frame:
+        target = fitted_size(frame.width, frame.height)
+        if frame.format in IMAGE_FORMATS and target == frame.size and frame.file_bytes() <= IMAGE_MAX_BYTES:
+            return encoded(path.read_bytes())
+        return encoded(fitted_frame(path, target, quality=92))
 
 
 def fitted_size(width: int, height: int) -> tuple[int, int]:

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -33,13 +32,13 @@ from bot.domain import ASPECTS, ModelInfo, VideoRequest
 from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
-    CredentialsRejected,
     ProviderBilling,
     ProviderError,
     RemoteJobLost,
     RequestRejected,
 )
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
+from bot.providers.hosted import HostedProvider
 from bot.providers.http import Kind, ProviderHttp
 
 log = logging.getLogger(__name__)
@@ -85,7 +84,7 @@ MODELS: tuple[ModelInfo, ...] = (
 _BY_ID = {model.id: model for model in MODELS}
 
 
-class LumaProvider:
+class LumaProvider(HostedProvider):
     """`VideoProvider` for Luma's Dream Machine API."""
 
     name = NAME
@@ -93,6 +92,7 @@ class LumaProvider:
     """Luma's limit of concurrent Ray generations per account on its self-serve ("Build") tier."""
     safe_resubmit = False
     """A create has no idempotency key: sending one twice makes, and bills, two videos."""
+    catalogue = MODELS
 
     def __init__(self, api_key: str, base_url: str, *, max_download_bytes: int) -> None:
         self.http = ProviderHttp(
@@ -104,33 +104,15 @@ class LumaProvider:
             max_download_bytes=max_download_bytes,
         )
 
-    def models(self) -> Sequence[ModelInfo]:
-        return MODELS
-
-    def model_for(self, model_id: str) -> ModelInfo | None:
-        return None
-
-    async def start(self) -> None:
-        """Nothing to learn: the model list is fixed."""
-
     async def health(self) -> ProviderHealth:
         """`GET credits`: authenticated, makes nothing, and tells whether the account can pay for a video."""
-        ids = tuple(model.id for model in MODELS)
-        try:
-            answer = await self.http.json("GET", "credits")
-        except CredentialsRejected as exc:
-            problem = f"Luma refused the key (HTTP {exc.status}): check {CREDENTIAL_VARIABLE}"
-            return ProviderHealth(reachable=True, authenticated=False, models=ids, problem=problem)
-        except ProviderError as exc:
-            if exc.status is None and exc.retryable:  # nothing reached the service
-                problem = f"cannot reach {self.http.base_url}: check LUMAAI_BASE_URL ({exc})"
-                return ProviderHealth(reachable=False, authenticated=False, models=ids, problem=problem)
-            return ProviderHealth(reachable=True, authenticated=False, models=ids, problem=str(exc))
+        health, answer = await self.http.probe("GET", "credits", base_variable="LUMAAI_BASE_URL",
+                                               models=self.model_ids)  # fmt: skip
         balance = answer.get("credit_balance") if isinstance(answer, dict) else None
         if isinstance(balance, int | float) and balance <= 0:
             problem = "the Luma account has no credit left: top it up in Luma's API billing dashboard"
-            return ProviderHealth(reachable=True, authenticated=True, models=ids, problem=problem)
-        return ProviderHealth(reachable=True, authenticated=True, models=ids)
+            return replace(health, problem=problem)
+        return health
 
     async def submit(self, job_id: str, request: VideoRequest) -> str:
         model = _BY_ID.get(request.model)
@@ -165,15 +147,6 @@ class LumaProvider:
         """Deletes the generation (Luma has no cancel): its record and any video are gone with it."""
         await self.http.read("DELETE", f"generations/{_checked_id(remote.remote_id)}")
         log.info("job %s: Luma generation %s deleted", remote.job_id, remote.remote_id)
-
-    async def download(self, remote: RemoteJob, result: PollResult, dest: Path) -> None:
-        if not result.output_url:
-            raise ProviderError(f"{NAME}: generation {remote.remote_id} completed without a video", retryable=True)
-        # A file on Luma's CDN, another origin: ProviderHttp sends it no API key.
-        await self.http.download(result.output_url, dest)
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
 
 def from_settings(settings: Settings) -> LumaProvider | None:

@@ -26,11 +26,8 @@ Choices:
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import logging
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +39,14 @@ from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
     CredentialsRejected,
-    ImageRejected,
     ProviderBilling,
     ProviderError,
     RemoteJobLost,
     RequestRejected,
 )
-from bot.images import load_image
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
+from bot.providers.frames import data_uri, fitted_frame, image_errors
+from bot.providers.hosted import HostedProvider
 from bot.providers.http import Kind, ProviderHttp, retry_after
 
 log = logging.getLogger(__name__)
@@ -61,6 +58,8 @@ QUERY_PATH = "v1/query/video_generation"
 RETRIEVE_PATH = "v1/files/retrieve"
 LIST_PATH = "v1/files/list"
 RESOLUTION = "768P"
+REGION_HINT = (", and that MINIMAX_BASE_URL is the key's region (https://api.minimax.io global, "
+               "https://api.minimaxi.com China)")  # fmt: skip
 POLL_SECONDS = 10.0
 """MiniMax gives no hint; its guides poll every 10 s, and a clip takes one to several minutes."""
 
@@ -115,7 +114,7 @@ TASK_STATES = {
 }
 
 
-class MiniMaxProvider:
+class MiniMaxProvider(HostedProvider):
     """`VideoProvider` for the Hailuo models on MiniMax's own API."""
 
     name = NAME
@@ -124,6 +123,7 @@ class MiniMaxProvider:
     few at once keeps the account's queue short without holding workers on tasks that only wait there."""
     safe_resubmit = False
     """A create has no idempotency key: sending one twice makes, and bills, two videos."""
+    catalogue = MODELS
 
     def __init__(self, api_key: str, base_url: str, *, max_download_bytes: int,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:  # fmt: skip
@@ -137,32 +137,14 @@ class MiniMaxProvider:
             transport=transport,
         )
 
-    def models(self) -> Sequence[ModelInfo]:
-        return MODELS
-
-    def model_for(self, model_id: str) -> ModelInfo | None:
-        return None
-
-    async def start(self) -> None:
-        """Nothing to learn: the model list is fixed."""
-
     async def health(self) -> ProviderHealth:
         """Lists the account's files of one purpose: authenticated, read-only, and it makes nothing. (The
         documented purposes of the list are the audio ones; any proves the key.)"""
-        ids = tuple(model.id for model in MODELS)
+        ids = self.model_ids
         try:
             await self._read(LIST_PATH, {"purpose": "voice_clone"})
-        except CredentialsRejected:
-            problem = (f"MiniMax refused the key: check {CREDENTIAL_VARIABLE}, and that MINIMAX_BASE_URL is the key's "
-                       "region (https://api.minimax.io global, https://api.minimaxi.com China)")  # fmt: skip
-            return ProviderHealth(reachable=True, authenticated=False, models=ids, problem=problem)
-        except ProviderBilling as exc:
-            return ProviderHealth(reachable=True, authenticated=True, models=ids, problem=str(exc))
-        except ProviderError as exc:
-            if exc.status is None and exc.retryable:  # nothing reached the service
-                problem = f"cannot reach {self.http.base_url}: check MINIMAX_BASE_URL ({exc})"
-                return ProviderHealth(reachable=False, authenticated=False, models=ids, problem=problem)
-            return ProviderHealth(reachable=True, authenticated=False, models=ids, problem=str(exc))
+        except ProviderError as exc:  # MiniMax's refusals come in `base_resp`, often with HTTP 200
+            return self.http.health_for(exc, base_variable="MINIMAX_BASE_URL", models=ids, hint=REGION_HINT)
         return ProviderHealth(reachable=True, authenticated=True, models=ids)
 
     async def submit(self, job_id: str, request: VideoRequest) -> str:
@@ -212,15 +194,6 @@ class MiniMaxProvider:
 
     async def cancel(self, remote: RemoteJob) -> None:
         """MiniMax has no cancel call: the task runs to its end there (and is billed); the worker ends the job."""
-
-    async def download(self, remote: RemoteJob, result: PollResult, dest: Path) -> None:
-        if not result.output_url:
-            raise ProviderError(f"{NAME} task {remote.remote_id} succeeded without a download URL", retryable=True)
-        # A signed storage URL on another origin: ProviderHttp sends it no API key.
-        await self.http.download(result.output_url, dest)
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
     async def _download_url(self, file_id: object) -> str:
         """The finished video's file, retrieved afresh: each answer carries a newly signed URL."""
@@ -337,17 +310,5 @@ def _field_in(message: str) -> str | None:
 
 async def _first_frame(path: Path, size: tuple[int, int]) -> str:
     """The member's image cropped to `size`, as a JPEG data URI (decoded in a thread)."""
-    try:
-        return await asyncio.to_thread(frame_data_uri, path, size)
-    except FileNotFoundError:
-        raise ProviderError(f"image {path} not found", retryable=False,
-                            user_message="The image for this video is missing; attach it again.") from None  # fmt: skip
-    except (OSError, ImageRejected) as exc:
-        raise RequestRejected(NAME, f"the image could not be read ({type(exc).__name__})", field="image") from None
-
-
-def frame_data_uri(path: Path, size: tuple[int, int]) -> str:
-    frame = load_image(path, size)
-    buffer = io.BytesIO()
-    frame.save(buffer, format="JPEG", quality=90)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    with image_errors(NAME, path):
+        return data_uri("image/jpeg", await asyncio.to_thread(fitted_frame, path, size))

@@ -14,8 +14,6 @@ served by the API itself (no expiring URL). `DELETE {base}/videos/{id}` is the n
 
 from __future__ import annotations
 
-import asyncio
-import io
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -30,21 +28,20 @@ from bot.domain import ASPECTS, Aspect, ModelInfo, VideoRequest
 from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
-    CredentialsRejected,
-    ImageRejected,
     ProviderBilling,
     ProviderError,
     RemoteJobLost,
     RequestRejected,
 )
-from bot.images import load_image
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
+from bot.providers.frames import cropped_frame
 from bot.providers.http import Kind, ProviderHttp, parse_json
 
 log = logging.getLogger(__name__)
 
 PROVIDER = "openai"
 CREDENTIAL = "OPENAI_API_KEY"
+BASE_VARIABLE = "OPENAI_BASE_URL"
 HOSTED_HOST = "api.openai.com"
 
 SIZES: Mapping[Aspect, str] = {"16:9": "1280x720", "9:16": "720x1280"}
@@ -127,29 +124,22 @@ class OpenAIVideoProvider:
         log.info("openai: the server offers %s", ", ".join(self._models) or "no video models")
 
     async def health(self) -> ProviderHealth:
+        health, listing = await self.http.probe("GET", "models", base_variable=BASE_VARIABLE)
+        if not health.ok:
+            return health
         try:
-            response = await self.http.read("GET", "models")
-        except CredentialsRejected as exc:
-            return ProviderHealth(
-                True, False, problem=f"the server refused the key (HTTP {exc.status}): check {CREDENTIAL}"
-            )
+            models = tuple(self._parse_models(listing))
         except ProviderError as exc:
-            if exc.status is None:
-                return ProviderHealth(False, False, problem=f"cannot reach OPENAI_BASE_URL: {exc}")
-            return ProviderHealth(True, True, problem=f"GET models answered HTTP {exc.status}: check OPENAI_BASE_URL")
-        try:
-            models = tuple(self._parse_models(parse_json(response, PROVIDER)))
-        except ProviderError as exc:
-            return ProviderHealth(True, True, problem=f"{exc}: check OPENAI_BASE_URL")
+            return replace(health, problem=f"{exc}: check {BASE_VARIABLE}")
         problem: str | None = None
         if not models:
             problem = (
-                "no Sora model is listed (hosted Sora shut down on 2026-09-24): point OPENAI_BASE_URL at a "
+                f"no Sora model is listed (hosted Sora shut down on 2026-09-24): point {BASE_VARIABLE} at a "
                 "self-hosted server"
                 if self.hosted
-                else "the server at OPENAI_BASE_URL lists no models"
+                else f"the server at {BASE_VARIABLE} lists no models"
             )
-        return ProviderHealth(True, True, models=models, problem=problem)
+        return replace(health, models=models, problem=problem)
 
     async def submit(self, job_id: str, request: VideoRequest) -> str:
         model = self._model(request.model)
@@ -171,7 +161,9 @@ class OpenAIVideoProvider:
             (name, (None, value.encode(), None)) for name, value in fields
         ]
         if request.image_path:
-            frame = await _first_frame(Path(request.image_path), size)
+            # A PNG of exactly the video's size: the API refuses a first frame whose dimensions differ.
+            width, _, height = size.partition("x")
+            frame = await cropped_frame(PROVIDER, Path(request.image_path), (int(width), int(height)), fmt="PNG")
             parts.append(("input_reference", ("first-frame.png", frame, "image/png")))
         response = await self.http.create("POST", "videos", files=parts)
         try:
@@ -352,26 +344,6 @@ def _server_id(model_id: str) -> str:
 def _video_path(video_id: str) -> str:
     # Quoted whole: an id is one path segment, whatever a server puts in it.
     return f"videos/{quote(video_id, safe='')}"
-
-
-async def _first_frame(path: Path, size: str) -> bytes:
-    """The member's image as a PNG of exactly `size`, scaled and centre-cropped: the API refuses a first frame
-    whose dimensions differ from the video's."""
-    width, _, height = size.partition("x")
-
-    def encode() -> bytes:
-        buffer = io.BytesIO()
-        load_image(path, (int(width), int(height))).save(buffer, format="PNG")
-        return buffer.getvalue()
-
-    try:
-        return await asyncio.to_thread(encode)
-    except (ImageRejected, OSError) as exc:
-        raise ProviderError(
-            f"image {path.name} unusable: {type(exc).__name__}",
-            retryable=False,
-            user_message="The image for this video could not be read; attach it again.",
-        ) from None
 
 
 def from_settings(settings: Settings) -> OpenAIVideoProvider | None:

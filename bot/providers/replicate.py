@@ -13,13 +13,10 @@ the member reads.
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import io
 import logging
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,13 +28,13 @@ from bot.domain import ModelInfo, VideoRequest
 from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
-    ImageRejected,
     ProviderError,
     RemoteJobLost,
     RequestRejected,
 )
-from bot.images import load_image
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
+from bot.providers.frames import cropped_frame, data_uri
+from bot.providers.hosted import HostedProvider
 from bot.providers.http import Kind, ProviderHttp, error_text
 
 log = logging.getLogger(__name__)
@@ -153,7 +150,7 @@ MODELS: tuple[ReplicateModel, ...] = (
 )
 
 
-class ReplicateProvider:
+class ReplicateProvider(HostedProvider):
     """`VideoProvider` for Replicate's official video models."""
 
     name = PROVIDER
@@ -161,9 +158,10 @@ class ReplicateProvider:
     """Replicate runs many predictions per account at once; its rate limits answer 429 with a wait when not."""
     safe_resubmit = False
     """The predictions API has no idempotency key: a repeated create is a second, billed prediction."""
+    catalogue = tuple(model.info for model in MODELS)
 
     def __init__(self, token: str, base_url: str, *, max_download_bytes: int) -> None:
-        self._http = ProviderHttp(
+        self.http = ProviderHttp(
             PROVIDER,
             base_url,
             credential_variable=CREDENTIAL_VARIABLE,
@@ -173,34 +171,16 @@ class ReplicateProvider:
         )
         self._models = {model.info.id: model for model in MODELS}
 
-    def models(self) -> Sequence[ModelInfo]:
-        return tuple(model.info for model in MODELS)
-
-    def model_for(self, model_id: str) -> ModelInfo | None:
-        return None  # each model has its own input fields: only the ones above are known
-
-    async def start(self) -> None:
-        pass
-
     async def health(self) -> ProviderHealth:
         """`GET /v1/account`: the cheapest request that needs a valid token."""
-        ids = tuple(model.info.id for model in MODELS)
-        try:
-            await self._http.read("GET", "v1/account")
-        except ProviderError as exc:
-            if exc.status is None:
-                problem = f"cannot reach {self._http.base_url} ({exc}); check REPLICATE_BASE_URL"
-                return ProviderHealth(reachable=False, authenticated=False, models=ids, problem=problem)
-            if exc.status in (401, 403):
-                problem = f"Replicate refused the token (HTTP {exc.status}); check {CREDENTIAL_VARIABLE}"
-                return ProviderHealth(reachable=True, authenticated=False, models=ids, problem=problem)
-            return ProviderHealth(reachable=True, authenticated=False, models=ids, problem=str(exc))
-        return ProviderHealth(reachable=True, authenticated=True, models=ids)
+        health, _ = await self.http.probe("GET", "v1/account", base_variable="REPLICATE_BASE_URL",
+                                           models=self.model_ids)  # fmt: skip
+        return health
 
     async def submit(self, job_id: str, request: VideoRequest) -> str:
         model = self._model(request)
         image = await self._first_frame(request) if request.image_path else None
-        response = await self._http.create(
+        response = await self.http.create(
             "POST",
             f"v1/models/{model.path}/predictions",
             json={"input": model.build_input(request, image)},
@@ -218,20 +198,12 @@ class ReplicateProvider:
         return prediction_id
 
     async def poll(self, remote: RemoteJob) -> PollResult:
-        prediction = await self._http.json("GET", f"v1/predictions/{_checked_id(remote.remote_id)}")
+        prediction = await self.http.json("GET", f"v1/predictions/{_checked_id(remote.remote_id)}")
         return poll_result(prediction)
 
     async def cancel(self, remote: RemoteJob) -> None:
-        await self._http.read("POST", f"v1/predictions/{_checked_id(remote.remote_id)}/cancel")
+        await self.http.read("POST", f"v1/predictions/{_checked_id(remote.remote_id)}/cancel")
         log.info("job %s: Replicate prediction %s cancelled", remote.job_id, remote.remote_id)
-
-    async def download(self, remote: RemoteJob, result: PollResult, dest: Path) -> None:
-        if result.output_url is None:
-            raise ProviderError(f"{PROVIDER}: prediction {remote.remote_id} has no video URL", retryable=True)
-        await self._http.download(result.output_url, dest)
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     def _model(self, request: VideoRequest) -> ReplicateModel:
         model = self._models.get(request.model)
@@ -246,21 +218,8 @@ class ReplicateProvider:
     async def _first_frame(self, request: VideoRequest) -> str:
         """The member's image as a JPEG data URI, cropped to the asked aspect (decoded in a thread)."""
         assert request.image_path is not None
-        try:
-            return await asyncio.to_thread(frame_data_uri, Path(request.image_path), FRAME_SIZES[request.aspect])
-        except (OSError, ImageRejected) as exc:
-            raise ProviderError(
-                f"{PROVIDER}: image {request.image_path} unusable: {type(exc).__name__}",
-                retryable=False,
-                user_message="The image for this video could not be read; attach it again.",
-            ) from None
-
-
-def frame_data_uri(path: Path, size: tuple[int, int]) -> str:
-    frame = load_image(path, size)
-    buffer = io.BytesIO()
-    frame.save(buffer, format="JPEG", quality=90)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+        frame = await cropped_frame(PROVIDER, Path(request.image_path), FRAME_SIZES[request.aspect])
+        return data_uri("image/jpeg", frame)
 
 
 def poll_result(prediction: Any) -> PollResult:

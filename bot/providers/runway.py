@@ -18,32 +18,28 @@ data URI in `promptImage`, so there is no upload step and no public URL to host.
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import logging
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
-from PIL import Image
 
 from bot.config import Settings
 from bot.domain import Aspect, ModelInfo, VideoRequest
 from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
-    CredentialsRejected,
-    ImageRejected,
     ProviderBilling,
     ProviderError,
     RemoteJobLost,
     RequestRejected,
 )
-from bot.images import MAX_IMAGE_PIXELS, load_image
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
+from bot.providers.frames import data_uri, fitted_frame, read_frame
+from bot.providers.hosted import HostedProvider
 from bot.providers.http import Kind, ProviderHttp, error_text
 
 log = logging.getLogger(__name__)
@@ -61,7 +57,6 @@ DATA_URI_MAX_CHARS = 5 * 1024 * 1024
 FRAME_MAX_SIDE = 1920
 """A first frame too large to send as it is gets scaled to this longer side (more than a 720p video uses), which
 keeps a JPEG of it far below the data URI limit."""
-IMAGE_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
 TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 """A task id goes into URL paths: anything else could point a poll or a cancel elsewhere."""
@@ -140,7 +135,7 @@ MODELS: tuple[RunwayModel, ...] = (
 _BY_ID = {model.info.id: model for model in MODELS}
 
 
-class RunwayProvider:
+class RunwayProvider(HostedProvider):
     """`VideoProvider` for Runway's developer API."""
 
     name = NAME
@@ -149,6 +144,7 @@ class RunwayProvider:
     holding a worker, where they could wait in the bot's own queue and see their place in it."""
     safe_resubmit = False
     """A create has no idempotency key: sending one twice makes, and bills, two videos."""
+    catalogue = tuple(model.info for model in MODELS)
 
     def __init__(self, secret: str, base_url: str, *, max_download_bytes: int) -> None:
         self.http = ProviderHttp(
@@ -162,33 +158,15 @@ class RunwayProvider:
             max_download_bytes=max_download_bytes,
         )
 
-    def models(self) -> Sequence[ModelInfo]:
-        return tuple(model.info for model in MODELS)
-
-    def model_for(self, model_id: str) -> ModelInfo | None:
-        return None
-
-    async def start(self) -> None:
-        """Nothing to learn: the model list is fixed."""
-
     async def health(self) -> ProviderHealth:
         """`GET /v1/organization`: authenticated, read-only, and it tells the credit balance every job needs."""
-        ids = tuple(model.info.id for model in MODELS)
-        try:
-            organization = await self.http.json("GET", "v1/organization")
-        except CredentialsRejected as exc:
-            problem = f"Runway refused the API secret (HTTP {exc.status}): check {CREDENTIAL_VARIABLE}"
-            return ProviderHealth(reachable=True, authenticated=False, models=ids, problem=problem)
-        except ProviderError as exc:
-            if exc.status is None and exc.retryable:  # nothing reached the service
-                problem = f"cannot reach {self.http.base_url}: check RUNWAYML_BASE_URL ({exc})"
-                return ProviderHealth(reachable=False, authenticated=False, models=ids, problem=problem)
-            return ProviderHealth(reachable=True, authenticated=False, models=ids, problem=str(exc))
+        health, organization = await self.http.probe("GET", "v1/organization", base_variable="RUNWAYML_BASE_URL",
+                                                     models=self.model_ids)  # fmt: skip
         balance = organization.get("creditBalance") if isinstance(organization, dict) else None
         if isinstance(balance, int) and balance <= 0:
             problem = "the Runway organization has no API credits left: buy credits in Runway's developer portal"
-            return ProviderHealth(reachable=True, authenticated=True, models=ids, problem=problem)
-        return ProviderHealth(reachable=True, authenticated=True, models=ids)
+            return replace(health, problem=problem)
+        return health
 
     async def submit(self, job_id: str, request: VideoRequest) -> str:
         model = _checked_model(request)
@@ -215,15 +193,6 @@ class RunwayProvider:
             log.info("job %s: Runway task %s was already gone", remote.job_id, remote.remote_id)
             return
         log.info("job %s: Runway task %s cancelled", remote.job_id, remote.remote_id)
-
-    async def download(self, remote: RemoteJob, result: PollResult, dest: Path) -> None:
-        if not result.output_url:
-            raise ProviderError(f"{NAME} task {remote.remote_id} succeeded without an output URL", retryable=True)
-        # A signed CDN URL on another origin: ProviderHttp sends it neither the secret nor the version header.
-        await self.http.download(result.output_url, dest)
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
 
 def from_settings(settings: Settings) -> RunwayProvider | None:
@@ -345,24 +314,10 @@ async def _prompt_image(request: VideoRequest) -> str:
 def image_data_uri(path: Path) -> str:
     """The first frame as a data URI: the file as it is when Runway takes it so, else scaled (keeping its
     shape) and sent as JPEG. Runs in a thread."""
-    try:
-        with Image.open(path, formats=list(IMAGE_MIME)) as img:
-            fmt, (width, height) = str(img.format), img.size
-        if width * height > MAX_IMAGE_PIXELS:
-            raise RequestRejected(NAME, f"the image has too many pixels ({width}×{height})", field="image")
-        prefix = f"data:{IMAGE_MIME[fmt]};base64,"
-        if len(prefix) + 4 * -(-path.stat().st_size // 3) < DATA_URI_MAX_CHARS:
-            return prefix + base64.b64encode(path.read_bytes()).decode("ascii")
-        scale = min(1.0, FRAME_MAX_SIDE / max(width, height))
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        frame = io.BytesIO()
-        load_image(path, size).save(frame, "JPEG", quality=90)
-    except FileNotFoundError:
-        raise ProviderError(f"image {path} not found", retryable=False,
-                            user_message="The image for this video is missing; attach it again.") from None  # fmt: skip
-    except (OSError, ValueError, Image.DecompressionBombError, ImageRejected) as exc:
-        raise RequestRejected(NAME, f"the image could not be read ({type(exc).__name__})", field="image") from None
-    uri = "data:image/jpeg;base64," + base64.b64encode(frame.getvalue()).decode("ascii")
+    with read_frame(NAME, path) as frame:
+        if len(f"data:{frame.mime};base64,") + 4 * -(-frame.file_bytes() // 3) < DATA_URI_MAX_CHARS:
+            return frame.data_uri()
+        uri = data_uri("image/jpeg", fitted_frame(path, frame.within(FRAME_MAX_SIDE)))
     if len(uri) >= DATA_URI_MAX_CHARS:
         raise RequestRejected(NAME, "the image is too large for Runway even when scaled down", field="image")
     return uri

@@ -15,10 +15,9 @@ What the Gemini API lacks, so this adapter does not do it:
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import re
-from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,8 @@ from bot.errors import (
     RequestRejected,
 )
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
+from bot.providers.frames import encoded, sniff_mime
+from bot.providers.hosted import HostedProvider
 from bot.providers.http import Kind, ProviderHttp, retry_after
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,6 @@ _VENDOR_IDS = {model.id: model.id.split("/", 1)[1] for model in MODELS}
 _OPERATION_NAME = re.compile(r"^models/[a-z0-9][a-z0-9.-]*/operations/[A-Za-z0-9_-]+$")
 """The remote id is put into a URL path: anything else could point the poll elsewhere."""
 _FILE_ID = re.compile(r"/files/([A-Za-z0-9_-]+)(?::download)?$")
-_IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
 _SAFETY_WORDS = ("responsible ai", "safety", "usage guidelines", "sensitive words", "violat")
 """How Google words a prompt or image refused by its content policy inside a 400 INVALID_ARGUMENT."""
 _REQUEST_FIELDS = {
@@ -90,7 +90,7 @@ FILE_GONE = (
 )
 
 
-class VeoProvider:
+class VeoProvider(HostedProvider):
     """`VideoProvider` for the Veo models of the Gemini API."""
 
     name = PROVIDER
@@ -98,39 +98,23 @@ class VeoProvider:
     """Gemini API projects get a handful of Veo requests per minute; more jobs at once would only earn 429s."""
     safe_resubmit = False
     """Every create makes (and bills) a new video: the Gemini API has no idempotency key."""
+    catalogue = MODELS
 
     def __init__(self, http: ProviderHttp) -> None:
         self.http = http
 
-    def models(self) -> Sequence[ModelInfo]:
-        return MODELS
-
-    def model_for(self, model_id: str) -> ModelInfo | None:
-        return None
-
-    async def start(self) -> None:
-        """Nothing to learn: the Gemini API's Veo models are a fixed list."""
-
     async def health(self) -> ProviderHealth:
         """List the models the key's project may use (one request) and report which Veo models are among them."""
-        try:
-            listing = await self.http.json("GET", f"{API_VERSION}/models", params={"pageSize": 1000})
-        except CredentialsRejected as exc:
-            return ProviderHealth(
-                reachable=True,
-                authenticated=False,
-                problem=f"the Gemini API refused the key (HTTP {exc.status}): check {CREDENTIAL_VARIABLE}",
-            )
-        except ProviderError as exc:
-            reached = exc.status is not None
-            where = "answered with an error" if reached else "cannot be reached: check GEMINI_BASE_URL"
-            return ProviderHealth(reachable=reached, authenticated=False, problem=f"the Gemini API {where} ({exc})")
+        health, listing = await self.http.probe("GET", f"{API_VERSION}/models", params={"pageSize": 1000},
+                                                base_variable="GEMINI_BASE_URL")  # fmt: skip
+        if not health.ok:
+            return health
         listed = {entry.get("name") for entry in _dicts(_dict(listing).get("models"))}
         offered = tuple(model.id for model in MODELS if f"models/{_VENDOR_IDS[model.id]}" in listed)
         problem = None
         if not offered:
             problem = f"the project of {CREDENTIAL_VARIABLE} has no Veo model: check its access to Veo (paid tier)"
-        return ProviderHealth(reachable=True, authenticated=True, models=offered, problem=problem)
+        return replace(health, models=offered, problem=problem)
 
     async def submit(self, job_id: str, request: VideoRequest) -> str:
         """Start one operation; its name is the remote id. A seed is never sent: the Gemini API refuses it, and
@@ -174,9 +158,6 @@ class VeoProvider:
         if result.output_url is None:
             raise ProviderError(f"Veo reported no video file for operation {remote.remote_id}", retryable=False)
         await self.http.download(file_download_url(result.output_url), dest)
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
 
 def from_settings(settings: Settings) -> VeoProvider | None:
@@ -273,15 +254,12 @@ def _rate_limited(response: httpx.Response, message: str, details: list[dict[str
 def _inline_image(path: Path) -> dict[str, str]:
     """The first frame inline, as the Gemini API wants it (it takes no image URL from us)."""
     data = path.read_bytes()
-    mime_type = next((mime for magic, mime in _IMAGE_SIGNATURES if data.startswith(magic)), None)
-    if mime_type is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        mime_type = "image/webp"
+    mime_type = sniff_mime(data)
     if mime_type is None:
         raise RequestRejected(PROVIDER, "the first frame is not a PNG, JPEG or WebP image", field="image")
-    encoded = base64.b64encode(data).decode("ascii")
-    if len(encoded) > MAX_INLINE_BYTES:
+    if len(text := encoded(data)) > MAX_INLINE_BYTES:
         raise RequestRejected(PROVIDER, "the first frame is too large to send inline (20 MB)", field="image")
-    return {"bytesBase64Encoded": encoded, "mimeType": mime_type}
+    return {"bytesBase64Encoded": text, "mimeType": mime_type}
 
 
 def _google_error(response: httpx.Response) -> dict[str, Any] | None:

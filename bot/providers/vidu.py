@@ -20,32 +20,27 @@ the credits of a moderated task back.
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import logging
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
-from PIL import Image
 
 from bot.config import Settings
 from bot.domain import ASPECTS, ModelInfo, VideoRequest
 from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
-    CredentialsRejected,
-    ImageRejected,
     ProviderBilling,
     ProviderError,
     RemoteJobLost,
     RequestRejected,
 )
-from bot.images import MAX_IMAGE_PIXELS, load_image
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
+from bot.providers.frames import data_uri, fitted_frame, read_frame
+from bot.providers.hosted import HostedProvider
 from bot.providers.http import Kind, ProviderHttp
 
 log = logging.getLogger(__name__)
@@ -77,7 +72,6 @@ TASK_ID = r"[A-Za-z0-9_-]{1,128}"
 REMOTE_ID = re.compile(rf"^(?P<task>{TASK_ID})(?:\|(?P<credits>\d{{1,9}}))?$")
 """`<task_id>|<credits>`, or the bare task id when Vidu announced no credits."""
 
-IMAGE_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 IMAGE_MAX_BYTES = 10 * 1024 * 1024
 """The decoded size of a base64 image Vidu takes."""
 IMAGE_MAX_RATIO = 4.0
@@ -151,7 +145,7 @@ TASK_STATES = {
 }
 
 
-class ViduProvider:
+class ViduProvider(HostedProvider):
     """`VideoProvider` for the Vidu API."""
 
     name = NAME
@@ -160,6 +154,7 @@ class ViduProvider:
     with 429 QuotaExceeded, which the worker waits out, holding a slot for nothing."""
     safe_resubmit = False
     """A create has no idempotency key: sending one twice makes, and bills, two videos."""
+    catalogue = tuple(model.info for model in MODELS)
 
     def __init__(self, api_key: str, base_url: str, *, max_download_bytes: int) -> None:
         self.http = ProviderHttp(
@@ -171,32 +166,13 @@ class ViduProvider:
             max_download_bytes=max_download_bytes,
         )
 
-    def models(self) -> Sequence[ModelInfo]:
-        return tuple(model.info for model in MODELS)
-
-    def model_for(self, model_id: str) -> ModelInfo | None:
-        return None
-
-    async def start(self) -> None:
-        """Nothing to learn: the model list is fixed."""
-
     async def health(self) -> ProviderHealth:
         """Reads the account (`GET credits`): authenticated, read-only, and it tells whether credits are left."""
-        ids = tuple(model.info.id for model in MODELS)
-        try:
-            account = await self.http.json("GET", "credits")
-        except CredentialsRejected as exc:
-            problem = f"Vidu refused the key (HTTP {exc.status}): check {CREDENTIAL_VARIABLE}"
-            return ProviderHealth(reachable=True, authenticated=False, models=ids, problem=problem)
-        except ProviderError as exc:
-            if exc.status is None and exc.retryable:  # nothing reached the service
-                problem = f"cannot reach {self.http.base_url}: check VIDU_BASE_URL ({exc})"
-                return ProviderHealth(reachable=False, authenticated=False, models=ids, problem=problem)
-            return ProviderHealth(reachable=True, authenticated=False, models=ids, problem=str(exc))
+        health, account = await self.http.probe("GET", "credits", base_variable="VIDU_BASE_URL",
+                                                models=self.model_ids)  # fmt: skip
         if credits_left(account) == 0:
-            problem = "the Vidu account has no credits left: top it up at platform.vidu.com"
-            return ProviderHealth(reachable=True, authenticated=True, models=ids, problem=problem)
-        return ProviderHealth(reachable=True, authenticated=True, models=ids)
+            return replace(health, problem="the Vidu account has no credits left: top it up at platform.vidu.com")
+        return health
 
     async def submit(self, job_id: str, request: VideoRequest) -> str:
         model = _BY_ID.get(request.model)
@@ -251,15 +227,6 @@ class ViduProvider:
             await self.http.read("POST", f"tasks/{task_id}/cancel", json={"id": task_id})
         except RequestRejected as exc:
             log.info("job %s: Vidu did not cancel task %s: %s", remote.job_id, task_id, exc.reason)
-
-    async def download(self, remote: RemoteJob, result: PollResult, dest: Path) -> None:
-        if not result.output_url:
-            raise ProviderError(f"{NAME} task {remote.remote_id} succeeded without a video URL", retryable=True)
-        # A signed storage URL on another origin: ProviderHttp sends it no API key.
-        await self.http.download(result.output_url, dest)
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
 
 def from_settings(settings: Settings) -> ViduProvider | None:
@@ -358,26 +325,10 @@ async def _create(model: ViduModel, request: VideoRequest) -> tuple[str, dict[st
 def image_data_uri(path: Path) -> str:
     """The first frame as a `data:` URI within Vidu's limits: sent as it is when it fits, else scaled down
     (keeping its shape) and sent as JPEG. Runs in a thread."""
-    try:
-        with Image.open(path, formats=list(IMAGE_MIME)) as img:
-            fmt, (width, height) = str(img.format), img.size
-        if width * height > MAX_IMAGE_PIXELS:
-            raise RequestRejected(NAME, f"the image has too many pixels ({width}×{height})", field="image")
-        if max(width, height) > IMAGE_MAX_RATIO * min(width, height):
-            raise RequestRejected(NAME, f"the image is too elongated ({width}×{height}): Vidu takes shapes "
-                                  "between 1:4 and 4:1", field="image")  # fmt: skip
-        if path.stat().st_size <= IMAGE_MAX_BYTES:
-            return _data_uri(IMAGE_MIME[fmt], path.read_bytes())
-        scale = min(1.0, IMAGE_SHRINK_SIDE / max(width, height))
-        frame = io.BytesIO()
-        load_image(path, (round(width * scale), round(height * scale))).save(frame, "JPEG", quality=90)
-    except FileNotFoundError:
-        raise ProviderError(f"image {path} not found", retryable=False,
-                            user_message="The image for this video is missing; attach it again.") from None  # fmt: skip
-    except (OSError, ValueError, Image.DecompressionBombError, ImageRejected) as exc:
-        raise RequestRejected(NAME, f"the image could not be read ({type(exc).__name__})", field="image") from None
-    return _data_uri("image/jpeg", frame.getvalue())
-
-
-def _data_uri(mime: str, data: bytes) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    with read_frame(NAME, path) as frame:
+        if max(frame.size) > IMAGE_MAX_RATIO * min(frame.size):
+            raise RequestRejected(NAME, f"the image is too elongated ({frame.width}×{frame.height}): Vidu takes "
+                                  "shapes between 1:4 and 4:1", field="image")  # fmt: skip
+        if frame.file_bytes() <= IMAGE_MAX_BYTES:
+            return frame.data_uri()
+        return data_uri("image/jpeg", fitted_frame(path, frame.within(IMAGE_SHRINK_SIDE)))

@@ -10,9 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Protocol
 
-from bot.domain import GuildSettings, Job, JobEvent, JobState, QuotaLimits, Route, VideoRequest, WorkerInfo
+from bot.domain import (
+    AuditEntry,
+    GuildSettings,
+    Job,
+    JobEvent,
+    JobState,
+    QuotaLimits,
+    Route,
+    VideoRequest,
+    WorkerInfo,
+)
 from bot.errors import InvalidTransition as InvalidTransition
 from bot.errors import LeaseLost as LeaseLost
 
@@ -203,6 +214,21 @@ class JobStore(Protocol):
         """Every job not in a terminal state (recovery, status refresh after a restart)."""
         ...
 
+    # --- metrics ----------------------------------------------------------------------------------------
+    async def queue_depth_by_model(self) -> dict[str, int]:
+        """Queued jobs per model, across every server (models with none are left out)."""
+        ...
+
+    async def leases_held(self, worker_id: str, *, now: float) -> int:
+        """Jobs `worker_id` holds under a lease that has not run out."""
+        ...
+
+    # --- refusals by rule (the server stats) -------------------------------------------------------------
+    async def record_refusal(self, guild_id: int, user_id: int, rule: str, *, at: float) -> None:
+        """Count one refusal of a member's request by a server rule, or of a job by the provider's content policy
+        (`rule` is a short name from `bot.jobs.refusals`)."""
+        ...
+
 
 class QuotaStore(Protocol):
     """Quota policy layers, a member's standing, the ledger and blocks."""
@@ -266,14 +292,59 @@ class Maintenance(Protocol):
     async def set_meta(self, key: str, value: str) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class DailyUsage:
+    """One model's usage on one UTC day of a server."""
+
+    day: date
+    model: str
+    credits: int
+    """Credits kept by the day's finished jobs: the ledger's reserves net of refunds, as the quota's "Used"."""
+    spend_usd: float
+    """The list price of the day's jobs that did not fail or get cancelled, as the monthly budget counts it."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberCredits:
+    user_id: int
+    credits: int
+
+
+class StatsStore(Protocol):
+    """What the server stats read. `start` and `end` are UTC midnights (epoch seconds); a job counts on the day
+    it was queued (its refund is dated there too)."""
+
+    async def usage_by_day(self, guild_id: int, start: float, end: float) -> list[DailyUsage]:
+        """Per day and model with any credits or spend; days and models with none are left out."""
+        ...
+
+    async def top_members(self, guild_id: int, start: float, end: float, *, limit: int) -> list[MemberCredits]:
+        """The members who kept the most credits, most first (ties by id); members with none are left out."""
+        ...
+
+    async def refusals_by_rule(self, guild_id: int, start: float, end: float) -> dict[str, int]: ...
+
+
+class AuditStore(Protocol):
+    """The audit trail: admin changes, only ever added (`bot.jobs.audit`)."""
+
+    async def add_audit_entry(self, entry: AuditEntry) -> AuditEntry:
+        """Store one entry; returns it with its `id` (entries are numbered in the order they are added)."""
+        ...
+
+    async def audit_entries(self, guild_id: int, *, limit: int) -> list[AuditEntry]:
+        """A server's latest `limit` entries, newest first."""
+        ...
+
+
 class ServiceStore(JobStore, QuotaStore, SettingsStore, Protocol):
     """What the member-facing service needs: jobs, the quota ledger it charges in the same transaction, and the
     server settings it checks (no migrations, no schema, no meta)."""
 
 
-class AdminStore(QuotaStore, SettingsStore, Protocol):
+class AdminStore(QuotaStore, SettingsStore, AuditStore, Protocol):
     """What the admin service changes itself: policies, grants, blocks, settings (jobs go through JobService)."""
 
 
-class Store(JobStore, QuotaStore, SettingsStore, Maintenance, Protocol):
+class Store(JobStore, QuotaStore, SettingsStore, Maintenance, StatsStore, AuditStore, Protocol):
     """Everything: what `open_store` returns, for code that wires the parts together."""

@@ -174,6 +174,13 @@ class JobsSql:
     async def unfinished_jobs(self) -> list[Job]:
         return [job_from_row(row) for row in await fetch(self.dialect, "unfinished_jobs")]
 
+    # --- metrics ----------------------------------------------------------------------------------------
+    async def queue_depth_by_model(self) -> dict[str, int]:
+        return {str(row["model"]): int(row["n"]) for row in await fetch(self.dialect, "queue_depth_by_model")}
+
+    async def leases_held(self, worker_id: str, *, now: float) -> int:
+        return _count(await fetchrow(self.dialect, "leases_held", worker_id=worker_id, now=now))
+
 
 async def apply_transition(conn: Connection, job_id: str, change: Transition, now: float) -> Job:
     """The one place a job changes state: checked against `ALLOWED` (and the lease), recorded with its history

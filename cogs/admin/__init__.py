@@ -15,7 +15,17 @@ from discord.ext import commands
 
 from bot.discord.render import model_choice
 from bot.discord.replies import answer
+from bot.jobs.admin_settings import MAX_BUDGET, SettingsChange
 from cogs.admin.quota import AdminGroup, MemberOption, QuotaGroup
+from cogs.admin.rules import (
+    BlocklistGroup,
+    ChannelGroup,
+    audit_command,
+    changed_text,
+    language_autocomplete,
+    settings_text,
+)
+from cogs.admin.stats import stats_command
 
 if TYPE_CHECKING:
     from bot.discord.client import VideoBot
@@ -35,32 +45,32 @@ class MemberGroup(AdminGroup, name="user", description="Block or unblock a membe
     @app_commands.command(name="block", description="Stop a member from generating videos on this server")
     @app_commands.describe(user="The member to block")
     async def block(self, interaction: discord.Interaction, user: MemberOption) -> None:
-        await self.bot.admin.block(interaction.guild_id or 0, user.id)
+        await self.bot.admin.block(interaction.guild_id or 0, user.id, by=interaction.user.id)
         await answer(interaction, f"{user.mention} is now blocked: their `/video` requests are refused. "
                                   "Jobs already queued still run; `/videoadmin queue clear` cancels them.")  # fmt: skip
 
     @app_commands.command(name="unblock", description="Let a blocked member generate videos again")
     @app_commands.describe(user="The member to unblock")
     async def unblock(self, interaction: discord.Interaction, user: MemberOption) -> None:
-        await self.bot.admin.unblock(interaction.guild_id or 0, user.id)
+        await self.bot.admin.unblock(interaction.guild_id or 0, user.id, by=interaction.user.id)
         await answer(interaction, f"{user.mention} is no longer blocked and can use `/video` again.")
 
 
 class QueueGroup(AdminGroup, name="queue", description="Pause, resume or clear the server's video queue"):
     @app_commands.command(name="pause", description="Refuse new videos and hold waiting ones")
     async def pause(self, interaction: discord.Interaction) -> None:
-        await self.bot.admin.pause(interaction.guild_id or 0)
+        await self.bot.admin.pause(interaction.guild_id or 0, by=interaction.user.id)
         await answer(interaction, "The video queue is paused: new `/video` requests are refused and waiting jobs "
                                   "stay queued. Videos already generating finish.")  # fmt: skip
 
     @app_commands.command(name="resume", description="Accept videos again and start waiting ones")
     async def resume(self, interaction: discord.Interaction) -> None:
-        await self.bot.admin.resume(interaction.guild_id or 0)
+        await self.bot.admin.resume(interaction.guild_id or 0, by=interaction.user.id)
         await answer(interaction, "The video queue is running again.")
 
     @app_commands.command(name="clear", description="Cancel and refund every waiting video on this server")
     async def clear(self, interaction: discord.Interaction) -> None:
-        cancelled = await self.bot.admin.clear_queue(interaction.guild_id or 0)
+        cancelled = await self.bot.admin.clear_queue(interaction.guild_id or 0, by=interaction.user.id)
         if not cancelled:
             await answer(interaction, "No videos were waiting; nothing was cancelled.")
             return
@@ -76,14 +86,16 @@ class ModelGroup(AdminGroup, name="model", description="Choose which models this
     @app_commands.describe(model="The model, provider/model")
     @app_commands.autocomplete(model=model_autocomplete)
     async def enable(self, interaction: discord.Interaction, model: str) -> None:
-        await self.bot.admin.set_model_enabled(interaction.guild_id or 0, model, True)
+        await self.bot.admin.set_model_enabled(interaction.guild_id or 0, model, True, by=interaction.user.id)
         await answer(interaction, f"`{model}` is enabled on this server.")
 
     @app_commands.command(name="disable", description="Stop members from using a model")
     @app_commands.describe(model="The model, provider/model")
     @app_commands.autocomplete(model=model_autocomplete)
     async def disable(self, interaction: discord.Interaction, model: str) -> None:
-        settings = await self.bot.admin.set_model_enabled(interaction.guild_id or 0, model, False)
+        settings = await self.bot.admin.set_model_enabled(
+            interaction.guild_id or 0, model, False, by=interaction.user.id
+        )
         default = settings.default_model or self.bot.jobs.registry.default_model
         note = "" if default != model else " Pick another default with `/videoadmin model default`."
         await answer(interaction, f"`{model}` is disabled on this server: `/video` refuses it.{note}")
@@ -92,7 +104,7 @@ class ModelGroup(AdminGroup, name="model", description="Choose which models this
     @app_commands.describe(model="The model, provider/model")
     @app_commands.autocomplete(model=model_autocomplete)
     async def default(self, interaction: discord.Interaction, model: str) -> None:
-        await self.bot.admin.set_default_model(interaction.guild_id or 0, model)
+        await self.bot.admin.set_default_model(interaction.guild_id or 0, model, by=interaction.user.id)
         await answer(interaction, f"`{model}` is now this server's default model for `/video`.")
 
     @app_commands.command(name="list", description="Every configured model, enabled or not")
@@ -108,24 +120,37 @@ class ModelGroup(AdminGroup, name="model", description="Choose which models this
 @app_commands.guild_only()
 @app_commands.default_permissions(manage_guild=True)
 class VideoAdmin(AdminGroup, name="videoadmin", description="Video bot settings for server admins"):
-    @app_commands.command(name="settings", description="Server settings: the admin role")
-    @app_commands.describe(admin_role="Members with this role count as video admins (besides Manage Server)")
-    async def settings(self, interaction: discord.Interaction, admin_role: discord.Role | None = None) -> None:
+    @app_commands.command(name="settings", description="Server settings; with no option, shows them")
+    @app_commands.describe(
+        admin_role="Members with this role count as video admins (besides Manage Server)",
+        log_channel="Where admin changes and refusals by rule are posted",
+        monthly_budget="US dollars the server may spend on providers per calendar month, by list price (0: off)",
+        language="The language of public messages (auto: the server's own locale)",
+    )
+    @app_commands.autocomplete(language=language_autocomplete)
+    async def settings(
+        self,
+        interaction: discord.Interaction,
+        admin_role: discord.Role | None = None,
+        log_channel: discord.TextChannel | None = None,
+        monthly_budget: app_commands.Range[float, 0, MAX_BUDGET] | None = None,
+        language: str | None = None,
+    ) -> None:
         guild_id = interaction.guild_id or 0
-        if admin_role is not None:
-            await self.bot.admin.set_admin_role(
-                guild_id,
-                admin_role.id,
-                by_manage_server=interaction.permissions.manage_guild,
-                managed=admin_role.managed,
-            )
-            await answer(interaction, f"Members with {admin_role.mention} now count as video admins, as do members "
-                                      "with Manage Server.")  # fmt: skip
+        change = SettingsChange(
+            admin_role_id=admin_role.id if admin_role is not None else None,
+            admin_role_managed=admin_role is not None and admin_role.managed,
+            log_channel_id=log_channel.id if log_channel is not None else None,
+            monthly_budget=monthly_budget,
+            language=language,
+        )
+        if change.is_empty:
+            await answer(interaction, settings_text(await self.bot.admin.settings(guild_id)))
             return
-        current = (await self.bot.admin.settings(guild_id)).admin_role_id
-        role = f"<@&{current}>" if current is not None else "none"
-        await answer(interaction, f"Admin role: {role}. Members with Manage Server are always admins; "
-                                  "give `admin_role` to change it.")  # fmt: skip
+        saved = await self.bot.admin.change_settings(
+            guild_id, change, by_manage_server=interaction.permissions.manage_guild, by=interaction.user.id
+        )
+        await answer(interaction, changed_text(change, saved))
 
 
 class AdminCog(commands.Cog):
@@ -134,6 +159,10 @@ class AdminCog(commands.Cog):
         self.group = VideoAdmin(bot)
         for subgroup in (QuotaGroup, MemberGroup, QueueGroup, ModelGroup):
             subgroup(bot, parent=self.group)
+        self.group.add_command(stats_command(bot))  # /videoadmin stats
+        for rules in (BlocklistGroup, ChannelGroup):  # /videoadmin blocklist …, channel …
+            rules(bot, parent=self.group)
+        self.group.add_command(audit_command(bot))  # /videoadmin audit
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.group)

@@ -74,7 +74,7 @@ class QuotaGroup(AdminGroup, name="quota", description="Credits and job limits f
         max_running: Running | None = None,
     ) -> None:
         limits = QuotaLimits(credits=credits, period=period, max_queued=max_queued, max_running=max_running)
-        merged = await self.bot.admin.set_default_quota(interaction.guild_id or 0, limits)
+        merged = await self.bot.admin.set_default_quota(interaction.guild_id or 0, limits, by=interaction.user.id)
         await answer(interaction, f"Default quota is now {describe_limits(merged)}.")
 
     @app_commands.command(name="role", description="Set or clear a role's quota (a member gets their best role's)")
@@ -99,13 +99,13 @@ class QuotaGroup(AdminGroup, name="quota", description="Credits and job limits f
         if clear:
             if limits != QuotaLimits():
                 raise ClearWithLimits()
-            await self.bot.admin.set_role_quota(guild_id, role.id, None)
+            await self.bot.admin.set_role_quota(guild_id, role.id, None, by=interaction.user.id)
             await answer(interaction, f"Removed the quota of {role.mention}; its members get the server default "
                                       "or their other roles' quota.")  # fmt: skip
             return
         if limits == QuotaLimits():
             raise NothingToChange(("credits", "max_queued", "max_running", "clear"))
-        merged = await self.bot.admin.set_role_quota(guild_id, role.id, limits)
+        merged = await self.bot.admin.set_role_quota(guild_id, role.id, limits, by=interaction.user.id)
         await answer(interaction, f"Members with {role.mention} now get {describe_limits(merged or limits)} "
                                   "(a member gets the highest of their roles' limits).")  # fmt: skip
 
@@ -133,13 +133,13 @@ class QuotaGroup(AdminGroup, name="quota", description="Credits and job limits f
         if clear:
             if limits != QuotaLimits():
                 raise ClearWithLimits()
-            await self.bot.admin.set_user_quota(guild_id, user.id, None)
+            await self.bot.admin.set_user_quota(guild_id, user.id, None, by=interaction.user.id)
             await answer(interaction, f"Dropped the quota override of {user.mention}; their roles' and the "
                                       "server's quota apply again.")  # fmt: skip
             return
         if limits == QuotaLimits():
             raise NothingToChange(("credits", "unlimited", "max_queued", "max_running", "clear"))
-        merged = await self.bot.admin.set_user_quota(guild_id, user.id, limits)
+        merged = await self.bot.admin.set_user_quota(guild_id, user.id, limits, by=interaction.user.id)
         await answer(interaction, f"Quota override of {user.mention} is now {describe_limits(merged or limits)}.")
 
     @app_commands.command(name="grant", description="Give a member extra credits in this window (negative takes back)")
@@ -150,7 +150,7 @@ class QuotaGroup(AdminGroup, name="quota", description="Credits and job limits f
         user: MemberOption,
         credits: app_commands.Range[int, -MAX_LIMIT, MAX_LIMIT],
     ) -> None:
-        usage = await self.bot.admin.grant(member_requester(interaction, user), credits)
+        usage = await self.bot.admin.grant(member_requester(interaction, user), credits, by=interaction.user.id)
         if credits > 0:
             done = f"Gave {user.mention} {_credits(credits)} extra"
         else:
@@ -160,7 +160,7 @@ class QuotaGroup(AdminGroup, name="quota", description="Credits and job limits f
     @app_commands.command(name="reset", description="Set a member's usage in the current window back to zero")
     @app_commands.describe(user="The member")
     async def reset(self, interaction: discord.Interaction, user: MemberOption) -> None:
-        usage = await self.bot.admin.reset(member_requester(interaction, user))
+        usage = await self.bot.admin.reset(member_requester(interaction, user), by=interaction.user.id)
         await answer(interaction, f"Usage of {user.mention} is back to zero; they have {credits_left(usage)}.")
 
     @app_commands.command(name="show", description="A member's credits, limits, override and block")

@@ -203,3 +203,44 @@ INSERT INTO meta (key, value) VALUES (:key, :value) ON CONFLICT (key) DO UPDATE 
 -- (a running job's cost is reserved; a failure or a cancel returns it).
 SELECT COALESCE(SUM(cost_usd), 0) AS spent FROM jobs
 WHERE guild_id = :guild_id AND created_at >= :start AND created_at < :end AND state NOT IN ('failed', 'cancelled');
+
+-- ===== metrics (scraped by /metrics) ====================================================================
+
+-- name: queue_depth_by_model
+SELECT model, COUNT(*) AS n FROM jobs WHERE state = 'queued' GROUP BY model;
+
+-- name: leases_held
+SELECT COUNT(*) AS n FROM jobs
+WHERE lease_owner = :worker_id AND lease_expires_at > :now AND state IN {active_states};
+
+-- ===== the server stats (admin command) and refusals by rule =========================================
+-- The day-by-day totals differ by dialect only in how a UTC day number is taken from epoch seconds, so they are
+-- in sqlite.sql and postgres.sql (stats_credits_by_day, stats_spend_by_day).
+
+-- name: insert_refusal
+INSERT INTO refusals (guild_id, user_id, rule, at) VALUES (:guild_id, :user_id, :rule, :at);
+
+-- name: stats_top_members
+-- Credits each member kept in [start, end): the ledger's reserve and refund rows (a refund is dated at its
+-- reservation) of finished jobs, as the quota's "Used" counts them; a job still running holds, not uses, its credits.
+SELECT l.user_id AS user_id, SUM(l.credits) AS credits
+FROM usage_ledger l JOIN jobs j ON j.id = l.job_id
+WHERE l.guild_id = :guild_id AND l.kind IN ('reserve', 'refund') AND l.at >= :start AND l.at < :end
+  AND j.state IN {terminal_states}
+GROUP BY l.user_id
+HAVING SUM(l.credits) > 0
+ORDER BY SUM(l.credits) DESC, l.user_id
+LIMIT :limit;
+
+-- name: stats_refusals_by_rule
+SELECT rule, COUNT(*) AS n FROM refusals WHERE guild_id = :guild_id AND at >= :start AND at < :end GROUP BY rule;
+
+-- ===== the audit trail (admin changes) ==================================================================
+
+-- name: insert_audit_entry
+INSERT INTO audit_log (guild_id, actor_id, at, action, target_kind, target, before_json, after_json)
+VALUES (:guild_id, :actor_id, :at, :action, :target_kind, :target, :before_json, :after_json)
+RETURNING id;
+
+-- name: audit_entries
+SELECT * FROM audit_log WHERE guild_id = :guild_id ORDER BY id DESC LIMIT :limit;

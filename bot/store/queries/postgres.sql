@@ -93,3 +93,20 @@ SELECT * FROM quota_policies WHERE guild_id = :guild_id AND (scope = 'default'
 -- Until the commit: the server's spend snapshot and the insert it guards do not interleave with another member's
 -- enqueue on the same server (only servers with a budget take it).
 SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '/spend/' || :guild_id::bigint::text, 0));
+
+-- ===== the server stats (admin command) ====================================================================
+-- A UTC day number is whole days since the epoch: FLOOR, since CAST of a double rounds in PostgreSQL.
+
+-- name: stats_credits_by_day
+-- Credits kept per UTC day and model: the ledger's reserve and refund rows of finished jobs (as the quota's "Used").
+SELECT CAST(FLOOR(l.at / 86400) AS BIGINT) AS day, j.model AS model, SUM(l.credits) AS credits
+FROM usage_ledger l JOIN jobs j ON j.id = l.job_id
+WHERE l.guild_id = :guild_id AND l.kind IN ('reserve', 'refund') AND l.at >= :start AND l.at < :end
+  AND j.state IN {terminal_states}
+GROUP BY day, j.model;
+
+-- name: stats_spend_by_day
+-- Provider spend by list price per UTC day and model, as the monthly budget counts it: jobs not failed or cancelled.
+SELECT CAST(FLOOR(created_at / 86400) AS BIGINT) AS day, model, SUM(cost_usd) AS spend_usd FROM jobs
+WHERE guild_id = :guild_id AND created_at >= :start AND created_at < :end AND state NOT IN ('failed', 'cancelled')
+GROUP BY day, model;

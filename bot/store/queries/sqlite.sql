@@ -82,3 +82,20 @@ SELECT * FROM quota_policies WHERE guild_id = :guild_id AND (scope = 'default'
 
 -- name: lock_guild_spend
 -- (nothing: SQLite runs one write transaction at a time)
+
+-- ===== the server stats (admin command) ====================================================================
+-- A UTC day number is whole days since the epoch: CAST truncates, which is the floor for times after 1970.
+
+-- name: stats_credits_by_day
+-- Credits kept per UTC day and model: the ledger's reserve and refund rows of finished jobs (as the quota's "Used").
+SELECT CAST(l.at / 86400 AS INTEGER) AS day, j.model AS model, SUM(l.credits) AS credits
+FROM usage_ledger l JOIN jobs j ON j.id = l.job_id
+WHERE l.guild_id = :guild_id AND l.kind IN ('reserve', 'refund') AND l.at >= :start AND l.at < :end
+  AND j.state IN {terminal_states}
+GROUP BY day, j.model;
+
+-- name: stats_spend_by_day
+-- Provider spend by list price per UTC day and model, as the monthly budget counts it: jobs not failed or cancelled.
+SELECT CAST(created_at / 86400 AS INTEGER) AS day, model, SUM(cost_usd) AS spend_usd FROM jobs
+WHERE guild_id = :guild_id AND created_at >= :start AND created_at < :end AND state NOT IN ('failed', 'cancelled')
+GROUP BY day, model;

@@ -2,8 +2,10 @@
 knobs the engine contract tests turn (`tests/test_provider_contract.py`), and a real MP4 to serve.
 
 A vendor fake subclasses `FakeVendor`, adds its routes in `routes()`, says which kind of request each path is
-(`kind_of`), and gives the settings that point the bot at it (`env`). It answers as its vendor documents,
-failure shapes included, and is strict: a wrong path, header, field name or type gets the vendor's own error.
+(`kind_of`), and gives the settings that point the bot at it (`env`). A vendor that hands out its videos on
+another origin (a CDN, object storage) sets `storage` to a second server (`storage.py`), whose requests are
+downloads. It answers as its vendor documents, failure shapes included, and is strict: a wrong path, header,
+field name or type gets the vendor's own error.
 
 The knobs, honoured by every fake in its vendor's words:
 
@@ -29,9 +31,12 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from tests.fakes.providers.storage import StorageHost
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 KINDS = ("create", "poll", "result", "download", "cancel", "upload", "other")
@@ -107,6 +112,8 @@ class FakeVendor:
         self.clock: Callable[[], float] = time.monotonic
         self.faults: deque[Fault] = deque()
         self.video = sample_clip()
+        self.storage: StorageHost | None = None
+        """The vendor's result storage or CDN, a second server (`tests.fakes.providers.storage`), if it has one."""
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
@@ -132,6 +139,12 @@ class FakeVendor:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def storage_url(self) -> str:
+        """Where `storage` listens (another origin than `base_url`)."""
+        assert self.storage is not None
+        return self.storage.url
 
     def settings(self) -> dict[str, Any]:
         """`env()` as keyword arguments for `Settings`."""
@@ -179,6 +192,19 @@ class FakeVendor:
             return min(1.0, (self.clock() - job.created_at) / max(self.finish_after, 1e-9))
         return min(1.0, job.polls / max(1, self.polls_to_finish + 1))
 
+    def current_url(self, job: FakeJob, sign: Callable[[int], str]) -> str:
+        """The job's result URL: the same on every poll until a download found it expired (`refuse_url`), then
+        `sign(version)` afresh, with `hand_out_url`'s version (negative: a URL already expired)."""
+        url: str | None = job.extra.get("result_url")
+        if url is None or job.extra.pop("url_refused", False):
+            url = job.extra["result_url"] = sign(self.hand_out_url(job))
+        return url
+
+    def refuse_url(self, job: FakeJob | None) -> None:
+        """A download found the job's URL expired: its next poll hands out a fresh one."""
+        if job is not None:
+            job.extra["url_refused"] = True
+
     def hand_out_url(self, job: FakeJob) -> int:
         """The version of a result URL handed out now: the first is stale when `expire_first_url` is set."""
         if self.expire_first_url and job.url_version == 0 and "expired_once" not in job.extra:
@@ -195,9 +221,13 @@ class FakeVendor:
         server = site._server
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        if self.storage is not None:
+            await self.storage.start()
         return self
 
     async def close(self) -> None:
+        if self.storage is not None:
+            await self.storage.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -211,7 +241,7 @@ class FakeVendor:
     # --- plumbing -------------------------------------------------------------------------------------
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        kind = self.kind_of(request)
+        kind = "download" if self.storage is not None and request.app is self.storage.app else self.kind_of(request)
         seen = Seen(request.method, request.path, kind, dict(request.headers), dict(request.query))
         self.seen.append(seen)
         fault = next((f for f in self.faults if f.kind == kind), None)

@@ -20,26 +20,24 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import io
 import re
-import secrets
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 from aiohttp import web
 from PIL import Image
 
 from tests.fakes.providers.base import FakeJob, FakeVendor, read_json
+from tests.fakes.providers.storage import OssBucket, StorageHost
 
 API = "/api/v1"
 CREATE_PATH = f"{API}/services/aigc/video-generation/video-synthesis"
 BUCKET = "dashscope-result-fake"
+OBJECT_KEY = re.compile(f"/{BUCKET}/([^/]+)\\.mp4")
 MAX_SEED = 2_147_483_647
 IMAGE_SIDES = (360, 2000)
 IMAGE_MAX_BYTES = 10 * 1024 * 1024
@@ -93,11 +91,8 @@ class DashScopeFake(FakeVendor):
 
     def __init__(self) -> None:
         super().__init__()
-        self.oss_app = web.Application(middlewares=[self._middleware])
-        self.oss_app.router.add_route("*", "/{key:.+}", self._oss_object)
-        self._oss_runner: web.AppRunner | None = None
-        self.oss_port = 0
-        self._oss_secret = secrets.token_bytes(16)
+        self.storage = StorageHost(self._middleware, self._oss_object)
+        self.bucket = OssBucket(BUCKET, URL_LIFETIME)
         self.task_failure: tuple[str, str] | None = None
         """(code, message): the next jobs end FAILED with it, as a task fails at DashScope for its own reasons."""
 
@@ -110,8 +105,6 @@ class DashScopeFake(FakeVendor):
         router.add_route("*", "/{tail:.*}", self._unknown_url)
 
     def kind_of(self, request: web.Request) -> str:
-        if request.app is self.oss_app:
-            return "download"
         path, method = request.path, request.method
         if method == "POST" and path == CREATE_PATH:
             return "create"
@@ -126,23 +119,6 @@ class DashScopeFake(FakeVendor):
 
     def error_body(self, status: int, message: str) -> Any:
         return {"request_id": str(uuid.uuid4()), "code": ERROR_CODES.get(status, "InternalError"), "message": message}
-
-    async def start(self) -> DashScopeFake:
-        await super().start()
-        self._oss_runner = web.AppRunner(self.oss_app, access_log=None, shutdown_timeout=1.0, handle_signals=False)
-        await self._oss_runner.setup()
-        await web.TCPSite(self._oss_runner, "127.0.0.1", 0).start()
-        self.oss_port = self._oss_runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        if self._oss_runner is not None:
-            await self._oss_runner.cleanup()
-            self._oss_runner = None
-        await super().close()
-
-    async def __aenter__(self) -> DashScopeFake:
-        return await self.start()
 
     # --- the API --------------------------------------------------------------------------------------
     def _refusal(self, exc: BadRequest) -> web.Response:
@@ -242,43 +218,11 @@ class DashScopeFake(FakeVendor):
     # --- the result storage ---------------------------------------------------------------------------
     def _video_url(self, job: FakeJob) -> str:
         """The task's signed URL, the same on every poll (as DashScope answers) until it was refused as expired."""
-        url: str | None = job.extra.get("video_url")
-        if url is None or job.extra.pop("expired_url_refused", False):
-            version = self.hand_out_url(job)
-            now = int(time.time())
-            expires = now - 60 if version < 0 else now + URL_LIFETIME
-            key = f"/{BUCKET}/{job.id}.mp4"
-            signature = quote(self._sign(key, expires), safe="")
-            url = (
-                f"http://127.0.0.1:{self.oss_port}{key}?Expires={expires}&OSSAccessKeyId=LTAIfake&Signature={signature}"
-            )
-            job.extra["video_url"] = url
-        return url
-
-    def _sign(self, key: str, expires: int) -> str:
-        digest = hmac.new(self._oss_secret, f"GET\n\n\n{expires}\n{key}".encode(), hashlib.sha1).digest()
-        return base64.b64encode(digest).decode()
+        key = f"/{BUCKET}/{job.id}.mp4"
+        return self.current_url(job, lambda version: self.bucket.signed_url(self.storage_url, key, expired=version < 0))
 
     async def _oss_object(self, request: web.Request) -> web.Response:
-        if "Authorization" in request.headers:
-            # A signed URL already authenticates: OSS refuses a second mechanism (and the key must not leak).
-            return oss_error(400, "InvalidArgument", "Authorization header is invalid.")
-        if request.method not in ("GET", "HEAD"):
-            return oss_error(405, "MethodNotAllowed", "The specified method is not allowed against this resource.")
-        expires, signature = request.query.get("Expires"), request.query.get("Signature")
-        if not expires or not signature or "OSSAccessKeyId" not in request.query or not expires.isdigit():
-            return oss_error(403, "AccessDenied", "AccessDenied: You have no right to access this object.")
-        if not hmac.compare_digest(signature, self._sign(request.path, int(expires))):
-            return oss_error(403, "SignatureDoesNotMatch", "The request signature we calculated does not match.")
-        match = re.fullmatch(f"/{BUCKET}/([^/]+)\\.mp4", request.path)
-        job = self.jobs.get(match.group(1)) if match else None
-        if int(expires) < time.time():
-            if job is not None:
-                job.extra["expired_url_refused"] = True
-            return oss_error(403, "AccessDenied", "Request has expired.")
-        if job is None:
-            return oss_error(404, "NoSuchKey", "The specified key does not exist.")
-        return self.video_response()
+        return self.bucket.answer(request, self, OBJECT_KEY)
 
 
 def check_create(body: Any) -> str:
@@ -369,15 +313,6 @@ def check_image(img_url: Any) -> None:
     low, high = IMAGE_SIDES
     if not (low <= width <= high and low <= height <= high):
         raise BadRequest(f"The img_url image is {width}x{height}: each side must be within [{low}, {high}].")
-
-
-def oss_error(status: int, code: str, message: str) -> web.Response:
-    request_id = uuid.uuid4().hex[:24].upper()
-    xml = (
-        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error>\n  <Code>{code}</Code>\n  <Message>{message}</Message>\n'
-        f"  <RequestId>{request_id}</RequestId>\n  <HostId>{BUCKET}.oss.example</HostId>\n</Error>\n"
-    )
-    return web.Response(status=status, text=xml, content_type="application/xml")
 
 
 def _only(fields: dict[str, Any], allowed: set[str], where: str) -> None:

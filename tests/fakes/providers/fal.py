@@ -28,11 +28,12 @@ import binascii
 import datetime
 import uuid
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 from aiohttp import web
 
 from tests.fakes.providers.base import FakeJob, FakeVendor, read_json
+from tests.fakes.providers.storage import StorageHost
 
 KEY = "test-fal-key"
 APP = "fal-ai/wan"
@@ -154,18 +155,13 @@ class FalFake(FakeVendor):
         self.queue_ahead = 1
         self.fail_reason: str | None = None
         self.errors_in_status = True
-        self.cdn = web.Application(middlewares=[self._middleware])
-        self.cdn.router.add_get("/files/{job}/{version}/{name}", self._media)
-        self._cdn_runner: web.AppRunner | None = None
-        self.cdn_port = 0
+        self.storage = StorageHost(self._middleware, self._media, "/files/{job}/{version}/{name}", "GET")
 
     # --- FakeVendor -----------------------------------------------------------------------------------
     def routes(self, router: web.UrlDispatcher) -> None:
         router.add_route("*", "/{tail:.*}", self._queue)
 
     def kind_of(self, request: web.Request) -> str:
-        if request.app is self.cdn:
-            return "download"
         if request.method == "POST":
             return "create"
         parts = request.path.strip("/").split("/")
@@ -184,24 +180,6 @@ class FalFake(FakeVendor):
 
     def error_body(self, status: int, message: str) -> Any:
         return {"detail": message}
-
-    @property
-    def cdn_url(self) -> str:
-        return f"http://127.0.0.1:{self.cdn_port}"
-
-    async def start(self) -> Self:
-        await super().start()
-        self._cdn_runner = web.AppRunner(self.cdn, access_log=None, shutdown_timeout=1.0, handle_signals=False)
-        await self._cdn_runner.setup()
-        await web.TCPSite(self._cdn_runner, "127.0.0.1", 0).start()
-        self.cdn_port = self._cdn_runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        if self._cdn_runner is not None:
-            await self._cdn_runner.cleanup()
-            self._cdn_runner = None
-        await super().close()
 
     # --- the queue ------------------------------------------------------------------------------------
     async def _queue(self, request: web.Request) -> web.StreamResponse:
@@ -311,7 +289,7 @@ class FalFake(FakeVendor):
         """The URL in the result: the same one until a download finds it expired, then a fresh one."""
         if "url_version" not in job.extra or job.extra.get("url_expired"):
             job.extra.update(url_version=self.hand_out_url(job), url_expired=False)
-        return f"{self.cdn_url}/files/{job.id}/v{job.extra['url_version']}/output.mp4"
+        return f"{self.storage_url}/files/{job.id}/v{job.extra['url_version']}/output.mp4"
 
     async def _media(self, request: web.Request) -> web.StreamResponse:
         if "Authorization" in request.headers:

@@ -34,12 +34,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 from aiohttp import web
 from PIL import Image
 
 from tests.fakes.providers.base import FakeJob, FakeVendor, read_json
+from tests.fakes.providers.storage import StorageHost
 
 API = "/v1/videos"
 FAMILIES = ("text2video", "image2video")
@@ -114,10 +115,7 @@ class KlingFake(FakeVendor):
         """What a token's `exp` and `nbf` are checked against."""
         self.prompt_refusal: str | None = None
         """The next creates are refused by the content-safety check (1301) with this message."""
-        self.cdn_app = web.Application(middlewares=[self._middleware])
-        self.cdn_app.router.add_route("*", "/{key:.+}", self._cdn_object)
-        self._cdn_runner: web.AppRunner | None = None
-        self.cdn_port = 0
+        self.storage = StorageHost(self._middleware, self._cdn_object)
         self._cdn_objects: dict[str, tuple[str, bool]] = {}
         """CDN path → (task id, still there)."""
 
@@ -130,8 +128,6 @@ class KlingFake(FakeVendor):
         router.add_route("*", "/{tail:.*}", self._unknown)
 
     def kind_of(self, request: web.Request) -> str:
-        if request.app is self.cdn_app:
-            return "download"
         families = "|".join(FAMILIES)
         if request.method == "POST" and re.fullmatch(f"{API}/({families})", request.path):
             return "create"
@@ -145,20 +141,6 @@ class KlingFake(FakeVendor):
 
     def error_body(self, status: int, message: str) -> Any:
         return {"code": CODE_FOR_STATUS.get(status, 5000), "message": message, "request_id": str(uuid.uuid4())}
-
-    async def start(self) -> Self:
-        await super().start()
-        self._cdn_runner = web.AppRunner(self.cdn_app, access_log=None, shutdown_timeout=1.0, handle_signals=False)
-        await self._cdn_runner.setup()
-        await web.TCPSite(self._cdn_runner, "127.0.0.1", 0).start()
-        self.cdn_port = self._cdn_runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        if self._cdn_runner is not None:
-            await self._cdn_runner.cleanup()
-            self._cdn_runner = None
-        await super().close()
 
     # --- the API --------------------------------------------------------------------------------------
     def _refusal(self, exc: KlingError) -> web.Response:
@@ -257,22 +239,19 @@ class KlingFake(FakeVendor):
     # --- the CDN --------------------------------------------------------------------------------------
     def _video_url(self, job: FakeJob) -> str:
         """The task's URL, the same on every poll until a purged one was asked for."""
-        url: str | None = job.extra.get("video_url")
-        if url is None or job.extra.pop("purged_url_refused", False):
-            version = self.hand_out_url(job)
-            path = f"/bs2/upload-ylab-stunt/output/{job.id}/{secrets.token_hex(8)}/output.mp4"
-            self._cdn_objects[path] = (job.id, version >= 0)
-            url = f"http://127.0.0.1:{self.cdn_port}{path}"
-            job.extra["video_url"] = url
-        return url
+        return self.current_url(job, lambda version: self._cdn_path(job, version))
+
+    def _cdn_path(self, job: FakeJob, version: int) -> str:
+        path = f"/bs2/upload-ylab-stunt/output/{job.id}/{secrets.token_hex(8)}/output.mp4"
+        self._cdn_objects[path] = (job.id, version >= 0)
+        return f"{self.storage_url}{path}"
 
     async def _cdn_object(self, request: web.Request) -> web.Response:
         if request.method not in ("GET", "HEAD"):
             return web.Response(status=405, text="Method Not Allowed")
         task_id, present = self._cdn_objects.get(request.path, ("", False))
         if not present:
-            if task_id in self.jobs:
-                self.jobs[task_id].extra["purged_url_refused"] = True
+            self.refuse_url(self.jobs.get(task_id))
             return web.Response(status=404, text="Not Found")
         return self.video_response()
 

@@ -36,6 +36,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from tests.fakes.providers.base import FakeJob, FakeVendor, read_json
+from tests.fakes.providers.storage import StorageHost, xml_error
 
 API = "/dream-machine/v1"
 CREATE_PATHS = (f"{API}/generations/video", f"{API}/generations")
@@ -76,10 +77,7 @@ class LumaFake(FakeVendor):
 
     def __init__(self) -> None:
         super().__init__()
-        self.cdn_app = web.Application(middlewares=[self._middleware])
-        self.cdn_app.router.add_route("*", "/{key:.+}", self._cdn_file)
-        self._cdn_runner: web.AppRunner | None = None
-        self.cdn_port = 0
+        self.storage = StorageHost(self._middleware, self._cdn_file)
         self._cdn_secret = secrets.token_bytes(16)
         self.generation_failure: str | None = None
         """A `failure_reason` the next jobs end with, as a generation fails at Luma for its own reasons."""
@@ -96,8 +94,6 @@ class LumaFake(FakeVendor):
         router.add_route("*", "/{tail:.*}", self._not_found)
 
     def kind_of(self, request: web.Request) -> str:
-        if request.app is self.cdn_app:
-            return "download"
         path, method = request.path, request.method
         if method == "POST" and path in CREATE_PATHS:
             return "create"
@@ -110,23 +106,6 @@ class LumaFake(FakeVendor):
 
     def error_body(self, status: int, message: str) -> Any:
         return {"detail": message}
-
-    async def start(self) -> LumaFake:
-        await super().start()
-        self._cdn_runner = web.AppRunner(self.cdn_app, access_log=None, shutdown_timeout=1.0, handle_signals=False)
-        await self._cdn_runner.setup()
-        await web.TCPSite(self._cdn_runner, "127.0.0.1", 0).start()
-        self.cdn_port = self._cdn_runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        if self._cdn_runner is not None:
-            await self._cdn_runner.cleanup()
-            self._cdn_runner = None
-        await super().close()
-
-    async def __aenter__(self) -> LumaFake:
-        return await self.start()
 
     # --- the API --------------------------------------------------------------------------------------
     def _authorised(self, request: web.Request) -> bool:
@@ -204,15 +183,13 @@ class LumaFake(FakeVendor):
     # --- the CDN --------------------------------------------------------------------------------------
     def _video_url(self, job: FakeJob) -> str:
         """The generation's signed URL, the same on every poll until it was refused as expired."""
-        url: str | None = job.extra.get("video_url")
-        if url is None or job.extra.pop("expired_url_refused", False):
-            version = self.hand_out_url(job)
-            expires = int(time.time()) + (-60 if version < 0 else URL_LIFETIME)
-            path = f"/dream_machine/{job.id}/v{max(version, 0)}/video.mp4"
-            signature = quote(self._sign(path, expires), safe="")
-            url = f"http://127.0.0.1:{self.cdn_port}{path}?Expires={expires}&Key-Pair-Id=KFAKE&Signature={signature}"
-            job.extra["video_url"] = url
-        return url
+        return self.current_url(job, lambda version: self._signed_url(job, version))
+
+    def _signed_url(self, job: FakeJob, version: int) -> str:
+        expires = int(time.time()) + (-60 if version < 0 else URL_LIFETIME)
+        path = f"/dream_machine/{job.id}/v{max(version, 0)}/video.mp4"
+        signature = quote(self._sign(path, expires), safe="")
+        return f"{self.storage_url}{path}?Expires={expires}&Key-Pair-Id=KFAKE&Signature={signature}"
 
     def _sign(self, path: str, expires: int) -> str:
         digest = hmac.new(self._cdn_secret, f"{path}\n{expires}".encode(), hashlib.sha256).digest()
@@ -221,22 +198,21 @@ class LumaFake(FakeVendor):
     async def _cdn_file(self, request: web.Request) -> web.Response:
         if "Authorization" in request.headers:
             # A signed URL already authenticates: a second mechanism is refused (and the key must not leak).
-            return cdn_error(400, "InvalidArgument", "Only one auth mechanism allowed")
+            return xml_error(400, "InvalidArgument", "Only one auth mechanism allowed")
         if request.method not in ("GET", "HEAD"):
-            return cdn_error(405, "MethodNotAllowed", "The specified method is not allowed against this resource.")
+            return xml_error(405, "MethodNotAllowed", "The specified method is not allowed against this resource.")
         expires, signature = request.query.get("Expires", ""), request.query.get("Signature", "")
         if not expires.isdigit() or not signature or "Key-Pair-Id" not in request.query:
-            return cdn_error(403, "AccessDenied", "Missing Key-Pair-Id query parameter or cookie value")
+            return xml_error(403, "AccessDenied", "Missing Key-Pair-Id query parameter or cookie value")
         if not hmac.compare_digest(signature, self._sign(request.path, int(expires))):
-            return cdn_error(403, "AccessDenied", "Access denied")
+            return xml_error(403, "AccessDenied", "Access denied")
         match = re.fullmatch(r"/dream_machine/([^/]+)/v\d+/video\.mp4", request.path)
         job = self.jobs.get(match.group(1)) if match else None
         if int(expires) < time.time():
-            if job is not None:
-                job.extra["expired_url_refused"] = True
-            return cdn_error(403, "AccessDenied", "Request has expired")
+            self.refuse_url(job)
+            return xml_error(403, "AccessDenied", "Request has expired")
         if job is None or job.cancelled:
-            return cdn_error(404, "NoSuchKey", "The specified key does not exist.")
+            return xml_error(404, "NoSuchKey", "The specified key does not exist.")
         return self.video_response()
 
 
@@ -300,8 +276,3 @@ def _one_of(body: dict[str, Any], name: str, allowed: tuple[str, ...]) -> None:
     if name in body and body[name] not in allowed:
         expected = ", ".join(f"'{value}'" for value in allowed)
         raise field_error([name], "literal_error", f"Input should be one of {expected}", body[name])
-
-
-def cdn_error(status: int, code: str, message: str) -> web.Response:
-    xml = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>\n'
-    return web.Response(status=status, text=xml, content_type="application/xml")

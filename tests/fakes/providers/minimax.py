@@ -24,26 +24,25 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import io
 import re
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 from aiohttp import web
 from PIL import Image
 
 from tests.fakes.providers.base import FakeJob, FakeVendor, read_json
+from tests.fakes.providers.storage import OssBucket, StorageHost
 
 CREATE_PATH = "/v1/video_generation"
 QUERY_PATH = "/v1/query/video_generation"
 RETRIEVE_PATH = "/v1/files/retrieve"
 LIST_PATH = "/v1/files/list"
 BUCKET = "public-cdn-video-data-fake"
+OBJECT_KEY = re.compile(f"/{BUCKET}/inference_output/video/([0-9]+)/output\\.mp4")
 URL_LIFETIME = 3600
 """A `download_url` is valid for one hour."""
 MAX_PROMPT = 2000
@@ -97,11 +96,8 @@ class MiniMaxFake(FakeVendor):
 
     def __init__(self) -> None:
         super().__init__()
-        self.storage_app = web.Application(middlewares=[self._middleware])
-        self.storage_app.router.add_route("*", "/{key:.+}", self._stored_object)
-        self._storage_runner: web.AppRunner | None = None
-        self.storage_port = 0
-        self._secret = secrets.token_bytes(16)
+        self.storage = StorageHost(self._middleware, self._stored_object)
+        self.bucket = OssBucket(BUCKET, URL_LIFETIME)
         self.task_failure: str | None = None
         """The next tasks end Fail with this `error_message`, as a task fails at MiniMax for its own reasons."""
 
@@ -114,8 +110,6 @@ class MiniMaxFake(FakeVendor):
         router.add_route("*", "/{tail:.*}", self._unknown_url)
 
     def kind_of(self, request: web.Request) -> str:
-        if request.app is self.storage_app:
-            return "download"
         kinds = {("POST", CREATE_PATH): "create", ("GET", QUERY_PATH): "poll", ("GET", RETRIEVE_PATH): "result"}
         return kinds.get((request.method, request.path), "other")
 
@@ -124,23 +118,6 @@ class MiniMaxFake(FakeVendor):
 
     def error_body(self, status: int, message: str) -> Any:
         return base_resp(CODES_BY_STATUS.get(status, 1000), message)
-
-    async def start(self) -> MiniMaxFake:
-        await super().start()
-        runner = web.AppRunner(self.storage_app, access_log=None, shutdown_timeout=1.0, handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        self._storage_runner, self.storage_port = runner, runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        if self._storage_runner is not None:
-            await self._storage_runner.cleanup()
-            self._storage_runner = None
-        await super().close()
-
-    async def __aenter__(self) -> MiniMaxFake:
-        return await self.start()
 
     # --- the API --------------------------------------------------------------------------------------
     def _answer(self, body: dict[str, Any]) -> web.Response:
@@ -220,44 +197,17 @@ class MiniMaxFake(FakeVendor):
     def _download_url(self, job: FakeJob) -> str:
         """A newly signed URL; while `expire_first_url` holds, the expired one until a download refused it."""
         stale: str | None = job.extra.get("stale_url")
-        if stale is not None and not job.extra.get("stale_refused"):
+        if stale is not None and not job.extra.get("url_refused"):
             return stale
         version = self.hand_out_url(job)
-        now = int(time.time())
-        expires = now - 60 if version < 0 else now + URL_LIFETIME
         key = f"/{BUCKET}/inference_output/video/{job.id}/output.mp4"
-        signature = quote(self._sign(key, expires), safe="")
-        url = (
-            f"http://127.0.0.1:{self.storage_port}{key}?Expires={expires}&OSSAccessKeyId=LTAIfake&Signature={signature}"
-        )
+        url = self.bucket.signed_url(self.storage_url, key, expired=version < 0)
         if version < 0:
             job.extra["stale_url"] = url
         return url
 
-    def _sign(self, key: str, expires: int) -> str:
-        digest = hmac.new(self._secret, f"GET\n\n\n{expires}\n{key}".encode(), hashlib.sha1).digest()
-        return base64.b64encode(digest).decode()
-
     async def _stored_object(self, request: web.Request) -> web.Response:
-        if "Authorization" in request.headers:
-            # A signed URL already authenticates: OSS refuses a second mechanism (and the key must not leak).
-            return oss_error(400, "InvalidArgument", "Authorization header is invalid.")
-        if request.method not in ("GET", "HEAD"):
-            return oss_error(405, "MethodNotAllowed", "The specified method is not allowed against this resource.")
-        expires, signature = request.query.get("Expires", ""), request.query.get("Signature")
-        if not signature or "OSSAccessKeyId" not in request.query or not expires.isdigit():
-            return oss_error(403, "AccessDenied", "AccessDenied: You have no right to access this object.")
-        if not hmac.compare_digest(signature, self._sign(request.path, int(expires))):
-            return oss_error(403, "SignatureDoesNotMatch", "The request signature we calculated does not match.")
-        match = re.fullmatch(f"/{BUCKET}/inference_output/video/([0-9]+)/output\\.mp4", request.path)
-        job = self.jobs.get(match.group(1)) if match else None
-        if int(expires) < time.time():
-            if job is not None:
-                job.extra["stale_refused"] = True
-            return oss_error(403, "AccessDenied", "Request has expired.")
-        if job is None:
-            return oss_error(404, "NoSuchKey", "The specified key does not exist.")
-        return self.video_response()
+        return self.bucket.answer(request, self, OBJECT_KEY)
 
 
 def base_resp(code: int, message: str) -> dict[str, Any]:
@@ -342,12 +292,3 @@ def _id_param(request: web.Request, name: str) -> str:
     if not value.isdigit():
         raise Refusal(2013, f"invalid params, {name} {value!r}")
     return value
-
-
-def oss_error(status: int, code: str, message: str) -> web.Response:
-    request_id = secrets.token_hex(12).upper()
-    xml = (
-        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error>\n  <Code>{code}</Code>\n  <Message>{message}</Message>\n'
-        f"  <RequestId>{request_id}</RequestId>\n  <HostId>{BUCKET}.oss.example</HostId>\n</Error>\n"
-    )
-    return web.Response(status=status, text=xml, content_type="application/xml")

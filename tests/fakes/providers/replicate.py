@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from tests.fakes.providers.base import FakeJob, FakeVendor, read_json
+from tests.fakes.providers.storage import StorageHost
 
 TOKEN = "r8_test"
 FILES_PREFIX = "/xezq/"
@@ -149,10 +150,7 @@ class ReplicateFake(FakeVendor):
         self.starting_polls = 0
         self.finish_within_wait = False
         self.output_as_list = False
-        self.files = web.Application(middlewares=[self._middleware])
-        self.files.router.add_get(FILES_PREFIX + "{job}/{version}/output.mp4", self._file)
-        self._files_runner: web.AppRunner | None = None
-        self.files_port = 0
+        self.storage = StorageHost(self._middleware, self._file, FILES_PREFIX + "{job}/{version}/output.mp4", "GET")
 
     # --- FakeVendor ---------------------------------------------------------------------------------
     def routes(self, router: web.UrlDispatcher) -> None:
@@ -163,8 +161,6 @@ class ReplicateFake(FakeVendor):
 
     def kind_of(self, request: web.Request) -> str:
         path = request.path
-        if path.startswith(FILES_PREFIX):
-            return "download"
         if request.method == "POST" and path.startswith("/v1/models/") and path.endswith("/predictions"):
             return "create"
         if path.startswith("/v1/predictions/"):
@@ -176,28 +172,6 @@ class ReplicateFake(FakeVendor):
 
     def error_body(self, status: int, message: str) -> Any:
         return {"title": TITLES.get(status, "Error"), "detail": message, "status": status}
-
-    @property
-    def files_url(self) -> str:
-        return f"http://127.0.0.1:{self.files_port}"
-
-    async def start(self) -> ReplicateFake:
-        await super().start()
-        self._files_runner = web.AppRunner(self.files, access_log=None, shutdown_timeout=1.0, handle_signals=False)
-        await self._files_runner.setup()
-        site = web.TCPSite(self._files_runner, "127.0.0.1", 0)
-        await site.start()
-        self.files_port = self._files_runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        if self._files_runner is not None:
-            await self._files_runner.cleanup()
-            self._files_runner = None
-        await super().close()
-
-    async def __aenter__(self) -> ReplicateFake:
-        return await self.start()
 
     # --- the API ------------------------------------------------------------------------------------
     async def _create(self, request: web.Request) -> web.Response:
@@ -290,7 +264,7 @@ class ReplicateFake(FakeVendor):
             error = f"The input or output was flagged as sensitive (E005): {job.refused}"
             answer = self._prediction(job, "failed", error=error)
         elif outcome == "succeeded":
-            url = f"{self.files_url}{FILES_PREFIX}{job.id}/{self._url_version(job)}/output.mp4"
+            url = f"{self.storage_url}{FILES_PREFIX}{job.id}/{self._url_version(job)}/output.mp4"
             answer = self._prediction(job, "succeeded", output=[url] if self.output_as_list else url,
                                       logs=_logs(STEPS))  # fmt: skip
         elif job.polls <= self.starting_polls:

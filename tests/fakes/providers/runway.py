@@ -39,6 +39,7 @@ from aiohttp import web
 from PIL import Image
 
 from tests.fakes.providers.base import FakeJob, FakeVendor, read_json
+from tests.fakes.providers.storage import StorageHost
 
 API_VERSION = "2024-11-06"
 SECRET = "key_" + "0123456789abcdef" * 8
@@ -109,10 +110,7 @@ class RunwayFake(FakeVendor):
         self.task_failure: tuple[str, str] | None = None
         """(failureCode, failure): the next tasks end FAILED with it instead of succeeding."""
         self.credit_balance = 10_000
-        self.cdn_app = web.Application(middlewares=[self._middleware])
-        self.cdn_app.router.add_route("*", "/{key:.+}", self._cdn_object)
-        self._cdn_runner: web.AppRunner | None = None
-        self.cdn_port = 0
+        self.storage = StorageHost(self._middleware, self._cdn_object)
         self._cdn_secret = secrets.token_bytes(16)
 
     # --- FakeVendor -----------------------------------------------------------------------------------
@@ -125,8 +123,6 @@ class RunwayFake(FakeVendor):
         router.add_route("*", "/{tail:.*}", self._unknown)
 
     def kind_of(self, request: web.Request) -> str:
-        if request.app is self.cdn_app:
-            return "download"
         if request.method == "POST" and request.path in ENDPOINTS:
             return "create"
         if TASK_PATH.match(request.path):
@@ -138,23 +134,6 @@ class RunwayFake(FakeVendor):
 
     def error_body(self, status: int, message: str) -> Any:
         return {"error": message}
-
-    async def start(self) -> RunwayFake:
-        await super().start()
-        self._cdn_runner = web.AppRunner(self.cdn_app, access_log=None, shutdown_timeout=1.0, handle_signals=False)
-        await self._cdn_runner.setup()
-        await web.TCPSite(self._cdn_runner, "127.0.0.1", 0).start()
-        self.cdn_port = self._cdn_runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        if self._cdn_runner is not None:
-            await self._cdn_runner.cleanup()
-            self._cdn_runner = None
-        await super().close()
-
-    async def __aenter__(self) -> RunwayFake:
-        return await self.start()
 
     # --- the API --------------------------------------------------------------------------------------
     def _refused(self, request: web.Request) -> web.Response | None:
@@ -247,14 +226,12 @@ class RunwayFake(FakeVendor):
     def _output_url(self, job: FakeJob) -> str:
         """The task's signed CDN URL: the same on every poll until it has expired, then signed afresh (Runway:
         "fetch the task again to get fresh URLs")."""
-        url: str | None = job.extra.get("output_url")
-        if url is None or job.extra.pop("expired_url_refused", False):
-            version = self.hand_out_url(job)
-            expires = int(time.time()) + (-60 if version < 0 else URL_LIFETIME)
-            claims = base64.urlsafe_b64encode(json.dumps({"task": job.id, "exp": expires}).encode()).decode()
-            url = f"http://127.0.0.1:{self.cdn_port}/{job.id}/video.mp4?_jwt={claims}.{self._sign(claims)}"
-            job.extra["output_url"] = url
-        return url
+        return self.current_url(job, lambda version: self._signed_url(job, version))
+
+    def _signed_url(self, job: FakeJob, version: int) -> str:
+        expires = int(time.time()) + (-60 if version < 0 else URL_LIFETIME)
+        claims = base64.urlsafe_b64encode(json.dumps({"task": job.id, "exp": expires}).encode()).decode()
+        return f"{self.storage_url}/{job.id}/video.mp4?_jwt={claims}.{self._sign(claims)}"
 
     def _sign(self, claims: str) -> str:
         return hmac.new(self._cdn_secret, claims.encode(), hashlib.sha256).hexdigest()
@@ -271,8 +248,7 @@ class RunwayFake(FakeVendor):
         payload = json.loads(base64.urlsafe_b64decode(claims))
         job = self.jobs.get(payload["task"])
         if payload["exp"] < time.time():
-            if job is not None:
-                job.extra["expired_url_refused"] = True
+            self.refuse_url(job)
             return web.Response(status=403, text="Access denied: the URL has expired")
         if job is None or job.extra.get("deleted") or request.path != f"/{job.id}/video.mp4":
             return web.Response(status=404, text="Not found")

@@ -39,6 +39,7 @@ from aiohttp import web
 from PIL import Image
 
 from tests.fakes.providers.base import FakeJob, FakeVendor, read_json
+from tests.fakes.providers.storage import StorageHost, xml_error
 
 API = "/ent/v2"
 BUCKET = "vidu-results-fake"
@@ -120,10 +121,7 @@ class ViduFake(FakeVendor):
         super().__init__()
         self.task_failure: str | None = None
         self.credit_remain = 1_000_000
-        self.storage = web.Application(middlewares=[self._middleware])
-        self.storage.router.add_route("*", "/{key:.+}", self._object)
-        self._storage_runner: web.AppRunner | None = None
-        self.storage_port = 0
+        self.storage = StorageHost(self._middleware, self._object)
         self._secret = secrets.token_bytes(16)
 
     # --- FakeVendor -----------------------------------------------------------------------------------
@@ -136,8 +134,6 @@ class ViduFake(FakeVendor):
         router.add_route("*", "/{tail:.*}", self._unknown)
 
     def kind_of(self, request: web.Request) -> str:
-        if request.app is self.storage:
-            return "download"
         path, method = request.path, request.method
         if method == "POST" and path in (f"{API}/text2video", f"{API}/img2video"):
             return "create"
@@ -153,24 +149,6 @@ class ViduFake(FakeVendor):
     def error_body(self, status: int, message: str) -> Any:
         reason = REASONS.get(status, "InternalServiceFailure")
         return {"code": status, "reason": reason, "message": message, "metadata": {"trace_id": secrets.token_hex(16)}}
-
-    async def start(self) -> ViduFake:
-        await super().start()
-        self._storage_runner = web.AppRunner(self.storage, access_log=None, shutdown_timeout=1.0,
-                                             handle_signals=False)  # fmt: skip
-        await self._storage_runner.setup()
-        await web.TCPSite(self._storage_runner, "127.0.0.1", 0).start()
-        self.storage_port = self._storage_runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        if self._storage_runner is not None:
-            await self._storage_runner.cleanup()
-            self._storage_runner = None
-        await super().close()
-
-    async def __aenter__(self) -> ViduFake:
-        return await self.start()
 
     # --- the API --------------------------------------------------------------------------------------
     def _check_auth(self, request: web.Request) -> None:
@@ -265,36 +243,33 @@ class ViduFake(FakeVendor):
     # --- the result storage ---------------------------------------------------------------------------
     def _video_url(self, job: FakeJob) -> str:
         """The task's presigned URL, the same on every poll until a download found it expired."""
-        url: str | None = job.extra.get("video_url")
-        if url is None or job.extra.pop("expired_url_refused", False):
-            version = self.hand_out_url(job)
-            signed_at = int(time.time()) - (2 * URL_LIFETIME if version < 0 else 0)
-            key = f"/{BUCKET}/{job.id}/v{max(version, 0)}.mp4"
-            query = (f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date={signed_at}&X-Amz-Expires={URL_LIFETIME}"
-                     f"&X-Amz-Signature={self._sign(key, signed_at)}")  # fmt: skip
-            url = f"http://127.0.0.1:{self.storage_port}{key}?{query}"
-            job.extra["video_url"] = url
-        return url
+        return self.current_url(job, lambda version: self._presigned_url(job, version))
+
+    def _presigned_url(self, job: FakeJob, version: int) -> str:
+        signed_at = int(time.time()) - (2 * URL_LIFETIME if version < 0 else 0)
+        key = f"/{BUCKET}/{job.id}/v{max(version, 0)}.mp4"
+        query = (f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date={signed_at}&X-Amz-Expires={URL_LIFETIME}"
+                 f"&X-Amz-Signature={self._sign(key, signed_at)}")  # fmt: skip
+        return f"{self.storage_url}{key}?{query}"
 
     def _sign(self, key: str, signed_at: int) -> str:
         return hmac.new(self._secret, f"GET\n{key}\n{signed_at}\n{URL_LIFETIME}".encode(), hashlib.sha256).hexdigest()
 
     async def _object(self, request: web.Request) -> web.Response:
         if "Authorization" in request.headers:
-            return storage_error(400, "InvalidArgument", "Only one auth mechanism allowed")
+            return xml_error(400, "InvalidArgument", "Only one auth mechanism allowed")
         if request.method not in ("GET", "HEAD"):
-            return storage_error(405, "MethodNotAllowed", "The specified method is not allowed")
+            return xml_error(405, "MethodNotAllowed", "The specified method is not allowed")
         signed_at, signature = request.query.get("X-Amz-Date", ""), request.query.get("X-Amz-Signature", "")
         if not signed_at.isdigit() or not hmac.compare_digest(signature, self._sign(request.path, int(signed_at))):
-            return storage_error(403, "SignatureDoesNotMatch", "The request signature does not match")
+            return xml_error(403, "SignatureDoesNotMatch", "The request signature does not match")
         match = re.fullmatch(f"/{BUCKET}/([^/]+)/v\\d+\\.mp4", request.path)
         job = self.jobs.get(match.group(1)) if match else None
         if int(signed_at) + URL_LIFETIME < time.time():
-            if job is not None:
-                job.extra["expired_url_refused"] = True
-            return storage_error(403, "AccessDenied", "Request has expired")
+            self.refuse_url(job)
+            return xml_error(403, "AccessDenied", "Request has expired")
         if job is None:
-            return storage_error(404, "NoSuchKey", "The specified key does not exist.")
+            return xml_error(404, "NoSuchKey", "The specified key does not exist.")
         return self.video_response()
 
 
@@ -357,9 +332,3 @@ def check_image(image: Any) -> None:
         raise ViduError(400, "ImageFormatInvalid", "invalid image format")
     if max(width, height) > 4 * min(width, height):
         raise ViduError(400, "PageSizeOutOfRange", "page size out of range")
-
-
-def storage_error(status: int, code: str, message: str) -> web.Response:
-    xml = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
-           f"<RequestId>{secrets.token_hex(8).upper()}</RequestId></Error>")  # fmt: skip
-    return web.Response(status=status, text=xml, content_type="application/xml")
