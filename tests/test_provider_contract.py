@@ -148,6 +148,9 @@ async def test_a_content_refusal_reaches_the_member_and_refunds(vendor: FakeVend
         assert job.state is JobState.FAILED
         assert job.error is not None and REASON in job.error, job.error
         assert await r.standing() == (0, 0), "credits come back"
+        counted = await r.store.refusals_by_rule(ALICE.guild_id, 0.0, 1e12)  # type: ignore[attr-defined]
+        expected = {"provider_content": 1} if vendor.has_content_policy else {}
+        assert counted == expected, "the provider's refusal counts in the stats, at submit or at a poll"
 
 
 async def test_a_job_past_its_deadline_fails_and_refunds(vendor: FakeVendor, tmp_path: Path) -> None:

@@ -107,7 +107,13 @@ async def wait_remote(w: Worker, job: Job, provider: VideoProvider) -> Job:
         if result.state is RemoteState.CANCELLED:
             return await w.end(job, JobState.CANCELLED, "cancelled at the video service")
         if result.state is RemoteState.FAILED:
-            raise JobFailed(result.error or "The video service could not make this video.")
+            reason = result.error or "The video service could not make this video."
+            if result.refused:  # the same refusal as at submit: counted in the metrics and the stats
+                refusal = ContentRefused(provider.name, reason)
+                if w.on_provider_error is not None:
+                    w.on_provider_error(provider.name, refusal)
+                raise JobFailed(reason) from refusal
+            raise JobFailed(reason)
         progress = job.progress if result.progress is None else result.progress
         waiting = result.state is RemoteState.QUEUED
         if (progress, waiting, result.queue_position) != (job.progress, job.remote_waiting, job.remote_position):

@@ -47,6 +47,8 @@ class PollResult:
     """The provider's hint for the next poll, in seconds."""
     queue_position: int | None = None
     """Jobs ahead of this one at the provider (0: next), while it waits there."""
+    refused: bool = False
+    """A FAILED job that the provider's content policy refused (`error` holds its reason): counted as such."""
     output_url: str | None = None
     """Where the finished video can be fetched, when the provider hands out a URL (it may expire: `download`
     is always given a fresh poll's result)."""

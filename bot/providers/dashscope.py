@@ -188,7 +188,7 @@ class DashScopeProvider(HostedProvider):
             url = output.get("video_url")
             return PollResult(state, progress=1.0, output_url=url if isinstance(url, str) and url else None)
         if state is RemoteState.FAILED:
-            return PollResult(state, error=_failure_reason(output))
+            return PollResult(state, error=_failure_reason(output), refused=str(output.get("code")) in REFUSAL_CODES)
         if state is RemoteState.CANCELLED:
             return PollResult(state, error="cancelled at DashScope")
         return PollResult(state, poll_after=POLL_SECONDS)

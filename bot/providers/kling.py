@@ -196,7 +196,9 @@ class KlingProvider(HostedProvider):
             return PollResult(state, progress=1.0, output_url=_video_url(data))
         if state is RemoteState.FAILED:
             reason = str(data.get("task_status_msg") or "").strip()
-            return PollResult(state, error=reason or "Kling could not make this video")
+            # Kling's risk control (its content policy) words the refusal of a finished video this way.
+            refused = "risk control" in reason.lower()
+            return PollResult(state, error=reason or "Kling could not make this video", refused=refused)
         return PollResult(state, poll_after=POLL_SECONDS)
 
     async def cancel(self, remote: RemoteJob) -> None:

@@ -172,7 +172,9 @@ def poll_result(generation: Any) -> PollResult:
         url = assets.get("video") if isinstance(assets, dict) else None
         return PollResult(state, progress=1.0, output_url=url if isinstance(url, str) and url else None)
     if state is RemoteState.FAILED:
-        return PollResult(state, error=failure_message(generation.get("failure_reason")))
+        reason = generation.get("failure_reason")
+        refused = isinstance(reason, str) and REFUSAL.search(reason) is not None
+        return PollResult(state, error=failure_message(reason), refused=refused)
     return PollResult(state)
 
 

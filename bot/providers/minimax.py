@@ -181,7 +181,8 @@ class MiniMaxProvider(HostedProvider):
         code, message = _base_resp(answer)
         # A failed task is final whatever else the answer says; a refusal of the finished video comes back here.
         if status == "Fail" or code in REFUSED:
-            return PollResult(RemoteState.FAILED, error=_failure_reason(answer, code, message))
+            return PollResult(RemoteState.FAILED, error=_failure_reason(answer, code, message),
+                              refused=code in REFUSED)  # fmt: skip
         failure = base_resp_error(answer, response, Kind.READ)
         if failure is not None:
             raise failure

@@ -191,7 +191,10 @@ class OpenAIVideoProvider:
         if status == "completed":
             return PollResult(RemoteState.SUCCEEDED, progress=1.0)
         if status == "failed":
-            return PollResult(RemoteState.FAILED, progress=progress, error=_failure_text(video.get("error")))
+            error = video.get("error")
+            code = str(error.get("code") or "") if isinstance(error, dict) else ""
+            return PollResult(RemoteState.FAILED, progress=progress, error=_failure_text(error),
+                              refused=code in REFUSAL_CODES or "moderation" in code)  # fmt: skip
         # A status the API does not document: keep waiting (the poll deadline still bounds the job).
         log.warning("job %s: openai video %s has unknown status %r", remote.job_id, remote.remote_id, status)
         return PollResult(RemoteState.RUNNING, progress=progress, poll_after=poll_after)

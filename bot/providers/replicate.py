@@ -237,7 +237,8 @@ def poll_result(prediction: Any) -> PollResult:
             return PollResult(RemoteState.FAILED, error="The video service finished without a video.")
         return PollResult(RemoteState.SUCCEEDED, progress=1.0, output_url=url)
     if status == "failed":
-        return PollResult(RemoteState.FAILED, error=_failure_error(prediction.get("error")).user_message)
+        failure = _failure_error(prediction.get("error"))
+        return PollResult(RemoteState.FAILED, error=failure.user_message, refused=isinstance(failure, ContentRefused))
     if status == "canceled":
         return PollResult(RemoteState.CANCELLED, error="cancelled at Replicate")
     # A status this adapter does not know: keep polling (the poll deadline ends it) rather than fail a job

@@ -236,7 +236,8 @@ def poll_result(task: Any) -> PollResult:
             return PollResult(RemoteState.FAILED, error="Runway finished without a video.")
         return PollResult(state, progress=1.0, output_url=url)
     if state is RemoteState.FAILED:
-        return PollResult(state, error=failure_reason(task))
+        refused = str(task.get("failureCode") or "").startswith("SAFETY.")
+        return PollResult(state, error=failure_reason(task), refused=refused)
     if state is RemoteState.CANCELLED:
         return PollResult(state, error="cancelled at Runway")
     progress = task.get("progress")

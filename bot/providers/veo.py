@@ -195,7 +195,8 @@ def operation_result(operation: Any) -> PollResult:
     reasons = [str(reason) for reason in filtered if reason] if isinstance(filtered, list) else []
     if reasons or answer.get("raiMediaFilteredCount"):
         # Done with no video because Google's safety filters removed it: a content refusal, in Google's words.
-        return PollResult(RemoteState.FAILED, error="; ".join(reasons) or "Veo's safety filters blocked this video.")
+        return PollResult(RemoteState.FAILED, error="; ".join(reasons) or "Veo's safety filters blocked this video.",
+                          refused=True)  # fmt: skip
     return PollResult(RemoteState.FAILED, error="Veo finished without a video.")
 
 

@@ -215,7 +215,7 @@ class ViduProvider(HostedProvider):
             code = str(answer.get("err_code") or "")
             if code == "UserCancelled":
                 return PollResult(RemoteState.CANCELLED, error="cancelled at Vidu")
-            return PollResult(state, error=failure_reason(code))
+            return PollResult(state, error=failure_reason(code), refused=code in REFUSAL_CODES)
         return PollResult(state, poll_after=POLL_SECONDS)
 
     async def cancel(self, remote: RemoteJob) -> None:

@@ -94,6 +94,9 @@ class FakeVendor:
     """Status polls tell the job's place in the vendor's queue before it starts."""
     can_cancel: ClassVar[bool] = True
     """The vendor has a cancel call (the adapter must use it)."""
+    has_content_policy: ClassVar[bool] = True
+    """The vendor refuses content by policy (ComfyUI runs whatever the workflow says: a refusal there is a failed
+    node, not a policy)."""
     create_is_idempotent: ClassVar[bool] = False
     """A create repeated after a lost answer cannot make a second job (client-chosen ids, idempotency keys)."""
 

@@ -51,6 +51,7 @@ class ComfyUIFake(FakeVendor):
     reports_progress = True
     reports_queue_position = False
     """A lone prompt runs at once here; positions behind other prompts are tested in test_provider_comfyui."""
+    has_content_policy = False
     create_is_idempotent = True
     """The bot chooses the prompt id: a create repeated after a lost answer finds the prompt already queued."""
 

@@ -207,7 +207,12 @@ class KlingFake(FakeVendor):
         outcome = self.advance(job)
         data = self._task(job)
         if outcome == "refused":
-            data.update(task_status="failed", task_status_msg=job.refused)
+            # Kling's risk control words an output refusal itself; a scripted reason is carried after it.
+            reason = job.refused or ""
+            worded = (
+                reason if "risk control" in reason.lower() else f"Failure to pass the risk control system: {reason}"
+            )
+            data.update(task_status="failed", task_status_msg=worded)
         elif outcome == "running":
             data["task_status"] = "submitted" if job.polls == 1 else "processing"
         else:

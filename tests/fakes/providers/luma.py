@@ -139,7 +139,11 @@ class LumaFake(FakeVendor):
             return self.reply_error(404, "Generation not found")
         outcome = self.advance(job)
         if outcome == "refused":
-            job.extra.update(state="failed", failure_reason=job.refused)
+            # Luma words its moderation failures itself ("Advanced prompt moderation failed"); a scripted reason
+            # is carried after them.
+            reason = job.refused or ""
+            worded = reason if "moderation" in reason.lower() else f"Advanced prompt moderation failed: {reason}"
+            job.extra.update(state="failed", failure_reason=worded)
         elif outcome == "running":
             job.extra["state"] = "queued" if job.polls == 1 else "dreaming"
         elif job.extra["failure"] is not None:
