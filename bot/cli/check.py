@@ -65,4 +65,5 @@ async def provider_row(provider: VideoProvider) -> tuple[bool, str]:
     if health.problem is not None:
         return False, health.problem
     models = ", ".join(health.models) if health.models else "no models offered"
-    return bool(health.models), f"reachable, authenticated; {models}"
+    balance = f"; balance {health.balance}" if health.balance else ""
+    return bool(health.models), f"reachable, authenticated{balance}; {models}"

@@ -3,9 +3,13 @@ never pings, and `answer`-style replies send no allowed mentions) and the refusa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import discord
 
 from bot.discord.chart import FILENAME
+from bot.discord.replies import timestamp
+from bot.jobs.balances import Balance
 from bot.jobs.stats import ServerStats
 
 RULE_NAMES = {
@@ -25,7 +29,7 @@ FOOTER = (
 )
 
 
-def stats_embed(stats: ServerStats) -> discord.Embed:
+def stats_embed(stats: ServerStats, balances: Sequence[Balance] = ()) -> discord.Embed:
     days = stats.days
     span = f"{days[0].isoformat()} to {days[-1].isoformat()} (UTC)" if len(days) > 1 else f"{days[0]} (UTC)"
     embed = discord.Embed(
@@ -44,6 +48,9 @@ def stats_embed(stats: ServerStats) -> discord.Embed:
             lines.append(f"…and {len(stats.models) - 10} more")
         embed.add_field(name="By model", value="\n".join(lines)[:1024], inline=False)
     embed.add_field(name="Refusals by rule", value=_refusals(stats), inline=False)
+    if balances:
+        lines = [f"`{b.provider}` · {b.balance} (checked {timestamp(b.checked_at, 'R')})" for b in balances]
+        embed.add_field(name="Provider accounts", value="\n".join(lines)[:1024], inline=False)
     embed.set_image(url=f"attachment://{FILENAME}")
     embed.set_footer(text=FOOTER)
     return embed

@@ -38,6 +38,7 @@ from bot.errors import (
     UnknownModel,
     UserError,
 )
+from bot.jobs.balances import VendorBalances
 from bot.jobs.moderation import check_request
 from bot.jobs.notify import Transitions
 from bot.jobs.quotas import check_admission, check_budget, resolve_policy, window_bounds
@@ -87,6 +88,8 @@ class JobService:
     ) -> None:
         self.store = store
         self.registry = registry
+        self.balances = VendorBalances(registry, clock)
+        """The vendors' account balances, asked at most every ten minutes (`/videoadmin stats`)."""
         self.clock = clock
         self._on_enqueue = on_enqueue
         self.transitions = transitions or Transitions()

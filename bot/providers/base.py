@@ -63,6 +63,8 @@ class ProviderHealth:
     models: tuple[str, ...] = ()
     problem: str | None = None
     """What is wrong, for the admin (names the setting to fix, never a secret's value)."""
+    balance: str | None = None
+    """The account's balance or credit left, as the vendor reports it (e.g. "$12.34", "1,200 credits")."""
 
     @property
     def ok(self) -> bool:

@@ -109,7 +109,10 @@ class LumaProvider(HostedProvider):
         health, answer = await self.http.probe("GET", "credits", base_variable="LUMAAI_BASE_URL",
                                                models=self.model_ids)  # fmt: skip
         balance = answer.get("credit_balance") if isinstance(answer, dict) else None
-        if isinstance(balance, int | float) and balance <= 0:
+        if not isinstance(balance, int | float) or isinstance(balance, bool):
+            return health
+        health = replace(health, balance=f"${balance / 100:,.2f}")  # Luma counts US cents
+        if balance <= 0:
             problem = "the Luma account has no credit left: top it up in Luma's API billing dashboard"
             return replace(health, problem=problem)
         return health

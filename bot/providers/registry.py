@@ -57,6 +57,9 @@ class ProviderRegistry:
     def offers(self, model_id: str) -> bool:
         return model_id in self._models
 
+    def provider_names(self) -> list[str]:
+        return list(self._providers)
+
     def provider(self, name: str) -> VideoProvider:
         return self._providers[name]
 

@@ -163,6 +163,8 @@ class RunwayProvider(HostedProvider):
         health, organization = await self.http.probe("GET", "v1/organization", base_variable="RUNWAYML_BASE_URL",
                                                      models=self.model_ids)  # fmt: skip
         balance = organization.get("creditBalance") if isinstance(organization, dict) else None
+        if isinstance(balance, int) and not isinstance(balance, bool):
+            health = replace(health, balance=f"{balance:,} credits")
         if isinstance(balance, int) and balance <= 0:
             problem = "the Runway organization has no API credits left: buy credits in Runway's developer portal"
             return replace(health, problem=problem)

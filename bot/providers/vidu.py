@@ -170,7 +170,10 @@ class ViduProvider(HostedProvider):
         """Reads the account (`GET credits`): authenticated, read-only, and it tells whether credits are left."""
         health, account = await self.http.probe("GET", "credits", base_variable="VIDU_BASE_URL",
                                                 models=self.model_ids)  # fmt: skip
-        if credits_left(account) == 0:
+        left = credits_left(account)
+        if left is not None:
+            health = replace(health, balance=f"{left:,} credits")
+        if left == 0:
             return replace(health, problem="the Vidu account has no credits left: top it up at platform.vidu.com")
         return health
 

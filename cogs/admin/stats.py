@@ -35,9 +35,10 @@ def stats_command(bot: VideoBot) -> app_commands.Command[Any, ..., None]:
     async def stats(interaction: discord.Interaction, days: Days = DEFAULT_DAYS) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         numbers = await service.server_stats(interaction.guild_id or 0, days)
+        balances = await bot.jobs.balances.current()
         png = await asyncio.to_thread(render_chart, numbers)
         await interaction.followup.send(
-            embed=stats_embed(numbers),
+            embed=stats_embed(numbers, balances),
             file=discord.File(io.BytesIO(png), filename=FILENAME),
             ephemeral=True,
             allowed_mentions=NO_PINGS,
