@@ -213,6 +213,8 @@ class Job:
     """Set for a job queued on a model alias: where it may fall back to, and where it came from."""
     cost_usd: float = 0.0
     """What the job costs at the provider by list price (the model's price × seconds), in US dollars."""
+    vendor_credits: float | None = None
+    """The vendor's own count of what the job cost, in its credits, where it reports one (Vidu)."""
 
     @property
     def model(self) -> str:

@@ -1,5 +1,6 @@
 """Where a vendor reports the account's balance, `python -m bot check` and `/videoadmin stats` show it: the figure,
-asked at most every ten minutes, never a key."""
+asked at most every ten minutes, never a key. Where it reports what a job cost in its own units, that is kept with
+the job next to the list-price estimate, and the stats sum it."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ from pathlib import Path
 from bot.clock import FakeClock
 from bot.config import Settings
 from bot.discord.stats_reply import stats_embed
+from bot.domain import JobState
 from bot.jobs.balances import BALANCE_TTL, VendorBalances
 from bot.jobs.stats import StatsService
 from bot.providers import build_registry
+from bot.providers.vidu import vendor_credits
 from bot.store.base import Store
 from tests.fakes.providers.luma import LumaFake
 from tests.fakes.providers.runway import RunwayFake
+from tests.fakes.providers.vidu import ViduFake
 from tests.test_check_command import run_bot
+from tests.test_provider_contract import ALICE, rig
 
 
 async def test_balances_are_asked_at_most_every_ttl_and_shown_in_the_stats(
@@ -50,3 +55,16 @@ async def test_check_prints_the_balance_but_never_the_key(tmp_path: Path) -> Non
     line = next(line for line in out.splitlines() if "provider runway" in line)
     assert line.startswith("ok ") and "balance 777 credits" in line, out
     assert runway.env()["RUNWAYML_API_SECRET"] not in out
+
+
+async def test_the_vendors_own_count_is_kept_with_the_job_and_shown_in_the_stats(tmp_path: Path) -> None:
+    async with ViduFake() as vidu, rig(vidu, tmp_path) as r:
+        job = await r.run()
+        assert job.state is JobState.DELIVERED, job.error
+        announced = vendor_credits(job.remote_id or "")
+        assert announced is not None and announced > 0
+        assert job.vendor_credits == announced, "what Vidu says the job cost is recorded with it"
+        stats = await StatsService(r.store, r.clock).server_stats(ALICE.guild_id, days=1)  # type: ignore[arg-type]
+        assert stats.vendor_credits == {"vidu": announced}
+        field = next(f for f in stats_embed(stats).fields if f.name == "By the vendors' own count")
+        assert f"`vidu` · {announced:,} of its credits" in str(field.value)

@@ -48,6 +48,9 @@ def stats_embed(stats: ServerStats, balances: Sequence[Balance] = ()) -> discord
             lines.append(f"…and {len(stats.models) - 10} more")
         embed.add_field(name="By model", value="\n".join(lines)[:1024], inline=False)
     embed.add_field(name="Refusals by rule", value=_refusals(stats), inline=False)
+    if stats.vendor_credits:
+        lines = [f"`{name}` · {credits:,.0f} of its credits" for name, credits in stats.vendor_credits.items()]
+        embed.add_field(name="By the vendors' own count", value="\n".join(lines)[:1024], inline=False)
     if balances:
         lines = [f"`{b.provider}` · {b.balance} (checked {timestamp(b.checked_at, 'R')})" for b in balances]
         embed.add_field(name="Provider accounts", value="\n".join(lines)[:1024], inline=False)

@@ -11,7 +11,7 @@ still running counts). A job counts on the UTC day it was queued.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from bot.clock import Clock
@@ -40,6 +40,8 @@ class ServerStats:
     top_members: tuple[MemberCredits, ...]
     refusals: dict[str, int]
     """Rule (`bot.jobs.refusals`) → refusals in the span; rules with none are left out."""
+    vendor_credits: dict[str, float] = field(default_factory=dict)
+    """Provider → its own count (credits) of what the delivered jobs cost, for vendors that report one."""
 
     @property
     def credits_per_day(self) -> tuple[int, ...]:
@@ -92,4 +94,5 @@ class StatsService:
             spend_usd={m: tuple(spend[m]) for m in models},
             top_members=tuple(await self.store.top_members(guild_id, start, end, limit=TOP_MEMBERS)),
             refusals=await self.store.refusals_by_rule(guild_id, start, end),
+            vendor_credits=await self.store.vendor_credits_by_provider(guild_id, start, end),
         )

@@ -103,7 +103,7 @@ async def wait_remote(w: Worker, job: Job, provider: VideoProvider) -> Job:
         result = await _poll(w, job, provider, until=deadline)
         crash_point("polled")
         if result.state is RemoteState.SUCCEEDED:
-            return await w.move(job, JobState.DOWNLOADING)
+            return await w.move(job, JobState.DOWNLOADING, vendor_credits=result.vendor_credits)
         if result.state is RemoteState.CANCELLED:
             return await w.end(job, JobState.CANCELLED, "cancelled at the video service")
         if result.state is RemoteState.FAILED:

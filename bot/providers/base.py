@@ -47,6 +47,8 @@ class PollResult:
     """The provider's hint for the next poll, in seconds."""
     queue_position: int | None = None
     """Jobs ahead of this one at the provider (0: next), while it waits there."""
+    vendor_credits: float | None = None
+    """What the vendor says the finished job cost, in its own credits, where it reports it (Vidu)."""
     refused: bool = False
     """A FAILED job that the provider's content policy refused (`error` holds its reason): counted as such."""
     output_url: str | None = None

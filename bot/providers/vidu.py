@@ -212,8 +212,12 @@ class ViduProvider(HostedProvider):
         if state is None:
             raise ProviderError(f"{NAME} task in an unknown state {status!r}", retryable=True)
         if state is RemoteState.SUCCEEDED:
-            log.info("job %s: Vidu task %s done (%s credits)", remote.job_id, task_id, answer.get("credits"))
-            return PollResult(state, progress=1.0, output_url=_video_url(answer))
+            reported = answer.get("credits")
+            log.info("job %s: Vidu task %s done (%s credits)", remote.job_id, task_id, reported)
+            credits = reported if isinstance(reported, int) and not isinstance(reported, bool) else None
+            if credits is None:
+                credits = vendor_credits(remote.remote_id)  # what Vidu announced at create
+            return PollResult(state, progress=1.0, output_url=_video_url(answer), vendor_credits=credits)
         if state is RemoteState.FAILED:
             code = str(answer.get("err_code") or "")
             if code == "UserCancelled":

@@ -91,13 +91,14 @@ class Transition:
     remote_id: str | None = None
     result_path: str | None = None
     post_attempted_at: float | None = None
+    vendor_credits: float | None = None
     reroute: Reroute | None = None
     # Recorded by an end:
     error: str | None = None
     delivered_message_id: int | None = None
 
     def __post_init__(self) -> None:
-        working = (self.remote_id, self.result_path, self.post_attempted_at)
+        working = (self.remote_id, self.result_path, self.post_attempted_at, self.vendor_credits)
         ending = (self.error, self.delivered_message_id)
         if any(v is not None for v in (working if self.to_state.is_terminal else ending)):
             raise ValueError(f"a move to {self.to_state} cannot record {self}")
@@ -323,6 +324,10 @@ class StatsStore(Protocol):
         ...
 
     async def refusals_by_rule(self, guild_id: int, start: float, end: float) -> dict[str, int]: ...
+
+    async def vendor_credits_by_provider(self, guild_id: int, start: float, end: float) -> dict[str, float]:
+        """The vendors' own counts (their credits) of delivered jobs queued in the span, per provider."""
+        ...
 
 
 class AuditStore(Protocol):

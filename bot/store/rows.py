@@ -70,6 +70,7 @@ def job_from_row(row: Row) -> Job:
         status_state=JobState(row["status_state"]) if row["status_state"] else None,
         route=_parse_route(row["route"]) if row["route"] else None,
         cost_usd=float(row["cost_usd"]),
+        vendor_credits=None if row["vendor_credits"] is None else float(row["vendor_credits"]),
     )
 
 

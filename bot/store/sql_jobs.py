@@ -204,6 +204,7 @@ async def apply_transition(conn: Connection, job_id: str, change: Transition, no
         updated = await conn.fetchrow(
             "move_job", id=job_id, state=change.to_state.value, now=now, remote_id=change.remote_id,
             result_path=change.result_path, post_attempted_at=change.post_attempted_at,
+            vendor_credits=change.vendor_credits,
         )  # fmt: skip
     if change.refund:  # dated at the reservation: it lands in the window that paid
         await conn.execute(

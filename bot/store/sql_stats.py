@@ -49,3 +49,7 @@ class StatsSql:
     async def refusals_by_rule(self, guild_id: int, start: float, end: float) -> dict[str, int]:
         rows = await fetch(self.dialect, "stats_refusals_by_rule", guild_id=guild_id, start=start, end=end)
         return {str(row["rule"]): int(row["n"]) for row in rows}
+
+    async def vendor_credits_by_provider(self, guild_id: int, start: float, end: float) -> dict[str, float]:
+        rows = await fetch(self.dialect, "stats_vendor_credits", guild_id=guild_id, start=start, end=end)
+        return {str(row["provider"]): float(row["credits"]) for row in rows}

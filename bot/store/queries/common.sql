@@ -63,7 +63,8 @@ WHERE CAST(meta.value AS BIGINT) < CAST(excluded.value AS BIGINT);
 UPDATE jobs SET state = :state, updated_at = :now,
     remote_id = COALESCE(:remote_id, remote_id),
     result_path = COALESCE(:result_path, result_path),
-    post_attempted_at = COALESCE(:post_attempted_at, post_attempted_at)
+    post_attempted_at = COALESCE(:post_attempted_at, post_attempted_at),
+    vendor_credits = COALESCE(:vendor_credits, vendor_credits)
 WHERE id = :id RETURNING *;
 
 -- name: reroute_job
@@ -244,3 +245,10 @@ RETURNING id;
 
 -- name: audit_entries
 SELECT * FROM audit_log WHERE guild_id = :guild_id ORDER BY id DESC LIMIT :limit;
+
+-- name: stats_vendor_credits
+-- What the vendors say delivered jobs cost, in their own credits (only those that report it).
+SELECT provider, SUM(vendor_credits) AS credits FROM jobs
+WHERE guild_id = :guild_id AND created_at >= :start AND created_at < :end AND state = 'delivered'
+    AND vendor_credits IS NOT NULL
+GROUP BY provider ORDER BY provider;
