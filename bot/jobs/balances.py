@@ -1,5 +1,5 @@
-"""The account balances vendors report (Runway's credits, Luma's dollars, Vidu's credits), for `/videoadmin
-stats`: asked through each provider's health probe at most once per `ttl`, since each ask is a request to the
+"""The account balances vendors report (Runway's credits, Luma's dollars, Vidu's credits), for the server's
+stats: asked through each provider's health probe at most once per `ttl`, since each ask is a request to the
 vendor. A figure, never a key; a vendor that reports none is left out."""
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ class JobService:
         self.store = store
         self.registry = registry
         self.balances = VendorBalances(registry, clock)
-        """The vendors' account balances, asked at most every ten minutes (`/videoadmin stats`)."""
+        """The vendors' account balances, asked at most every ten minutes (for the server's stats)."""
         self.clock = clock
         self._on_enqueue = on_enqueue
         self.transitions = transitions or Transitions()
