@@ -40,7 +40,6 @@ from bot.errors import (
 )
 from bot.faults import crash_point
 from bot.images import MAX_IMAGE_PIXELS, check_image
-from bot.jobs.moderation import check_channel
 
 if TYPE_CHECKING:
     from bot.discord.client import VideoBot
@@ -137,7 +136,7 @@ class VideoCog(commands.Cog):
         # The channel rule before the modal, so nobody types a prompt that would be refused (enqueue checks again).
         who = self.bot.requester(interaction)
         try:
-            check_channel(await self.bot.jobs.guild_settings(who.guild_id), who)
+            await self.bot.jobs.check_channel(who)
         except RefusedByRule as refusal:
             await self.bot.log_channel.on_refusal(who, refusal)
             raise

@@ -320,6 +320,8 @@ async def test_allowed_channels_through_discord(tmp_path: Path) -> None:
         text = refused(await (await h.fake.message_command("Animate", picture)).wait_callback())
         assert f"only in <#{art}>" in text, "refused before the modal opens"
         await nothing_charged(h)
+        counted = await h.store.refusals_by_rule(GUILD_ID, 0.0, 1e12)  # type: ignore[attr-defined]
+        assert counted == {"channel": 3}, "the two /video and the Animate refusal count in the stats"
 
         assert not (await run(h, "video", {"prompt": "a fox", "duration": 2}, channel=art)).ephemeral
         assert not (await run(h, "video", {"prompt": "a fox", "duration": 2}, channel=art_thread)).ephemeral

@@ -39,7 +39,7 @@ from bot.errors import (
     UserError,
 )
 from bot.jobs.balances import VendorBalances
-from bot.jobs.moderation import check_request
+from bot.jobs.moderation import check_channel, check_request
 from bot.jobs.notify import Transitions
 from bot.jobs.quotas import check_admission, check_budget, resolve_policy, window_bounds
 from bot.jobs.refusals import count_refusal
@@ -202,6 +202,15 @@ class JobService:
         try:
             return await self._enqueue(who, request, delivery_ref=delivery_ref)
         except UserError as refusal:  # a refusal by a server rule is counted for the stats (`bot.jobs.refusals`)
+            await count_refusal(self.store, who.guild_id, who.user_id, refusal, at=self.clock.now())
+            raise
+
+    async def check_channel(self, who: Requester) -> None:
+        """Refuse (and count) a request from a channel the server does not allow, before any prompt is asked
+        for (Animate opens a modal first)."""
+        try:
+            check_channel(await self.guild_settings(who.guild_id), who)
+        except UserError as refusal:
             await count_refusal(self.store, who.guild_id, who.user_id, refusal, at=self.clock.now())
             raise
 
