@@ -11,7 +11,7 @@ import contextlib
 import json
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -246,12 +246,19 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     writer.transport.abort()
 
 
-async def wait_health(base: str, wanted: int, timeout: float = 15.0) -> dict[str, object]:  # noqa: ASYNC109
-    """Ask /healthz until it answers `wanted` (a pool reconnects at its own pace)."""
+async def wait_health(
+    base: str,
+    wanted: int,
+    timeout: float = 15.0,  # noqa: ASYNC109
+    *,
+    until: Callable[[dict[str, object]], bool] = lambda _: True,
+) -> dict[str, object]:
+    """Ask /healthz until it answers `wanted` (and `until` holds for the body): a pool reconnects at its own pace,
+    and a gateway socket may be between a drop and its resume on a loaded machine."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         status, body = await health(base)
-        if status == wanted:
+        if status == wanted and until(body):
             return body
         assert asyncio.get_running_loop().time() < deadline, f"/healthz still {status}: {body}"
         await asyncio.sleep(0.1)
@@ -315,7 +322,7 @@ async def test_gateway_and_worker_processes_serve_metrics_and_healthz_and_stop_c
             await rig.send_video(rig.members[0])
             await rig.wait_settled()
             worker_body = await wait_health(worker, 200)
-            gateway_body = await wait_health(gateway, 200)
+            gateway_body = await wait_health(gateway, 200, until=lambda body: body.get("gateway_connected") is True)
             assert gateway_body["gateway_connected"] is True and gateway_body["workers_alive"] == 1
             assert "gateway_connected" not in worker_body and worker_body["workers_alive"] == 1
             ran = await scrape(worker)
