@@ -14,7 +14,15 @@ import pytest
 from bot.clock import FakeClock, OffsetClock
 from bot.discord.log_channel import audit_line, audit_listing, describe_change
 from bot.domain import AuditEntry, Requester
-from bot.errors import BudgetOutOfRange, LastEnabledModel, NothingToChange, UnknownLanguage, ZeroGrant
+from bot.errors import (
+    AdminRoleNeedsManageServer,
+    BadOption,
+    BudgetOutOfRange,
+    LastEnabledModel,
+    NothingToChange,
+    UnknownLanguage,
+    ZeroGrant,
+)
 from bot.jobs.admin import AdminService
 from bot.jobs.admin_settings import SettingsChange
 from bot.jobs.service import JobService
@@ -277,3 +285,22 @@ async def test_settings_shows_and_changes_every_setting(tmp_path: Path) -> None:
         choices = await h.fake.autocomplete("videoadmin settings", {"language": "pt"}, "language", user=ADMIN_ID)
         await choices.wait_callback()
         assert [c["value"] for c in choices.choices] == ["pt-BR"]
+
+
+async def test_the_admin_role_and_the_log_channel_can_be_cleared(store: Store, clock: FakeClock) -> None:
+    admin = admin_service(store, clock)
+    await admin.change_settings(GUILD_ID, SettingsChange(admin_role_id=ADMIN_ROLE_ID, log_channel_id=CHANNEL_ID),
+                                by_manage_server=True, by=ADMIN_ID)  # fmt: skip
+    with pytest.raises(AdminRoleNeedsManageServer):  # the role's holders cannot drop it either
+        await admin.change_settings(GUILD_ID, SettingsChange(clear="admin_role"), by_manage_server=False)
+    with pytest.raises(BadOption):
+        await admin.change_settings(
+            GUILD_ID, SettingsChange(clear="log_channel", log_channel_id=CHANNEL_ID), by_manage_server=True
+        )
+    await admin.change_settings(GUILD_ID, SettingsChange(clear="log_channel"), by_manage_server=False, by=ADMIN_ID)
+    await admin.change_settings(GUILD_ID, SettingsChange(clear="admin_role"), by_manage_server=True, by=ADMIN_ID)
+    settings = await admin.settings(GUILD_ID)
+    assert (settings.admin_role_id, settings.log_channel_id) == (None, None)
+    cleared = [(e.before, e.after) for e in await admin.audit_entries(GUILD_ID, 2)]
+    assert cleared == [({"admin_role_id": ADMIN_ROLE_ID}, {"admin_role_id": None}),
+                       ({"log_channel_id": CHANNEL_ID}, {"log_channel_id": None})]  # fmt: skip

@@ -122,7 +122,7 @@ async def test_videoadmin_tree_is_registered_as_documented(tmp_path: Path) -> No
         assert paths["quota role"] == ["role", "credits", "max_queued", "max_running", "clear"]
         assert paths["quota user"] == ["user", "credits", "unlimited", "max_queued", "max_running", "clear"]
         assert paths["quota grant"] == ["user", "credits"]
-        assert paths["settings"] == ["admin_role", "log_channel", "monthly_budget", "language"]
+        assert paths["settings"] == ["admin_role", "log_channel", "monthly_budget", "language", "clear"]
         assert paths["blocklist add"] == ["pattern"] and paths["channel allow"] == ["channel"]
         assert paths["audit"] == ["limit"]
 

@@ -11,6 +11,7 @@ from bot.clock import Clock
 from bot.domain import AuditEntry, GuildSettings
 from bot.errors import (
     AdminRoleNeedsManageServer,
+    BadOption,
     BlocklistFull,
     BudgetOutOfRange,
     ChannelAlreadyAllowed,
@@ -53,10 +54,12 @@ class SettingsChange:
     """US dollars per calendar month; 0 turns the budget off."""
     language: str | None = None
     """One of `LANGUAGES`, or `AUTO_LANGUAGE` to let the server's locale decide."""
+    clear: str | None = None
+    """`admin_role` or `log_channel`: drop that setting (a role or channel option can only name a new one)."""
 
     @property
     def is_empty(self) -> bool:
-        values = (self.admin_role_id, self.log_channel_id, self.monthly_budget, self.language)
+        values = (self.admin_role_id, self.log_channel_id, self.monthly_budget, self.language, self.clear)
         return all(value is None for value in values)
 
 
@@ -87,7 +90,13 @@ class SettingsAdmin:
         anyone: only Manage Server may (`by_manage_server`). The role everyone has would make every member an
         admin, and a role an integration hands out (`managed`) is not the admins' to give."""
         if change.is_empty:
-            raise NothingToChange(("admin_role", "log_channel", "monthly_budget", "language"))
+            raise NothingToChange(("admin_role", "log_channel", "monthly_budget", "language", "clear"))
+        if change.clear not in (None, *CLEARABLE):
+            raise BadOption("clear", problem="literal_error", message=f"choose {' or '.join(CLEARABLE)}")
+        if change.clear is not None and f"{change.clear}_id" in _given(change):
+            raise BadOption("clear", problem="conflict", message=f"set {change.clear} or clear it, not both")
+        if change.clear == "admin_role" and not by_manage_server:
+            raise AdminRoleNeedsManageServer()
         role_id = change.admin_role_id
         if role_id is not None:
             if not by_manage_server:
@@ -110,6 +119,10 @@ class SettingsAdmin:
                 settings = replace(settings, monthly_budget=budget or None)
             if change.language is not None:
                 settings = replace(settings, language=language)
+            if change.clear == "admin_role":
+                settings = replace(settings, admin_role_id=None)
+            elif change.clear == "log_channel":
+                settings = replace(settings, log_channel_id=None)
             return settings
 
         return await self._update_settings(guild_id, apply, "settings", by)
@@ -199,6 +212,13 @@ class SettingsAdmin:
         before, after = settings_changes(seen[0], settings)
         await self.audit.record(guild_id, action, by=by, target=target, before=before, after=after)
         return settings
+
+
+CLEARABLE = ("admin_role", "log_channel")
+
+
+def _given(change: SettingsChange) -> set[str]:
+    return {name for name in ("admin_role_id", "log_channel_id") if getattr(change, name) is not None}
 
 
 def _language(language: str | None) -> str | None:

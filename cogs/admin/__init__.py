@@ -126,8 +126,11 @@ class VideoAdmin(AdminGroup, name="videoadmin", description="Video bot settings 
         log_channel="Where admin changes and refusals by rule are posted",
         monthly_budget="US dollars the server may spend on providers per calendar month, by list price (0: off)",
         language="The language of public messages (auto: the server's own locale)",
+        clear="Drop a setting: the admin role, or the log channel",
     )
     @app_commands.autocomplete(language=language_autocomplete)
+    @app_commands.choices(clear=[app_commands.Choice(name="admin role", value="admin_role"),
+                                 app_commands.Choice(name="log channel", value="log_channel")])  # fmt: skip
     async def settings(
         self,
         interaction: discord.Interaction,
@@ -135,6 +138,7 @@ class VideoAdmin(AdminGroup, name="videoadmin", description="Video bot settings 
         log_channel: discord.TextChannel | None = None,
         monthly_budget: app_commands.Range[float, 0, MAX_BUDGET] | None = None,
         language: str | None = None,
+        clear: app_commands.Choice[str] | None = None,
     ) -> None:
         guild_id = interaction.guild_id or 0
         change = SettingsChange(
@@ -143,6 +147,7 @@ class VideoAdmin(AdminGroup, name="videoadmin", description="Video bot settings 
             log_channel_id=log_channel.id if log_channel is not None else None,
             monthly_budget=monthly_budget,
             language=language,
+            clear=clear.value if clear is not None else None,
         )
         if change.is_empty:
             await answer(interaction, settings_text(await self.bot.admin.settings(guild_id)))

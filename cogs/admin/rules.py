@@ -136,6 +136,10 @@ def changed_text(change: SettingsChange, saved: GuildSettings) -> str:
     if change.language is not None:
         language = code(saved.language) if saved.language else "the server's own locale"
         said.append(f"Public messages now follow {language}.")
+    if change.clear == "admin_role":
+        said.append("There is no admin role now: only members with Manage Server count as video admins.")
+    elif change.clear == "log_channel":
+        said.append("Admin changes and refusals by rule are no longer posted in a channel.")
     return " ".join(said)
 
 
