@@ -16,10 +16,10 @@ from bot.discord.log_channel import audit_line, audit_listing, describe_change
 from bot.domain import AuditEntry, Requester
 from bot.errors import (
     AdminRoleNeedsManageServer,
-    BadOption,
     BudgetOutOfRange,
     LastEnabledModel,
     NothingToChange,
+    SetAndClear,
     UnknownLanguage,
     ZeroGrant,
 )
@@ -293,7 +293,7 @@ async def test_the_admin_role_and_the_log_channel_can_be_cleared(store: Store, c
                                 by_manage_server=True, by=ADMIN_ID)  # fmt: skip
     with pytest.raises(AdminRoleNeedsManageServer):  # the role's holders cannot drop it either
         await admin.change_settings(GUILD_ID, SettingsChange(clear="admin_role"), by_manage_server=False)
-    with pytest.raises(BadOption):
+    with pytest.raises(SetAndClear):
         await admin.change_settings(
             GUILD_ID, SettingsChange(clear="log_channel", log_channel_id=CHANNEL_ID), by_manage_server=True
         )

@@ -72,6 +72,7 @@ MESSAGES: dict[str, str] = {
     "job-not-found": "That video job no longer exists.",
     "not-requester": "Only the member who asked for this video (or an admin) can do that.",
     # the member's standing
+    "set-and-clear": "Set `{setting}` or clear it, not both at once.",
     "budget-exceeded": "This server's video budget for the month has {left_usd} left and this video would cost "
     "about {cost_usd} at the provider's list price; the budget starts again {resets_at}. Try a shorter duration or "
     "a cheaper model, or ask an admin.",

@@ -106,6 +106,13 @@ class BudgetOutOfRange(InvalidRequest):
     message_id = "budget-out-of-range"
 
 
+# `/videoadmin settings` was asked to set `setting` and to clear it at once.
+@dataclass(eq=False)
+class SetAndClear(InvalidRequest):
+    setting: str
+    message_id = "set-and-clear"
+
+
 @dataclass(eq=False)
 class UnknownLanguage(InvalidRequest):
     language: str

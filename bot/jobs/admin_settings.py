@@ -11,7 +11,6 @@ from bot.clock import Clock
 from bot.domain import AuditEntry, GuildSettings
 from bot.errors import (
     AdminRoleNeedsManageServer,
-    BadOption,
     BlocklistFull,
     BudgetOutOfRange,
     ChannelAlreadyAllowed,
@@ -22,6 +21,7 @@ from bot.errors import (
     NothingToChange,
     PatternAlreadyListed,
     PatternNotListed,
+    SetAndClear,
     TooManyRegexes,
     UnknownLanguage,
 )
@@ -92,9 +92,9 @@ class SettingsAdmin:
         if change.is_empty:
             raise NothingToChange(("admin_role", "log_channel", "monthly_budget", "language", "clear"))
         if change.clear not in (None, *CLEARABLE):
-            raise BadOption("clear", problem="literal_error", message=f"choose {' or '.join(CLEARABLE)}")
+            raise ValueError(f"only {CLEARABLE} can be cleared, not {change.clear!r}")  # the command offers no other
         if change.clear is not None and f"{change.clear}_id" in _given(change):
-            raise BadOption("clear", problem="conflict", message=f"set {change.clear} or clear it, not both")
+            raise SetAndClear(change.clear)
         if change.clear == "admin_role" and not by_manage_server:
             raise AdminRoleNeedsManageServer()
         role_id = change.admin_role_id
