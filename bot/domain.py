@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
@@ -345,6 +346,17 @@ class AuditEntry:
     after: JsonValue = None
     id: int | None = None
     """Assigned by the store: entries are numbered in the order they were recorded."""
+
+
+@dataclass(slots=True)
+class AuditDraft:
+    """An admin change's audit entry, handed to the store method that makes the change so both are written in one
+    transaction (a crash keeps both or neither). `describe`, when given, turns the values the transaction saw
+    before and after the change into the entry's `before` and `after`; the store sets `written`."""
+
+    entry: AuditEntry
+    describe: Callable[[Any, Any], tuple[JsonValue, JsonValue]] | None = None
+    written: AuditEntry | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 
 from bot.clock import FakeClock, OffsetClock
 from bot.discord.log_channel import audit_line, audit_listing, describe_change
-from bot.domain import AuditEntry, Requester
+from bot.domain import AuditDraft, AuditEntry, Job, JobState, JsonValue, QuotaLimits, Requester, VideoRequest
 from bot.errors import (
     AdminRoleNeedsManageServer,
     BudgetOutOfRange,
@@ -304,3 +305,37 @@ async def test_the_admin_role_and_the_log_channel_can_be_cleared(store: Store, c
     cleared = [(e.before, e.after) for e in await admin.audit_entries(GUILD_ID, 2)]
     assert cleared == [({"admin_role_id": ADMIN_ROLE_ID}, {"admin_role_id": None}),
                        ({"log_channel_id": CHANNEL_ID}, {"log_channel_id": None})]  # fmt: skip
+
+
+async def test_a_change_and_its_audit_entry_are_one_transaction(store: Store, clock: FakeClock) -> None:
+    """A failure while writing the entry undoes the change: a crash can never keep one without the other."""
+    admin = admin_service(store, clock)
+    await store.insert_job(
+        Job(id="q1", guild_id=GUILD_ID, user_id=ALICE_ID, channel_id=CHANNEL_ID, credits=4, state=JobState.QUEUED,
+            request=VideoRequest(prompt="a fox", model="fake/video", duration=4), created_at=clock.now(),
+            updated_at=clock.now()),
+        max_running=1, window=(0.0, 1e12), admit=lambda standing: None,
+    )  # fmt: skip
+
+    def broken(before: object, after: object) -> tuple[JsonValue, JsonValue]:
+        raise RuntimeError("the audit entry could not be written")
+
+    def draft() -> AuditDraft:
+        return admin.audit.draft(GUILD_ID, "test", by=ADMIN_ID, describe=broken)
+
+    changes = [
+        store.update_policy(GUILD_ID, "default", 0, QuotaLimits(credits=5), audit=draft()),
+        store.update_guild_settings(GUILD_ID, lambda s: replace(s, paused=True), audit=draft()),
+        store.add_ledger(GUILD_ID, ALICE_ID, "grant", 7, at=clock.now(), audit=draft()),
+        store.set_blocked(GUILD_ID, ALICE_ID, True, now=clock.now(), audit=draft()),
+        store.cancel_queued(GUILD_ID, now=clock.now(), audit=draft()),
+    ]
+    for change in changes:
+        with pytest.raises(Exception, match="could not be written"):
+            await change
+    assert (await store.policy_layers(GUILD_ID, 0, ())).default is None
+    assert not (await store.guild_settings(GUILD_ID)).paused
+    assert (await store.admission(GUILD_ID, ALICE_ID, (0.0, 1e12))).granted == 0
+    assert not await store.is_blocked(GUILD_ID, ALICE_ID)
+    assert (await store.get_job("q1")).state is JobState.QUEUED  # type: ignore[union-attr]
+    assert await admin.audit_entries(GUILD_ID) == []

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from bot.domain import DEFAULT_LIMITS, GuildSettings, Job, ModelInfo, QuotaLimits, Requester, Usage
+from bot.domain import DEFAULT_LIMITS, GuildSettings, Job, JsonValue, ModelInfo, QuotaLimits, Requester, Usage
 from bot.errors import (
     DefaultQuotaUnchanged,
     DisabledModelAsDefault,
@@ -66,11 +66,9 @@ class AdminService(SettingsAdmin):
         if limits == QuotaLimits():
             raise DefaultQuotaUnchanged(await self.default_quota(guild_id))
         _check_limits(limits)
-        before = (await self.store.policy_layers(guild_id, 0, ())).default
-        merged = await self.store.update_policy(guild_id, "default", 0, limits)
-        await self.audit.record(
-            guild_id, "quota default", by=by, before=limits_value(before), after=limits_value(merged)
-        )
+        draft = self.audit.draft(guild_id, "quota default", by=by, describe=_limits_change)
+        merged = await self.store.update_policy(guild_id, "default", 0, limits, audit=draft)
+        await self.audit.publish(draft)
         return DEFAULT_LIMITS.overlaid(merged)
 
     async def set_role_quota(
@@ -81,12 +79,9 @@ class AdminService(SettingsAdmin):
             _check_limits(limits)
             if limits.period is not None:
                 raise PeriodIsServerWide()
-        roles = (await self.store.policy_layers(guild_id, 0, (role_id,))).roles
-        merged = await self.store.update_policy(guild_id, "role", role_id, limits)
-        await self.audit.record(
-            guild_id, "quota role", by=by, target=("role", role_id),
-            before=limits_value(roles[0] if roles else None), after=limits_value(merged),
-        )  # fmt: skip
+        draft = self.audit.draft(guild_id, "quota role", by=by, target=("role", role_id), describe=_limits_change)
+        merged = await self.store.update_policy(guild_id, "role", role_id, limits, audit=draft)
+        await self.audit.publish(draft)
         return merged
 
     async def set_user_quota(
@@ -97,12 +92,9 @@ class AdminService(SettingsAdmin):
             _check_limits(limits)
             if limits.period is not None:
                 raise PeriodIsServerWide()
-        before = (await self.store.policy_layers(guild_id, user_id, ())).user
-        merged = await self.store.update_policy(guild_id, "user", user_id, limits)
-        await self.audit.record(
-            guild_id, "quota user", by=by, target=("user", user_id),
-            before=limits_value(before), after=limits_value(merged),
-        )  # fmt: skip
+        draft = self.audit.draft(guild_id, "quota user", by=by, target=("user", user_id), describe=_limits_change)
+        merged = await self.store.update_policy(guild_id, "user", user_id, limits, audit=draft)
+        await self.audit.publish(draft)
         return merged
 
     async def grant(self, who: Requester, credits: int, *, by: int | None = None) -> Usage:
@@ -110,26 +102,28 @@ class AdminService(SettingsAdmin):
         if credits == 0:
             raise ZeroGrant()
         before = await self.jobs.usage(who)
-        await self.store.add_ledger(who.guild_id, who.user_id, "grant", credits, at=self.clock.now())
-        after = await self.jobs.usage(who)
-        await self.audit.record(
+        expected = replace(before, granted=before.granted + credits)
+        draft = self.audit.draft(
             who.guild_id, "quota grant", by=by, target=("user", who.user_id),
             before={"granted": before.granted, "left": before.left},
-            after={"granted": after.granted, "left": after.left},
+            after={"granted": expected.granted, "left": expected.left},
         )  # fmt: skip
-        return after
+        await self.store.add_ledger(who.guild_id, who.user_id, "grant", credits, at=self.clock.now(), audit=draft)
+        await self.audit.publish(draft)
+        return await self.jobs.usage(who)
 
     async def reset(self, who: Requester, *, by: int | None = None) -> Usage:
         """The member's usage in the current window back to zero (jobs still running keep their reservation
         only until they finish; a refund then does not count against the fresh start)."""
         before = await self.jobs.usage(who)
-        await self.store.add_ledger(who.guild_id, who.user_id, "reset", 0, at=self.clock.now())
-        after = await self.jobs.usage(who)
-        await self.audit.record(
+        expected = replace(before, used=0, reserved=0)  # what was charged before the reset no longer counts
+        draft = self.audit.draft(
             who.guild_id, "quota reset", by=by, target=("user", who.user_id),
-            before={"used": before.used, "left": before.left}, after={"used": after.used, "left": after.left},
+            before={"used": before.used, "left": before.left}, after={"used": expected.used, "left": expected.left},
         )  # fmt: skip
-        return after
+        await self.store.add_ledger(who.guild_id, who.user_id, "reset", 0, at=self.clock.now(), audit=draft)
+        await self.audit.publish(draft)
+        return await self.jobs.usage(who)
 
     async def show(self, who: Requester) -> MemberQuota:
         layers = await self.store.policy_layers(who.guild_id, who.user_id, who.role_ids)
@@ -145,11 +139,12 @@ class AdminService(SettingsAdmin):
 
     async def _set_blocked(self, guild_id: int, user_id: int, blocked: bool, *, by: int | None) -> None:
         before = await self.store.is_blocked(guild_id, user_id)
-        await self.store.set_blocked(guild_id, user_id, blocked, now=self.clock.now())
         action = "user block" if blocked else "user unblock"
-        await self.audit.record(
+        draft = self.audit.draft(
             guild_id, action, by=by, target=("user", user_id), before={"blocked": before}, after={"blocked": blocked}
         )
+        await self.store.set_blocked(guild_id, user_id, blocked, now=self.clock.now(), audit=draft)
+        await self.audit.publish(draft)
 
     # --- queue ----------------------------------------------------------------------------------------
     async def pause(self, guild_id: int, *, by: int | None = None) -> None:
@@ -159,12 +154,10 @@ class AdminService(SettingsAdmin):
         await self._update_settings(guild_id, lambda settings: replace(settings, paused=False), "queue resume", by)
 
     async def clear_queue(self, guild_id: int, *, by: int | None = None) -> list[Job]:
-        cancelled = await self.jobs.cancel_queued(guild_id)
+        draft = self.audit.draft(guild_id, "queue clear", by=by, describe=_cleared)
+        cancelled = await self.jobs.cancel_queued(guild_id, audit=draft)
         log.info("guild %s: queue cleared, %d jobs cancelled and refunded", guild_id, len(cancelled))
-        refunded = sum(job.credits for job in cancelled)
-        await self.audit.record(
-            guild_id, "queue clear", by=by, before={"queued": len(cancelled)}, after={"queued": 0, "refunded": refunded}
-        )
+        await self.audit.publish(draft)
         return cancelled
 
     # --- models ---------------------------------------------------------------------------------------
@@ -216,3 +209,12 @@ def _check_limits(limits: QuotaLimits) -> None:
             raise LimitOutOfRange(name, low=0, high=MAX_LIMIT)
     if limits.max_running is not None and limits.max_running < 1:
         raise RunningLimitTooLow()
+
+
+def _limits_change(before: QuotaLimits | None, after: QuotaLimits | None) -> tuple[JsonValue, JsonValue]:
+    """A quota layer before and after, as the change's transaction saw it."""
+    return limits_value(before), limits_value(after)
+
+
+def _cleared(_: object, cancelled: list[Job]) -> tuple[JsonValue, JsonValue]:
+    return {"queued": len(cancelled)}, {"queued": 0, "refunded": sum(job.credits for job in cancelled)}

@@ -201,16 +201,10 @@ class SettingsAdmin:
         """One transaction per change, with `change` run on the row as it is then: two admins changing different
         settings at once both keep theirs. Checks that depend on the current settings belong inside `change`.
         The audit entry gets the fields that changed, as the transaction saw them before and after."""
-        seen: list[GuildSettings] = []
-
-        def recorded(settings: GuildSettings) -> GuildSettings:
-            seen[:] = [settings]  # the last run is the one committed, should the store ever run it again
-            return change(settings)
-
-        settings = await self.store.update_guild_settings(guild_id, recorded)
+        draft = self.audit.draft(guild_id, action, by=by, target=target, describe=settings_changes)
+        settings = await self.store.update_guild_settings(guild_id, change, audit=draft)
         self.jobs.forget_settings(guild_id)
-        before, after = settings_changes(seen[0], settings)
-        await self.audit.record(guild_id, action, by=by, target=target, before=before, after=after)
+        await self.audit.publish(draft)
         return settings
 
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.clock import Clock
-from bot.domain import AuditEntry, GuildSettings, JsonValue, QuotaLimits
+from bot.domain import AuditDraft, AuditEntry, GuildSettings, JsonValue, QuotaLimits
 from bot.store.base import AuditStore
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,39 @@ class AuditTrail:
     def unsubscribe(self, subscriber: OnAudit) -> None:
         if subscriber in self._subscribers:
             self._subscribers.remove(subscriber)
+
+    def draft(
+        self,
+        guild_id: int,
+        action: str,
+        *,
+        by: int | None,
+        target: tuple[str, str | int] | None = None,
+        before: JsonValue = None,
+        after: JsonValue = None,
+        describe: Callable[[Any, Any], tuple[JsonValue, JsonValue]] | None = None,
+    ) -> AuditDraft:
+        """The entry of a change about to be made, for the store to write in the change's own transaction
+        (`describe` turns what that transaction saw before and after into the entry's values)."""
+        kind, subject = target if target is not None else (None, None)
+        entry = AuditEntry(guild_id=guild_id, actor_id=by, at=self.clock.now(), action=action, target_kind=kind,
+                           target=None if subject is None else str(subject), before=before, after=after)  # fmt: skip
+        return AuditDraft(entry, describe)
+
+    async def publish(self, draft: AuditDraft) -> AuditEntry | None:
+        """Tell the subscribers of an entry the store wrote with its change (nothing when none was written)."""
+        entry = draft.written
+        if entry is not None:
+            log.info("guild %s: %s by %s (audit entry %s)", entry.guild_id, entry.action, entry.actor_id, entry.id)
+            await self._tell(entry)
+        return entry
+
+    async def _tell(self, entry: AuditEntry) -> None:
+        for subscriber in self._subscribers:
+            try:
+                await subscriber(entry)
+            except Exception:
+                log.exception("guild %s: a subscriber to audit entry %s failed", entry.guild_id, entry.id)
 
     async def record(
         self,
@@ -59,11 +92,7 @@ class AuditTrail:
         )
         entry = await self.store.add_audit_entry(entry)
         log.info("guild %s: %s by %s (audit entry %s)", guild_id, action, by, entry.id)
-        for subscriber in self._subscribers:
-            try:
-                await subscriber(entry)
-            except Exception:
-                log.exception("guild %s: a subscriber to audit entry %s failed", guild_id, entry.id)
+        await self._tell(entry)
         return entry
 
     async def latest(self, guild_id: int, limit: int = 20) -> list[AuditEntry]:

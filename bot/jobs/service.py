@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from bot.clock import Clock
 from bot.domain import (
+    AuditDraft,
     GuildSettings,
     Job,
     JobState,
@@ -280,9 +281,9 @@ class JobService:
         log.warning("job %s: the member could not be answered; cancelling it", job_id)
         return await self._cancel(await self.get(job_id))
 
-    async def cancel_queued(self, guild_id: int) -> list[Job]:
-        """Cancel and refund every queued job of a server."""
-        cancelled = await self.store.cancel_queued(guild_id, now=self.clock.now())
+    async def cancel_queued(self, guild_id: int, *, audit: AuditDraft | None = None) -> list[Job]:
+        """Cancel and refund every queued job of a server (with the admin's audit entry, in one transaction)."""
+        cancelled = await self.store.cancel_queued(guild_id, now=self.clock.now(), audit=audit)
         for job in cancelled:
             await self._ended(job, JobState.QUEUED)
         return cancelled

@@ -14,6 +14,7 @@ from datetime import date
 from typing import Protocol
 
 from bot.domain import (
+    AuditDraft,
     AuditEntry,
     GuildSettings,
     Job,
@@ -180,8 +181,8 @@ class JobStore(Protocol):
         returned unchanged."""
         ...
 
-    async def cancel_queued(self, guild_id: int, *, now: float) -> list[Job]:
-        """Cancel and refund every queued job of a server."""
+    async def cancel_queued(self, guild_id: int, *, now: float, audit: AuditDraft | None = None) -> list[Job]:
+        """Cancel and refund every queued job of a server (and write `audit`, in the same transaction)."""
         ...
 
     async def set_delivery_ref(self, job_id: str, delivery_ref: str) -> None:
@@ -239,15 +240,20 @@ class QuotaStore(Protocol):
     async def admission(self, guild_id: int, user_id: int, window: tuple[float, float]) -> Admission: ...
 
     async def update_policy(
-        self, guild_id: int, scope: str, target_id: int, limits: QuotaLimits | None
+        self, guild_id: int, scope: str, target_id: int, limits: QuotaLimits | None, *, audit: AuditDraft | None = None
     ) -> QuotaLimits | None:
         """Merge the given fields into one policy row (only non-None fields change); `None` deletes it.
-        Returns the row after the change."""
+        Returns the row after the change. `audit` is written in the same transaction (an admin change and its
+        audit entry are kept together or not at all), described from the row before and after."""
         ...
 
-    async def add_ledger(self, guild_id: int, user_id: int, kind: str, credits: int, *, at: float) -> None: ...
+    async def add_ledger(
+        self, guild_id: int, user_id: int, kind: str, credits: int, *, at: float, audit: AuditDraft | None = None
+    ) -> None: ...
 
-    async def set_blocked(self, guild_id: int, user_id: int, blocked: bool, *, now: float) -> None: ...
+    async def set_blocked(
+        self, guild_id: int, user_id: int, blocked: bool, *, now: float, audit: AuditDraft | None = None
+    ) -> None: ...
 
     async def is_blocked(self, guild_id: int, user_id: int) -> bool: ...
 
@@ -260,11 +266,12 @@ class SettingsStore(Protocol):
     async def save_guild_settings(self, settings: GuildSettings) -> None: ...
 
     async def update_guild_settings(
-        self, guild_id: int, change: Callable[[GuildSettings], GuildSettings]
+        self, guild_id: int, change: Callable[[GuildSettings], GuildSettings], *, audit: AuditDraft | None = None
     ) -> GuildSettings:
         """Apply `change` to the server's current settings and save the result, in one write transaction, so
         two admins changing different settings at once both keep their change. `change` is pure and may
-        raise to refuse (nothing is saved then); returns the settings as saved."""
+        raise to refuse (nothing is saved then); returns the settings as saved. `audit` is written in the
+        same transaction, described from the settings before and after."""
         ...
 
 

@@ -4,30 +4,41 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import Any
 
-from bot.domain import AuditEntry
-from bot.store.dialect import Dialect, Row, fetch, one
+from bot.domain import AuditDraft, AuditEntry
+from bot.store.dialect import Connection, Dialect, Row, fetch, one
 
 
 class AuditSql:
     dialect: Dialect
 
     async def add_audit_entry(self, entry: AuditEntry) -> AuditEntry:
-        rows = await self.dialect.write_one(
-            "insert_audit_entry",
-            guild_id=entry.guild_id,
-            actor_id=entry.actor_id,
-            at=entry.at,
-            action=entry.action,
-            target_kind=entry.target_kind,
-            target=entry.target,
-            before_json=json.dumps(entry.before, sort_keys=True),  # JSON text in both dialects
-            after_json=json.dumps(entry.after, sort_keys=True),
-        )
-        return replace(entry, id=int(one(rows[0] if rows else None, "insert_audit_entry")["id"]))
+        draft = AuditDraft(entry)
+        await self.dialect.write(lambda conn: write_audit(conn, draft))
+        assert draft.written is not None
+        return draft.written
 
     async def audit_entries(self, guild_id: int, *, limit: int) -> list[AuditEntry]:
         return [_entry(row) for row in await fetch(self.dialect, "audit_entries", guild_id=guild_id, limit=limit)]
+
+
+async def write_audit(conn: Connection, draft: AuditDraft | None, before: Any = None, after: Any = None) -> None:
+    """Write a change's audit entry in the change's own transaction (`before`/`after`: what the transaction saw,
+    for the draft's `describe`)."""
+    if draft is None:
+        return
+    entry = draft.entry
+    if draft.describe is not None:
+        described, now = draft.describe(before, after)
+        entry = replace(entry, before=described, after=now)
+    row = await conn.fetchrow(
+        "insert_audit_entry", guild_id=entry.guild_id, actor_id=entry.actor_id, at=entry.at, action=entry.action,
+        target_kind=entry.target_kind, target=entry.target,
+        before_json=json.dumps(entry.before, sort_keys=True),  # JSON text in both dialects
+        after_json=json.dumps(entry.after, sort_keys=True),
+    )  # fmt: skip
+    draft.written = replace(entry, id=int(one(row, "insert_audit_entry")["id"]))
 
 
 def _entry(row: Row) -> AuditEntry:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from bot.domain import ALLOWED, Job, JobEvent, JobState
+from bot.domain import ALLOWED, AuditDraft, Job, JobEvent, JobState
 from bot.errors import InvalidTransition, LeaseLost
 from bot.store.base import AdmitFn, ClaimLimits, Reroute, Transition
 from bot.store.dialect import Connection, Dialect, Row, fetch, fetchrow, one
 from bot.store.rows import admission_from_row, event_from_row, job_from_row, job_insert_params, route_json
+from bot.store.sql_audit import write_audit
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +130,14 @@ class JobsSql:
 
         return await self.dialect.write(cancel)
 
-    async def cancel_queued(self, guild_id: int, *, now: float) -> list[Job]:
+    async def cancel_queued(self, guild_id: int, *, now: float, audit: AuditDraft | None = None) -> list[Job]:
         change = Transition(JobState.CANCELLED, refund=True, detail="queue cleared by an admin")
 
         async def clear(conn: Connection) -> list[Job]:
             rows = await conn.fetch("queued_jobs_of_guild", guild_id=guild_id)
-            return [await apply_transition(conn, row["id"], change, now) for row in rows]
+            cancelled = [await apply_transition(conn, row["id"], change, now) for row in rows]
+            await write_audit(conn, audit, None, cancelled)
+            return cancelled
 
         return await self.dialect.write(clear)
 
