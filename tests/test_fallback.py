@@ -108,6 +108,18 @@ async def test_a_content_refusal_does_not_fall_through(tmp_path: Path) -> None:
             assert fal.creates == 0 and await r.standing() == (0, 0)
 
 
+async def test_a_refusal_of_the_create_itself_does_not_fall_through(tmp_path: Path) -> None:
+    async with VeoFake() as veo, FalFake() as fal:
+        refusal = {"error": {"code": 400, "status": "INVALID_ARGUMENT",
+                             "message": "The prompt violates Google's Responsible AI practices."}}  # fmt: skip
+        veo.fail_next("create", 400, body=refusal)
+        async with rig(tmp_path, veo, fal) as r:
+            job = await r.run()
+            assert job.state is JobState.FAILED and "Responsible AI" in (job.error or "")
+            assert fal.creates == 0, "the member must change the prompt: another model would not help"
+            assert await r.standing() == (0, 0)
+
+
 async def test_a_create_answered_500_after_it_was_taken_does_not_fall_through(tmp_path: Path) -> None:
     async with VeoFake() as veo, FalFake() as fal:
         veo.drop_create_answer = True  # the job exists at Veo (and is billed there); the answer never came

@@ -1,8 +1,9 @@
 """The audit trail: every admin change, with who made it, when, what and the value before and after.
 
-`AdminService` records each change here after it is committed; the entry is stored (the truth: the audit command
-reads it back) and then handed to the subscribers, such as the Discord log-channel poster. A subscriber
-that fails is logged and skipped: telling others about a change never undoes or fails the change.
+`AdminService` drafts each change's entry here; the store writes it in the change's own transaction (the truth:
+the audit command reads it back), and once committed it is handed to the subscribers, such as the Discord
+log-channel poster. A subscriber that fails is logged and skipped: telling others about a change never undoes or
+fails the change.
 """
 
 from __future__ import annotations
@@ -67,33 +68,6 @@ class AuditTrail:
                 await subscriber(entry)
             except Exception:
                 log.exception("guild %s: a subscriber to audit entry %s failed", entry.guild_id, entry.id)
-
-    async def record(
-        self,
-        guild_id: int,
-        action: str,
-        *,
-        by: int | None,
-        target: tuple[str, str | int] | None = None,
-        before: JsonValue = None,
-        after: JsonValue = None,
-    ) -> AuditEntry:
-        """Store one change (`target` is its kind and id or text, e.g. `("user", 42)`), then tell subscribers."""
-        kind, subject = target if target is not None else (None, None)
-        entry = AuditEntry(
-            guild_id=guild_id,
-            actor_id=by,
-            at=self.clock.now(),
-            action=action,
-            target_kind=kind,
-            target=None if subject is None else str(subject),
-            before=before,
-            after=after,
-        )
-        entry = await self.store.add_audit_entry(entry)
-        log.info("guild %s: %s by %s (audit entry %s)", guild_id, action, by, entry.id)
-        await self._tell(entry)
-        return entry
 
     async def latest(self, guild_id: int, limit: int = 20) -> list[AuditEntry]:
         """The server's latest entries, newest first (at most `MAX_AUDIT_LIMIT`)."""
