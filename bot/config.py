@@ -100,23 +100,37 @@ class Settings(BaseSettings):
     def _shard_ids(cls, value: str | None) -> str | None:
         if value is not None and value.strip():
             try:
-                [int(part) for part in value.split(",")]
+                ids = [int(part) for part in value.split(",")]
             except ValueError:
                 raise ValueError("must be a comma list of shard numbers, e.g. 0,1,2") from None
-        return value or None
+            repeated = sorted({i for i in ids if ids.count(i) > 1})
+            if repeated:
+                raise ValueError(f"lists shard {', '.join(map(str, repeated))} more than once")
+        return value if value and value.strip() else None
 
     @model_validator(mode="after")
-    def _one_shard_per_gateway(self) -> Settings:
+    def _shards_within_count(self) -> Settings:
         ids = self.shard_ids
         if ids is None:
             return self
-        if self.discord_shard_count is None:
+        count = self.discord_shard_count
+        if count is None:
             raise ValueError("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT (the total number of shards)")
-        if len(ids) != 1:
-            raise ValueError("DISCORD_SHARD_IDS takes one shard id per gateway process: run one gateway per shard")
-        if not 0 <= ids[0] < self.discord_shard_count:
-            raise ValueError(f"DISCORD_SHARD_IDS must be from 0 to {self.discord_shard_count - 1}")
+        outside = [i for i in ids if not 0 <= i < count]
+        if outside:
+            raise ValueError(
+                f"DISCORD_SHARD_IDS must be from 0 to {count - 1} (DISCORD_SHARD_COUNT is {count}); "
+                f"{', '.join(map(str, outside))} {'is' if len(outside) == 1 else 'are'} not"
+            )
         return self
+
+    @property
+    def gateway_shard_ids(self) -> list[int] | None:
+        """The shards this gateway process runs: DISCORD_SHARD_IDS, else all of DISCORD_SHARD_COUNT; None
+        without sharding (Discord then sends every server to the one connection)."""
+        if self.discord_shard_count is None:
+            return None
+        return self.shard_ids or list(range(self.discord_shard_count))
 
     @property
     def shard_ids(self) -> list[int] | None:

@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from bot.text import visible_text
+from bot.text import is_invisible
 
 Aspect = Literal["16:9", "9:16", "1:1"]
 Period = Literal["hour", "day", "week", "month"]
@@ -27,6 +27,8 @@ MAX_NEGATIVE_PROMPT_CHARS = 1000
 MAX_SEED = 2_147_483_647
 NO_VISIBLE_TEXT = "no_visible_text"
 """The validation error type of a prompt that renders as nothing (only spaces, format characters, marks…)."""
+INPUT_REF = r"^[0-9a-f]{32}\.(png|jpg|webp)$"
+"""A stored input image's id (`VideoRequest.image_ref`): safe as a file name on any disk."""
 STORED: dict[str, bool] = {"stored": True}
 """Validation context for requests read back from the database: what was accepted then stays readable, so a
 rule added later (the visible-text one) cannot make a queued, already-charged job unreadable."""
@@ -86,7 +88,12 @@ class VideoRequest(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     negative_prompt: str | None = Field(default=None, max_length=MAX_NEGATIVE_PROMPT_CHARS)
     image_path: str | None = None
-    """A first frame for image-to-video, staged on local disk by the front end."""
+    """A first frame for image-to-video as a file on this machine: what a provider reads. The worker sets it to
+    its own copy of `image_ref` just before handing the request over; `generate` (one process) sets it directly,
+    and jobs queued before `image_ref` existed carry the front end's path."""
+    image_ref: str | None = Field(default=None, pattern=INPUT_REF)
+    """A first frame stored in the database by the front end (`InputStore`), so that any worker can read it:
+    32 hex digits and the image's extension, which is also the name of the worker's copy on its disk."""
 
     @field_validator("prompt")
     @classmethod
@@ -94,14 +101,16 @@ class VideoRequest(BaseModel):
         # Zero-width and filler characters pass the length check but ask for nothing; the error type lets the
         # front end say so rather than quote the length limits.
         value = value.strip()
-        if not visible_text(value) and not (info.context or {}).get("stored"):
+        # `all` stops at the first visible character (a prompt's first, usually): this runs before every
+        # acknowledgement, and a 2,000-character prompt checked whole costs milliseconds.
+        if not (info.context or {}).get("stored") and all(map(is_invisible, value)):
             raise PydanticCustomError(NO_VISIBLE_TEXT, "the prompt has no visible text")
         return value
 
     @field_validator("negative_prompt")
     @classmethod
     def _empty_negative_is_none(cls, value: str | None) -> str | None:
-        if value is not None and not visible_text(value):
+        if value is not None and all(map(is_invisible, value)):
             return None
         return value
 

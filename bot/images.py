@@ -16,6 +16,7 @@ import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import IO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -37,9 +38,10 @@ _CHECK_SIZE = (64, 64)
 """What `check_image` decodes to, only to prove the pixel data is whole."""
 
 
-def check_image(path: Path, content_type: str) -> tuple[int, int]:
-    """Refuse (`ImageRejected`) unless `path` is a whole image of the declared type within the pixel limit;
-    returns its width and height. Runs in a thread: it decodes the image (scaled down) once."""
+def check_image(path: Path | IO[bytes], content_type: str) -> tuple[int, int]:
+    """Refuse (`ImageRejected`) unless `path` (a file, or bytes in memory) is a whole image of the declared type
+    within the pixel limit; returns its width and height. Runs in a thread: it decodes the image (scaled down)
+    once."""
     kind = content_type.split(";")[0].strip().lower()
     fmt = FORMATS.get(kind)
     if fmt is None:
@@ -63,7 +65,7 @@ def load_image(path: Path, size: tuple[int, int]) -> Image.Image:
 
 
 @contextlib.contextmanager
-def _open(path: Path, formats: Sequence[str]) -> Iterator[Image.Image]:
+def _open(path: Path | IO[bytes], formats: Sequence[str]) -> Iterator[Image.Image]:
     """Open (headers only) with nothing but `formats`, and refuse too many pixels before any decoding."""
     with Image.open(path, formats=list(formats)) as img:
         width, height = img.size

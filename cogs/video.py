@@ -1,8 +1,11 @@
 """`/video`, the **Animate** message menu, and the buttons on status and clip messages.
 
 Thin on purpose: parse options into a `VideoRequest`, call the job service, render the answer. Every
-interaction is answered inside Discord's 3-second deadline: the enqueue gets a short budget, and if the
-database is slower than that the interaction is deferred first and answered when the enqueue finishes.
+interaction is answered inside Discord's 3-second deadline. A command alone is answered with its status
+message (or a private refusal) as soon as its enqueue is done; if the database is slower than a short budget,
+it is deferred first. In a burst (other enqueues already waiting) a command cannot be answered at once, so it
+is deferred before any database work, after a private refusal of what needs no transaction (rules, model):
+the acknowledgement then costs what discord.py's own does (bench/discord_ack.py).
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import asyncio
 import contextlib
 import random
 import re
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +27,15 @@ from bot.discord.messages import describe
 from bot.discord.render import alias_choice, model_choice, status_text, status_view
 from bot.discord.replies import NO_PINGS, answer
 from bot.discord.reply_record import ReplyRecord
-from bot.domain import ASPECTS, MAX_NEGATIVE_PROMPT_CHARS, MAX_PROMPT_CHARS, MAX_SEED, Job, VideoRequest
+from bot.domain import (
+    ASPECTS,
+    MAX_NEGATIVE_PROMPT_CHARS,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    Job,
+    Requester,
+    VideoRequest,
+)
 from bot.errors import (
     AttachmentNotAnImage,
     AttachmentTooHeavy,
@@ -39,7 +49,7 @@ from bot.errors import (
     UserError,
 )
 from bot.faults import crash_point
-from bot.images import MAX_IMAGE_PIXELS, check_image
+from bot.images import MAX_IMAGE_PIXELS
 
 if TYPE_CHECKING:
     from bot.discord.client import VideoBot
@@ -63,10 +73,16 @@ def request_from_options(**options: Any) -> VideoRequest:
 class VideoCog(commands.Cog):
     def __init__(self, bot: VideoBot) -> None:
         self.bot = bot
+        self._enqueues_pending = 0
         self.animate_menu = app_commands.ContextMenu(
             name="Animate", callback=self.animate, allowed_contexts=app_commands.AppCommandContext(guild=True)
         )
         bot.tree.add_command(self.animate_menu)
+
+    @property
+    def enqueues_pending(self) -> int:
+        """Requests between `submit` and their enqueue's outcome: more than one means a burst."""
+        return self._enqueues_pending
 
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.animate_menu.name, type=self.animate_menu.type)
@@ -102,15 +118,15 @@ class VideoCog(commands.Cog):
             "prompt": prompt, "model": chosen_model, "aspect": aspect, "seed": seed,
             "negative_prompt": negative_prompt, "duration": duration or default_duration,
         }  # fmt: skip
-        request_from_options(**options)  # refuse bad input before anything is staged or charged
+        request = request_from_options(**options)  # refuse bad input before anything is staged or charged
         if image is None:
-            await self.submit(interaction, request_from_options(**options))
+            await self.submit(interaction, request)
             return
         # Fetching the image may take longer than the deadline allows: acknowledge first.
         await interaction.response.defer(thinking=True)
         staged = await self.stage_or_refuse(interaction, image)
         if staged is not None:
-            await self.submit(interaction, request_from_options(**options, image_path=str(staged)))
+            await self.submit(interaction, request_from_options(**options, image_ref=staged))
 
     @video.autocomplete("model")
     async def model_autocomplete(
@@ -157,24 +173,38 @@ class VideoCog(commands.Cog):
             attachment_size_limit=interaction.filesize_limit,
             app_permissions=interaction.app_permissions.value,
         )
-        enqueue = asyncio.ensure_future(self.bot.jobs.enqueue(who, request, delivery_ref=record.dumps()))
+        enqueue: asyncio.Future[Job] | None = None
+        self._enqueues_pending += 1
         try:
+            if self._enqueues_pending > 1 and not interaction.response.is_done():
+                # A burst: enqueues ahead of this one mean it cannot be answered at once. Refuse privately what
+                # needs no transaction, then acknowledge before any database work, so the acknowledgement does
+                # not queue behind the burst; the status message (or a refusal by quota) follows.
+                try:
+                    await self.bot.jobs.precheck(who, request)
+                except UserError as refusal:
+                    try:
+                        await self._refused(interaction, who, request, refusal)
+                    finally:  # counted once the member has the answer: the database may be busy with the burst
+                        await self.bot.jobs.refused(who, request, refusal)
+                    return None
+                await interaction.response.defer(thinking=True)
+            enqueue = asyncio.ensure_future(self.bot.jobs.enqueue(who, request, delivery_ref=record.dumps()))
             if not interaction.response.is_done():
                 await asyncio.wait({enqueue}, timeout=ACK_BUDGET)
                 if not enqueue.done():
                     await interaction.response.defer(thinking=True)
             job = await enqueue
-        except UserError as refusal:
-            _discard(request)
-            await self._refuse(interaction, describe(refusal))
-            if isinstance(refusal, RefusedByRule):
-                await self.bot.log_channel.on_refusal(who, refusal)
+        except UserError as refusal:  # the enqueue has counted it
+            await self._refused(interaction, who, request, refusal)
             return None
         except BaseException:
             _discard(request)
-            if enqueue.done() and not enqueue.cancelled() and enqueue.exception() is None:
+            if enqueue is not None and enqueue.done() and not enqueue.cancelled() and enqueue.exception() is None:
                 await self.bot.jobs.abandon(enqueue.result().id)  # queued, but the defer failed
             raise
+        finally:
+            self._enqueues_pending -= 1
         crash_point("enqueued")
         try:
             message_id = await self._show_queued(interaction, job)
@@ -195,6 +225,14 @@ class VideoCog(commands.Cog):
         )
         return sent.message_id or (await interaction.original_response()).id
 
+    async def _refused(
+        self, interaction: discord.Interaction, who: Requester, request: VideoRequest, refusal: UserError
+    ) -> None:
+        _discard(request)
+        await self._refuse(interaction, describe(refusal))
+        if isinstance(refusal, RefusedByRule):
+            await self.bot.log_channel.on_refusal(who, refusal)
+
     async def _refuse(self, interaction: discord.Interaction, reason: str) -> None:
         if not interaction.response.is_done():
             await answer(interaction, reason)
@@ -205,32 +243,27 @@ class VideoCog(commands.Cog):
             await interaction.delete_original_response()
         await interaction.followup.send(reason, ephemeral=True, allowed_mentions=NO_PINGS)
 
-    async def stage_or_refuse(self, interaction: discord.Interaction, image: discord.Attachment) -> Path | None:
-        """Stage the image, or refuse it privately: the interaction is already acknowledged publicly (fetching
-        an image can outlast Discord's deadline), and a refusal must not show in the channel."""
+    async def stage_or_refuse(self, interaction: discord.Interaction, image: discord.Attachment) -> str | None:
+        """Store the image where every worker can read it (its id, for `VideoRequest.image_ref`), or refuse it
+        privately: the interaction is already acknowledged publicly (fetching an image can outlast Discord's
+        deadline), and a refusal must not show in the channel."""
         try:
             return await self._stage_image(image)
         except UserError as refusal:
             await self._refuse(interaction, describe(refusal))
             return None
 
-    async def _stage_image(self, image: discord.Attachment) -> Path:
-        folder = self.bot.settings.data_dir / "staging" / "inputs"
-        folder.mkdir(parents=True, exist_ok=True)
-        kind = (image.content_type or "").split(";")[0]
-        path = folder / f"{uuid.uuid4().hex}{IMAGE_TYPES[kind]}"
+    async def _stage_image(self, image: discord.Attachment) -> str:
+        # In memory, never on this disk: the worker that runs the job may be on another machine. The service
+        # checks the image and stores it in the database (a refused image is never stored).
         try:
-            try:
-                await image.save(path)
-            except discord.HTTPException as exc:
-                raise ImageDownloadFailed() from exc
-            await asyncio.to_thread(check_image, path, kind)
-        except BaseException:
-            # Whatever went wrong (a refusal, a full disk, the interaction cancelled), a refused image must
-            # not stay on disk: nothing would ever delete it.
-            path.unlink(missing_ok=True)
-            raise
-        return path
+            data = await image.read()
+        except discord.HTTPException as exc:
+            raise ImageDownloadFailed() from exc
+        max_bytes = self.bot.settings.max_image_bytes
+        if len(data) > max_bytes:  # Discord's declared size was checked; this is what actually came
+            raise AttachmentTooHeavy(image.filename, size=len(data), max_bytes=max_bytes)
+        return await self.bot.jobs.store_input(data, (image.content_type or "").split(";")[0])
 
 
 class PromptModal(discord.ui.Modal):
@@ -253,7 +286,7 @@ class PromptModal(discord.ui.Modal):
         bot = self.cog.bot
         if self.base is not None:
             fields = self.base.request.model_dump()
-            fields.update(prompt=self.prompt.value, seed=None, image_path=None)
+            fields.update(prompt=self.prompt.value, seed=None, image_path=None, image_ref=None)
             await self.cog.submit(interaction, request_from_options(**fields))
             return
         assert self.image is not None
@@ -267,7 +300,7 @@ class PromptModal(discord.ui.Modal):
         await self.cog.submit(
             interaction,
             request_from_options(prompt=self.prompt.value, model=model, duration=info.default_duration,
-                                 image_path=str(staged)),
+                                 image_ref=staged),
         )  # fmt: skip
 
     async def on_error(self, interaction: discord.Interaction, error: Exception, /) -> None:
@@ -306,10 +339,10 @@ class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"vide
             await interaction.response.edit_message(content=content, view=status_view(job), allowed_mentions=NO_PINGS)
         elif self.action == "again":
             job = await bot.jobs.get(self.job_id)
-            if job.request.image_path:
+            if job.request.image_path or job.request.image_ref:
                 raise ImageNotKept(job.id)
             fields = job.request.model_dump()
-            fields.update(seed=random.randint(0, MAX_SEED), image_path=None)
+            fields.update(seed=random.randint(0, MAX_SEED), image_path=None, image_ref=None)
             await cog.submit(interaction, request_from_options(**fields))
         elif self.action == "remix":
             job = await bot.jobs.get(self.job_id)
@@ -334,7 +367,7 @@ def _check_attachment(image: discord.Attachment, max_bytes: int) -> None:
     if image.size > max_bytes:
         raise AttachmentTooHeavy(image.filename, size=image.size, max_bytes=max_bytes)
     # Discord measures images it can read; refusing here saves the download. Files it could not measure are
-    # checked after staging (`check_image`), so this is a shortcut, not the guard.
+    # checked when stored (`JobService.store_input`), so this is a shortcut, not the guard.
     if image.width and image.height and image.width * image.height > MAX_IMAGE_PIXELS:
         raise AttachmentTooLarge(image.width, image.height, MAX_IMAGE_PIXELS, filename=image.filename)
 

@@ -165,8 +165,15 @@ async def test_image_to_video_uses_the_attachment_and_cleans_up(tmp_path: Path) 
         )
         assert (await rec.wait_callback()).type == 5  # deferred while the image is fetched
         job = await h.wait_job_state((await h.wait_for_job()).id, "delivered")
-        assert job.request.image_path is not None
-        assert not Path(job.request.image_path).exists(), "the staged input image is removed when the job ends"
+        ref = job.request.image_ref
+        assert ref is not None and job.request.image_path is None
+        copy = h.settings.data_dir / "staging" / "inputs" / ref
+        for _ in range(250):  # the worker deletes both right after recording the delivery: wait for that
+            if not copy.exists() and await h.store.get_input(ref) is None:
+                break
+            await asyncio.sleep(0.02)
+        assert await h.store.get_input(ref) is None, "the stored input image is deleted when the job ends"
+        assert not copy.exists(), "and so is the worker's copy"
         assert (await rec.wait_original(lambda m: "Done" in m.content)).content
 
 

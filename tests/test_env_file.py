@@ -73,7 +73,7 @@ def test_python_m_bot_check_refuses_a_typo_in_env_and_accepts_the_fixed_file(tmp
 @pytest.mark.parametrize(
     ("given", "expected"),
     [
-        ({"discord_shard_ids": "0,1", "discord_shard_count": 2}, "one shard id per gateway process"),
+        ({"discord_shard_ids": "0,1,1", "discord_shard_count": 2}, "lists shard 1 more than once"),
         ({"discord_shard_ids": "1"}, "DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT"),
         ({"discord_shard_ids": "3", "discord_shard_count": 2}, "DISCORD_SHARD_IDS must be from 0 to 1"),
     ],

@@ -49,8 +49,8 @@ def test_a_name_missing_from_a_dialect_is_found_at_load(tmp_path: Path, dialect:
     folder = copy_of_queries(tmp_path)
     assert load(folder)  # the copy loads as it is
     file = folder / f"{dialect}.sql"
-    file.write_text(without_block(without_block(file.read_text(), "claim_next"), "lock_claims"))
-    with pytest.raises(StoreError, match=rf"{dialect}\.sql lacks claim_next, lock_claims"):
+    file.write_text(without_block(without_block(file.read_text(), "claim_next"), "claim_check"))
+    with pytest.raises(StoreError, match=rf"{dialect}\.sql lacks claim_check, claim_next"):
         load(folder)
 
 

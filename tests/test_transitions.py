@@ -73,3 +73,20 @@ def test_a_move_records_only_what_belongs_to_where_it_goes() -> None:
         Transition(JobState.FAILED, remote_id="r")
     with pytest.raises(ValueError, match="cannot record"):
         Transition(JobState.DELIVERING, error="an end's reason on a working state")
+
+
+@pytest.mark.parametrize("end", [JobState.FAILED, JobState.CANCELLED, JobState.DELIVERED])
+async def test_an_end_with_a_refund_returns_the_credits_once_and_one_without_keeps_them(
+    store: Store, clock: FakeClock, end: JobState
+) -> None:
+    window = (clock.now() - 1, clock.now() + 1)
+    source = JobState.DELIVERING if end is JobState.DELIVERED else JobState.RUNNING
+    refunded = await walk(store, await new_job(store, clock), source, now=clock.now())
+    kept = await walk(store, await new_job(store, clock), source, now=clock.now())
+    assert (await store.admission(1, 10, window)).charged == 4
+    await store.transition(refunded.id, Transition(end, refund=True, detail="probe"), now=clock.now())
+    await store.transition(kept.id, Transition(end, detail="probe"), now=clock.now())
+    assert (await store.admission(1, 10, window)).charged == 2, "exactly the refunded job's 2 credits came back"
+    with pytest.raises(InvalidTransition):  # an end is final: no second refund
+        await store.transition(refunded.id, Transition(end, refund=True), now=clock.now())
+    assert (await store.admission(1, 10, window)).charged == 2

@@ -1,4 +1,4 @@
-"""Command line: `python -m bot [run|gateway|worker|check|generate|models]`."""
+"""Command line: `python -m bot [run|gateway|worker|check|generate|models|migrate]`."""
 
 from __future__ import annotations
 
@@ -36,6 +36,15 @@ def parser() -> argparse.ArgumentParser:
     generate.add_argument("--negative-prompt", dest="negative_prompt")
     generate.add_argument("--image", help="first frame for image-to-video (png/jpeg/webp)")
     generate.add_argument("-o", "--output", default="clip.mp4", help="where to write the MP4 (default clip.mp4)")
+    migrate = commands.add_parser(
+        "migrate",
+        help="copy the whole database into an empty one (SQLite ⇄ PostgreSQL), verified table by table",
+        description="Copy every table into an empty database and verify counts and checksums; stop the bot first. "
+        "Exit 0: copied and verified; 1: a mismatch or a database error (the target keeps no row); "
+        "2: refused (target not empty, schema newer than this bot, bad URL).",
+    )
+    migrate.add_argument("--from", dest="source", required=True, metavar="URL", help="the database to copy")
+    migrate.add_argument("--to", dest="target", required=True, metavar="URL", help="an empty database to fill")
     return top
 
 
@@ -63,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot.cli.check import check
 
             return asyncio.run(check(settings))
+        if command == "migrate":
+            from bot.cli.migrate import migrate
+
+            return asyncio.run(migrate(args.source, args.target))
         return run_discord(settings, command)
     except ConfigError as exc:
         print(f"videobot: {exc}", file=sys.stderr)

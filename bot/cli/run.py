@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import aiohttp
 import discord
 import yarl
 
@@ -60,6 +62,15 @@ def point_discord_at(settings: Settings) -> None:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
 
 
+def discord_trace(app: App) -> aiohttp.TraceConfig:
+    """The trace on discord.py's session, in every process: the metrics, and the pause Discord's global rate
+    limit puts on every process sharing the bot token (`bot.discord.ratelimit`)."""
+    from bot.discord.client import discord_http_trace
+    from bot.discord.ratelimit import GlobalPause
+
+    return GlobalPause(app.store, app.clock).install(discord_http_trace(app.metrics))
+
+
 async def build_app(
     settings: Settings,
     *,
@@ -105,10 +116,10 @@ async def build_app(
 
 
 def make_bot(app: App, **options: object) -> discord.Client:
-    from bot.discord.client import VideoBot, discord_http_trace
+    from bot.discord.client import bot_class
 
-    options.setdefault("http_trace", discord_http_trace(app.metrics))
-    return VideoBot(
+    options.setdefault("http_trace", discord_trace(app))
+    return bot_class(app.settings)(
         settings=app.settings, store=app.store, jobs=app.jobs, admin=app.admin,
         delivery=app.delivery, clock=app.clock, worker=app.worker, **options,
     )  # fmt: skip
@@ -117,6 +128,10 @@ def make_bot(app: App, **options: object) -> discord.Client:
 async def run_processes(settings: Settings, command: str) -> int:
     point_discord_at(settings)
     app = await build_app(settings, with_worker=command in ("run", "worker"))
+    # What start-up built (modules, schemas, the catalogue) lives as long as the process: kept out of the
+    # collector's full passes, which would walk it again in the middle of a burst of commands (tens of ms each).
+    gc.collect()
+    gc.freeze()
     assert settings.discord_token is not None
     token = settings.discord_token.get_secret_value()
     stop = asyncio.Event()
@@ -172,9 +187,7 @@ async def start_ops_server(app: App, *, gateway: Callable[[], bool] | None) -> O
 async def _run_worker_only(app: App, token: str, stop: asyncio.Event) -> None:
     """No gateway: a REST-only client (login without connecting) is all delivery needs."""
     assert app.worker is not None
-    from bot.discord.client import discord_http_trace
-
-    client = discord.Client(intents=discord.Intents.none(), http_trace=discord_http_trace(app.metrics))
+    client = discord.Client(intents=discord.Intents.none(), http_trace=discord_trace(app))
     await client.login(token)
     app.delivery.attach(client)
     loops = BackgroundLoops(app.store, app.delivery, app.worker, app.settings.data_dir, app.clock)

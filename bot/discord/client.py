@@ -72,11 +72,16 @@ class VideoBot(commands.Bot):
     ) -> None:
         options.setdefault("intents", discord.Intents.default())
         options.setdefault("allowed_mentions", NO_PINGS)
-        if settings.discord_shard_count is not None:
+        shards = settings.gateway_shard_ids
+        if shards is not None:
             options.setdefault("shard_count", settings.discord_shard_count)
-            # One shard per gateway process (DISCORD_SHARD_IDS has one id: checked with the settings).
-            if settings.shard_ids:
-                options.setdefault("shard_id", settings.shard_ids[0])
+            if isinstance(self, commands.AutoShardedBot):
+                options.setdefault("shard_ids", shards)
+            elif len(shards) == 1:
+                options.setdefault("shard_id", shards[0])
+            else:
+                raise TypeError(f"{type(self).__name__} runs one shard, not {shards}: build it with bot_class()")
+            log.info("this gateway runs shard(s) %s of %d", ", ".join(map(str, shards)), settings.discord_shard_count)
         super().__init__(command_prefix=commands.when_mentioned, help_command=None, **options)
         self.settings = settings
         self.store = store
@@ -172,3 +177,25 @@ class VideoBot(commands.Bot):
             await answer(interaction, message)
         except discord.HTTPException:
             log.warning("could not tell the member about an error in interaction %s", interaction.id)
+
+
+class ShardedVideoBot(VideoBot, commands.AutoShardedBot):
+    """A gateway process running several shards: discord.py's AutoShardedClient, one socket per shard and one
+    cache, so the cogs and the delivery see the same client as with one shard.
+
+    One shard keeps the plain client (`shard_id=`): AutoShardedClient adds a socket per shard, a second ready
+    state and discord.py's 5 s pause between IDENTIFYs, all of which buy nothing for one socket."""
+
+    def gateway_connected(self) -> bool:
+        """Ready and every shard's socket open now: one dropped shard is one slice of the servers not heard."""
+        if not self.is_ready() or self.is_closed():
+            return False
+        running = self.shards
+        wanted = self.shard_ids or range(self.shard_count or 0)
+        return bool(wanted) and all(i in running and not running[i].is_closed() for i in wanted)
+
+
+def bot_class(settings: Settings) -> type[VideoBot]:
+    """The client for this gateway's shards: AutoShardedBot when it runs several, else the plain one."""
+    shards = settings.gateway_shard_ids
+    return ShardedVideoBot if shards is not None and len(shards) > 1 else VideoBot

@@ -3,6 +3,8 @@ cancel, and look at the queue and their quota. Knows nothing of Discord."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
 import statistics
 import uuid
@@ -39,12 +41,13 @@ from bot.errors import (
     UnknownModel,
     UserError,
 )
+from bot.images import check_image
 from bot.jobs.balances import VendorBalances
 from bot.jobs.moderation import check_channel, check_request
 from bot.jobs.notify import Transitions
 from bot.jobs.quotas import check_admission, check_budget, resolve_policy, window_bounds
 from bot.jobs.refusals import count_refusal
-from bot.jobs.staging import StagingDirs, discard_input
+from bot.jobs.staging import StagingDirs, discard_input, discard_stored_input, new_input_ref
 from bot.providers.registry import ProviderRegistry
 from bot.store.base import Admission, ServiceStore
 
@@ -98,20 +101,36 @@ class JobService:
         active one is flagged for its worker) and cleared queues."""
         self.staging = staging
         self._settings: dict[int, tuple[float, GuildSettings]] = {}
+        self._settings_reads: dict[int, asyncio.Future[GuildSettings]] = {}
         self._job_seconds: dict[str, tuple[float, float]] = {}
 
     async def guild_settings(self, guild_id: int) -> GuildSettings:
-        """Settings read on every request, kept briefly so a burst of commands does not re-read them each time."""
+        """Settings read on every request, kept briefly so a burst of commands does not re-read them each time;
+        the requests that miss the cache together share one read."""
         now = self.clock.now()
         cached = self._settings.get(guild_id)
         if cached is not None and now - cached[0] < SETTINGS_TTL:
             return cached[1]
-        settings = await self.store.guild_settings(guild_id)
-        self._settings[guild_id] = (now, settings)
+        reading = self._settings_reads.get(guild_id)
+        if reading is None:
+            reading = self._settings_reads[guild_id] = asyncio.ensure_future(self._read_settings(guild_id, now))
+        return await asyncio.shield(reading)  # one waiter cancelled must not cancel the others' read
+
+    async def _read_settings(self, guild_id: int, now: float) -> GuildSettings:
+        try:
+            settings = await self.store.guild_settings(guild_id)
+        finally:
+            # Kept only if no admin change forgot this read while it ran (it may predate the change).
+            current = self._settings_reads.get(guild_id) is asyncio.current_task()
+            if current:
+                del self._settings_reads[guild_id]
+        if current:
+            self._settings[guild_id] = (now, settings)
         return settings
 
     def forget_settings(self, guild_id: int) -> None:
         self._settings.pop(guild_id, None)
+        self._settings_reads.pop(guild_id, None)
 
     # --- validation -----------------------------------------------------------------------------------
     async def enabled_models(self, guild_id: int) -> list[ModelInfo]:
@@ -188,9 +207,10 @@ class JobService:
             raise DurationNotOffered(model.id, duration=request.duration, durations=model.durations)
         if request.aspect not in model.aspects:
             raise AspectNotOffered(model.id, aspect=request.aspect, aspects=model.aspects)
-        if request.image_path is not None and not model.supports_image:
+        has_image = request.image_path is not None or request.image_ref is not None
+        if has_image and not model.supports_image:
             raise ImageNotOffered(model.id)
-        if request.image_path is None and model.requires_image:
+        if not has_image and model.requires_image:
             raise ImageRequired(model.id)
         if request.seed is not None and not model.supports_seed:
             raise SeedNotOffered(model.id)
@@ -199,12 +219,38 @@ class JobService:
         return model
 
     # --- enqueue / cancel -----------------------------------------------------------------------------
+    async def store_input(self, data: bytes, content_type: str) -> str:
+        """Check a member's image (`ImageRejected` if it is not a whole image of its declared type within the
+        pixel limit) and store it where every worker can read it; returns the id a request names it by
+        (`VideoRequest.image_ref`). It belongs to the request until its job exists: a refused enqueue deletes
+        it, an ended job too, and the staging sweep any that a crash or a lost answer left behind."""
+        kind = content_type.split(";")[0].strip().lower()
+        await asyncio.to_thread(check_image, io.BytesIO(data), kind)
+        image_ref = new_input_ref(kind)
+        await self.store.put_input(image_ref, data, content_type=kind, now=self.clock.now())
+        return image_ref
+
     async def enqueue(self, who: Requester, request: VideoRequest, *, delivery_ref: str | None = None) -> Job:
         try:
             return await self._enqueue(who, request, delivery_ref=delivery_ref)
-        except UserError as refusal:  # a refusal by a server rule is counted for the stats (`bot.jobs.refusals`)
-            await count_refusal(self.store, who.guild_id, who.user_id, refusal, at=self.clock.now())
+        except UserError as refusal:
+            await self.refused(who, request, refusal)
             raise
+
+    async def precheck(self, who: Requester, request: VideoRequest) -> None:
+        """Raise what the server's rules and the model refuse without a transaction: the channel, the
+        blocklist, the model and its options, against the briefly cached settings. For a front end that must
+        acknowledge before it enqueues: it refuses these first, privately, then records them with `refused`.
+        `enqueue` checks them all again; the quota, the budget, a pause and blocks are decided only inside its
+        transaction."""
+        check_request(await self.guild_settings(who.guild_id), who, request)
+        await self.plan(who.guild_id, request)
+
+    async def refused(self, who: Requester, request: VideoRequest, refusal: UserError) -> None:
+        """Record a refusal: one by a server rule is counted for the stats (`bot.jobs.refusals`), and the
+        request's stored image, which was for it only, goes."""
+        await discard_stored_input(self.store, request)
+        await count_refusal(self.store, who.guild_id, who.user_id, refusal, at=self.clock.now())
 
     async def check_channel(self, who: Requester) -> None:
         """Refuse (and count) a request from a channel the server does not allow, before any prompt is asked
@@ -299,6 +345,7 @@ class JobService:
     async def _ended(self, job: Job, old_state: JobState) -> None:
         if self.staging is not None:
             discard_input(job.request.image_path, self.staging)
+        await discard_stored_input(self.store, job.request, job_id=job.id)
         await self.transitions.fire(job, old_state)
 
     async def record_delivery_ref(self, job_id: str, delivery_ref: str) -> None:

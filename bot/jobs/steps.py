@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.domain import Fallback, Job, JobState, Route
+from bot.domain import Fallback, Job, JobState, Route, VideoRequest
 from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
@@ -29,6 +29,7 @@ from bot.errors import (
     RequestRejected,
 )
 from bot.faults import crash_point
+from bot.jobs.staging import input_copy, materialise_input
 from bot.providers.base import PollResult, RemoteJob, RemoteState, VideoProvider
 from bot.store.base import Reroute
 
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 Step = Callable[["Worker", Job, VideoProvider], Awaitable[Job]]
 POLL_GROWTH = 1.5
 POLL_INTERVAL_CAP = 15.0
+INPUT_LOST = "The image for this video is no longer available; attach it again. Your credits are returned."
 
 
 async def submit(w: Worker, job: Job, provider: VideoProvider) -> Job:
@@ -47,11 +49,10 @@ async def submit(w: Worker, job: Job, provider: VideoProvider) -> Job:
         # A worker died between sending the create and recording its answer: the provider may be making
         # the video already, and sending it again could cost twice.
         raise JobFailed("The video service was interrupted while taking this job; your credits are returned.")
+    request = job.request if job.remote_id else await provider_request(w, job, required=True)
     with w.side_effect(job):
         try:
-            remote_id = job.remote_id or await w.provider_call(
-                job, "submit", lambda: provider.submit(job.id, job.request)
-            )
+            remote_id = job.remote_id or await w.provider_call(job, "submit", lambda: provider.submit(job.id, request))
         except JobFailed as failure:
             moved = await fall_back(w, job, failure)
             if moved is None:
@@ -136,7 +137,7 @@ async def download(w: Worker, job: Job, provider: VideoProvider) -> Job:
     (`ResultExpired`, retryable) is replaced by the next poll's."""
     dest = w.staging_dir / f"{job.id}.mp4"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    remote = remote_job(job)
+    remote = remote_job(job, await provider_request(w, job, required=False))
 
     async def fetch() -> PollResult:
         result = await provider.poll(remote)
@@ -218,10 +219,26 @@ STEPS: dict[JobState, Step] = {
 async def _poll(w: Worker, job: Job, provider: VideoProvider, *, until: float) -> PollResult:
     """A status poll. A provider's passing trouble (429s, a 5xx burst, a dropped connection) is waited out up
     to the job's poll deadline, not a fixed number of tries: the video is still being made meanwhile."""
-    remote = remote_job(job)
+    remote = remote_job(job, await provider_request(w, job, required=False))
     return await w.provider_call(job, "poll", lambda: provider.poll(remote), until=until)
 
 
-def remote_job(job: Job) -> RemoteJob:
+async def provider_request(w: Worker, job: Job, *, required: bool) -> VideoRequest:
+    """The job's request as the provider reads it: an input image stored in the database (by a front end that
+    may run on another machine) copied to this worker's disk, `image_path` pointing at the copy. The submit
+    requires the image (`JobFailed`, refunded, when it is gone); a poll or a download only hands it on, for a
+    provider that makes the video again after a crash (the offline renderer), which fails on its own without
+    it."""
+    request = await materialise_input(w.store, job.request, w.dirs)
+    if request is not None:
+        return request
+    if required:
+        log.warning("job %s: its input image %s is gone", job.id, job.request.image_ref)
+        raise JobFailed(INPUT_LOST)
+    assert job.request.image_ref is not None
+    return job.request.model_copy(update={"image_path": str(input_copy(job.request.image_ref, w.dirs))})
+
+
+def remote_job(job: Job, request: VideoRequest | None = None) -> RemoteJob:
     assert job.remote_id is not None
-    return RemoteJob(job_id=job.id, remote_id=job.remote_id, request=job.request)
+    return RemoteJob(job_id=job.id, remote_id=job.remote_id, request=request or job.request)

@@ -40,7 +40,7 @@ from bot.jobs.breaker import CircuitBreaker
 from bot.jobs.notify import Delivery, Transitions
 from bot.jobs.refusals import count_provider_refusal
 from bot.jobs.retry import FOREVER, RetryPolicy, retrying
-from bot.jobs.staging import StagingDirs, discard_job_files
+from bot.jobs.staging import StagingDirs, discard_job_files, discard_stored_input
 from bot.jobs.steps import STEPS, cancel
 from bot.providers.registry import ProviderRegistry
 from bot.store.base import ClaimLimits, JobStore, Transition
@@ -48,6 +48,8 @@ from bot.store.base import ClaimLimits, JobStore, Transition
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+CLAIMS_AT_ONCE = 4
+"""Claims one worker makes side by side (see `Worker.fill_slots`)."""
 MAX_POLL_SECONDS = 2 * 60 * 60
 """A remote job still unfinished after two hours is given up (and refunded)."""
 
@@ -136,23 +138,32 @@ class Worker:
         await self.reap_dead_workers()
 
     async def fill_slots(self) -> int:
-        """Claim jobs while there are free slots; returns how many were started."""
+        """Claim jobs while there are free slots; returns how many were started. Up to CLAIMS_AT_ONCE claims run
+        side by side: each is a transaction of several round trips, and one at a time would cap a process at
+        one such chain per claim however many slots are free (claimers never take the same job)."""
         started = 0
-        while len(self._tasks) < self.concurrency and not self._stopping:
-            job = await self.store.claim_job(
-                self.worker_id, now=self.clock.now(), lease_seconds=self.lease_seconds, limits=self.limits,
-                holding=tuple(self._tasks),
-            )  # fmt: skip
-            if job is None:
-                break
-            if job.id in self._tasks:  # never drive one job twice, whatever the store returned
-                break
-            crash_point("claimed")
-            task = asyncio.create_task(self.drive(job), name=f"job-{job.id}")
-            self._tasks[job.id] = task
-            task.add_done_callback(self._finished)
-            started += 1
+        while (free := self.concurrency - len(self._tasks)) > 0 and not self._stopping:
+            holding = tuple(self._tasks)
+            batch = min(free, CLAIMS_AT_ONCE)
+            claims = await asyncio.gather(*(self._claim(holding) for _ in range(batch)), return_exceptions=True)
+            for claimed in claims:
+                if isinstance(claimed, Job) and claimed.id not in self._tasks:  # never drive one job twice
+                    crash_point("claimed")
+                    task = asyncio.create_task(self.drive(claimed), name=f"job-{claimed.id}")
+                    self._tasks[claimed.id] = task
+                    task.add_done_callback(self._finished)
+                    started += 1
+            if failed := next((c for c in claims if isinstance(c, BaseException)), None):
+                raise failed  # after starting what the other claims took: their jobs are not left to a lease
+            if any(claimed is None for claimed in claims):
+                break  # nothing more to claim now
         return started
+
+    async def _claim(self, holding: tuple[str, ...]) -> Job | None:
+        return await self.store.claim_job(
+            self.worker_id, now=self.clock.now(), lease_seconds=self.lease_seconds, limits=self.limits,
+            holding=holding,
+        )  # fmt: skip
 
     async def drain(self) -> None:
         """Run until nothing is claimable and nothing is running (tests, benchmarks, `generate`)."""
@@ -272,6 +283,7 @@ class Worker:
             job = await self.end(job, JobState.FAILED, f"Something went wrong on our side (reference {job.id[:8]}).")
         if job.state.is_terminal:
             discard_job_files(job, self.dirs)
+            await discard_stored_input(self.store, job.request, job_id=job.id)
 
     # --- what the steps use ---------------------------------------------------------------------------
     @contextlib.contextmanager

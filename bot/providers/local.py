@@ -9,14 +9,18 @@ keeps track of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
 import re
 import shutil
+import sys
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from bot.domain import ASPECTS, ModelInfo, VideoRequest
@@ -27,6 +31,9 @@ from bot.providers.local_render import RenderCancelled, RenderError, render_card
 log = logging.getLogger(__name__)
 
 MODEL_ID = "local/preview"
+RENDER_NICENESS = 10
+"""Renders are background work: their threads (and the encoder's, which inherit it) give way to the event loop,
+which must acknowledge every interaction within Discord's 3 s however many clips are being encoded."""
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 PREVIEW_MODEL = ModelInfo(
@@ -73,6 +80,7 @@ class LocalPreviewProvider:
         self.work_dir = Path(work_dir)
         self.fps = fps
         self._renders: dict[str, _Render] = {}
+        self._pool: ThreadPoolExecutor | None = None
 
     def models(self) -> Sequence[ModelInfo]:
         return (PREVIEW_MODEL,)
@@ -148,6 +156,9 @@ class LocalPreviewProvider:
         if tasks:
             await asyncio.wait(tasks)
         self._renders.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
     def _start(self, remote_id: str, request: VideoRequest) -> _Render:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -159,14 +170,13 @@ class LocalPreviewProvider:
     async def _run(self, render: _Render, request: VideoRequest) -> None:
         dest = self.output_path(render.job_id)
         try:
-            await asyncio.to_thread(
-                render_card,
-                request,
-                dest,
-                fps=self.fps,
-                progress=render.on_progress,
-                should_cancel=render.cancel_flag.is_set,
-            )
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(thread_name_prefix="local-render", initializer=_lower_priority)
+            await asyncio.get_running_loop().run_in_executor(
+                self._pool,
+                partial(render_card, request, dest, fps=self.fps, progress=render.on_progress,
+                        should_cancel=render.cancel_flag.is_set),
+            )  # fmt: skip
         except RenderCancelled:
             render.cancelled = True
         except RenderError as exc:
@@ -177,6 +187,14 @@ class LocalPreviewProvider:
             render.error = f"the local preview could not be rendered: {exc}"
         else:
             log.info("job %s: rendered %d frames to %s", render.job_id, render.total, dest.name)
+
+
+def _lower_priority() -> None:
+    """Lower this render thread's CPU priority (Linux: niceness is per thread, and threads started from here
+    inherit it); elsewhere renders keep the normal priority."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), RENDER_NICENESS)
 
 
 def _validate(request: VideoRequest) -> None:

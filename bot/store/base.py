@@ -110,8 +110,37 @@ class Transition:
 AdmitFn = Callable[[Admission], None]
 
 
-class JobStore(Protocol):
-    """Jobs, their leases and the worker registry: what the service and the worker drive jobs with."""
+@dataclass(frozen=True, slots=True)
+class StoredInput:
+    """A member's input image as the front end stored it (checked already), for a worker to write to disk."""
+
+    id: str
+    content_type: str
+    data: bytes
+
+
+class InputStore(Protocol):
+    """Input images in the database (bounded by `MAX_IMAGE_BYTES`), so a worker on any machine can read the
+    image a gateway accepted. A job's request names its input by id (`VideoRequest.image_ref`)."""
+
+    async def put_input(self, input_id: str, data: bytes, *, content_type: str, now: float) -> None: ...
+
+    async def get_input(self, input_id: str) -> StoredInput | None:
+        """None when it was deleted (its job ended, or the sweep found it orphaned)."""
+        ...
+
+    async def delete_inputs(self, input_ids: Sequence[str]) -> int:
+        """Delete these inputs (ids that are gone already are no error); returns how many were deleted."""
+        ...
+
+    async def stale_inputs(self, before: float) -> list[str]:
+        """The ids of inputs stored before `before`, oldest first (the sweep keeps those a live job names)."""
+        ...
+
+
+class JobStore(InputStore, Protocol):
+    """Jobs, their input images, their leases and the worker registry: what the service and the worker drive
+    jobs with."""
 
     async def insert_job(
         self,
@@ -349,6 +378,18 @@ class AuditStore(Protocol):
         ...
 
 
+class RateLimitStore(Protocol):
+    """Discord's global REST pause, shared by every process on the bot token (`bot.discord.ratelimit`)."""
+
+    async def discord_paused_until(self) -> float:
+        """Until when bot-token requests wait (epoch seconds); 0.0 when Discord never paused them."""
+        ...
+
+    async def pause_discord(self, until: float) -> None:
+        """Hold bot-token requests until `until`; only ever extends the pause (the later end wins)."""
+        ...
+
+
 class ServiceStore(JobStore, QuotaStore, SettingsStore, Protocol):
     """What the member-facing service needs: jobs, the quota ledger it charges in the same transaction, and the
     server settings it checks (no migrations, no schema, no meta)."""
@@ -358,5 +399,5 @@ class AdminStore(QuotaStore, SettingsStore, AuditStore, Protocol):
     """What the admin service changes itself: policies, grants, blocks, settings (jobs go through JobService)."""
 
 
-class Store(JobStore, QuotaStore, SettingsStore, Maintenance, StatsStore, AuditStore, Protocol):
+class Store(JobStore, QuotaStore, SettingsStore, Maintenance, StatsStore, AuditStore, RateLimitStore, Protocol):
     """Everything: what `open_store` returns, for code that wires the parts together."""

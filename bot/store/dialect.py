@@ -70,6 +70,10 @@ class Dialect(Protocol):
         """Run one writing statement, atomic by itself (PostgreSQL spares the BEGIN/COMMIT round trips)."""
         ...
 
+    def runs(self, query: str) -> bool:
+        """Whether this dialect has a statement for the named query (an empty one does nothing)."""
+        ...
+
     async def migrate(self) -> None: ...
 
     async def schema(self) -> list[tuple[str, str]]:

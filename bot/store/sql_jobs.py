@@ -8,6 +8,7 @@ difference is in the SQL, not here.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Sequence
 
 from bot.domain import ALLOWED, AuditDraft, Job, JobEvent, JobState
@@ -18,6 +19,24 @@ from bot.store.rows import admission_from_row, event_from_row, job_from_row, job
 from bot.store.sql_audit import write_audit
 
 log = logging.getLogger(__name__)
+
+CLAIM_ATTEMPTS = 3
+"""Claims tried in a row when another claimer took the last free slot first (PostgreSQL only): each new try
+sees that claim, so it picks another member's or provider's job or finds none."""
+CLAIM_LANES = 8
+"""Claims of one provider that may be in flight at once without taking turns (PostgreSQL's claim_next): each
+leaves room for the other seven it cannot see, so a provider within 8 jobs of its limit is claimed one at a
+time instead."""
+UNLIMITED = 1 << 31
+
+
+class _ClaimRace(Exception):
+    """Raised inside a claim's transaction to roll it back: a limit was passed by a concurrent claim."""
+
+    def __init__(self, job_id: str, provider: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+        self.provider = provider
 
 
 class JobsSql:
@@ -46,7 +65,7 @@ class JobsSql:
             admitted = await conn.fetchrow("admission", **member, start=window[0], end=window[1])
             admit(admission_from_row(one(admitted, "admission"), spent))
             floor = one(await conn.fetchrow("fair_rank_floor", **member), "fair_rank_floor")
-            rank = max(int(floor["virtual_time"]), int(floor["member_last"])) + 1
+            rank = max(int(floor["head_rank"]), int(floor["member_last"]) + 1)
             await conn.execute("insert_job", **job_insert_params(job, max_running, rank))
             await conn.execute(
                 "insert_ledger", **member, job_id=job.id, kind="reserve", credits=job.credits, at=job.created_at
@@ -66,9 +85,9 @@ class JobsSql:
         self, worker_id: str, *, now: float, lease_seconds: float, limits: ClaimLimits, holding: Sequence[str] = ()
     ) -> Job | None:
         until = now + lease_seconds
+        exclusive: set[str] = set()  # providers a lost race says to claim one at a time
 
         async def claim(conn: Connection) -> Job | None:
-            await conn.execute("lock_claims")
             running = {row["provider"]: int(row["n"]) for row in await conn.fetch("running_by_provider")}
             # Only a provider with active jobs can have a lapsed lease: naming them lets the lookup use the index.
             with_active = running.keys() & limits.providers if limits.providers is not None else running.keys()
@@ -80,24 +99,45 @@ class JobsSql:
 
             if limits.global_limit is not None and sum(running.values()) >= limits.global_limit:
                 return None
-            saturated = {p for p, n in running.items() if n >= limits.provider_limits.get(p, n + 1)}
-            only, skip = None, sorted(saturated)
-            if limits.providers is not None:
-                if not (allowed := limits.providers - saturated):
-                    return None
-                only, skip = sorted(allowed), []
+            providers = limits.providers
+            if providers is None:
+                providers = frozenset(str(row["provider"]) for row in await conn.fetch("queued_providers"))
+            room = {p: limits.provider_limits.get(p, UNLIMITED) - running.get(p, 0) for p in providers}
+            if not (allowed := sorted(p for p, free in room.items() if free > 0)):
+                return None
+            tight = sorted(p for p in allowed if room[p] < CLAIM_LANES or p in exclusive)
             row = await conn.fetchrow(
-                "claim_next", worker_id=worker_id, lease_until=until, now=now, only=only, skip=skip
-            )
+                "claim_next", worker_id=worker_id, lease_until=until, now=now, only=allowed, tight=tight,
+                lanes=CLAIM_LANES, lane_offset=random.randrange(CLAIM_LANES), global_limit=limits.global_limit,
+            )  # fmt: skip
             if row is None:
                 return None
-            await conn.execute("advance_virtual_time", rank=str(row["fair_rank"]))
-            await _event(conn, row["id"], now, JobState.QUEUED, JobState.SUBMITTING, f"worker {worker_id}")
+            detail = f"worker {worker_id}"
+            check = await conn.fetchrow(
+                "claim_check", id=row["id"], now=now, detail=detail, guild_id=row["guild_id"],
+                user_id=row["user_id"], provider=row["provider"], global_limit=limits.global_limit,
+            )  # fmt: skip
+            if check is None:  # SQLite: nothing to check, and the history row is ours to write
+                await _event(conn, row["id"], now, JobState.QUEUED, JobState.SUBMITTING, detail)
+            elif _over_a_limit(check, row, limits, laned=row["provider"] not in tight):
+                raise _ClaimRace(str(row["id"]), str(row["provider"]))
             return job_from_row(row)
 
-        return await self.dialect.write(claim)
+        for _ in range(CLAIM_ATTEMPTS):
+            try:
+                return await self.dialect.write(claim)
+            except _ClaimRace as race:
+                log.debug("claim of job %s lost a race for a free slot; trying again", race.job_id)
+                exclusive.add(race.provider)
+        return None
 
     async def transition(self, job_id: str, change: Transition, *, now: float) -> Job:
+        if change.reroute is None and self.dialect.runs("transition_checked"):
+            # PostgreSQL makes the whole change in one statement; no row back means a check failed, and the steps
+            # below say which.
+            rows = await self.dialect.write_one("transition_checked", **_checked_params(job_id, change, now))
+            if rows:
+                return job_from_row(rows[0])
         return await self.dialect.write(lambda conn: apply_transition(conn, job_id, change, now))
 
     async def set_progress(
@@ -252,6 +292,32 @@ async def _event(
         "insert_event", job_id=job_id, at=at, from_state=from_state.value if from_state else None,
         to_state=to_state.value, detail=detail,
     )  # fmt: skip
+
+
+def _checked_params(job_id: str, change: Transition, now: float) -> dict[str, object]:
+    """transition_checked's parameters: apply_transition's checks, as data."""
+    return {
+        "id": job_id, "state": change.to_state.value, "now": now, "worker_id": change.worker_id,
+        "terminal": change.to_state.is_terminal,
+        "from_states": [state.value for state in JobState if change.to_state in ALLOWED[state]],
+        "detail": change.detail or change.error or "", "refund": change.refund, "error": change.error,
+        "delivered_message_id": change.delivered_message_id, "remote_id": change.remote_id,
+        "result_path": change.result_path, "post_attempted_at": change.post_attempted_at,
+        "vendor_credits": change.vendor_credits,
+    }  # fmt: skip
+
+
+def _over_a_limit(check: Row, claimed: Row, limits: ClaimLimits, *, laned: bool) -> bool:
+    """The counts include the claimed job itself. A laned claim (no exclusive provider lock) cannot see up to
+    CLAIM_LANES - 1 others in flight, so it passes only with room for all of them; with no lane free it fails."""
+    provider_limit = limits.provider_limits.get(str(claimed["provider"]), UNLIMITED)
+    unseen = CLAIM_LANES - 1 if laned else 0
+    return (
+        (laned and claimed["lane"] is None)
+        or int(check["member_running"]) > int(claimed["max_running"])
+        or int(check["provider_running"]) + unseen > provider_limit
+        or (limits.global_limit is not None and int(check["all_running"]) > limits.global_limit)
+    )
 
 
 def _count(row: Row | None) -> int:

@@ -13,15 +13,17 @@ from typing import Generic, TypeVar
 
 from bot.store.dialect import Dialect, fetchrow
 from bot.store.sql_audit import AuditSql
+from bot.store.sql_inputs import InputsSql
 from bot.store.sql_jobs import JobsSql
 from bot.store.sql_quotas import QuotasSql, SettingsSql
+from bot.store.sql_ratelimit import RateLimitSql
 from bot.store.sql_stats import StatsSql
 from bot.store.sql_workers import WorkersSql
 
 D = TypeVar("D", bound=Dialect)
 
 
-class SqlStore(JobsSql, WorkersSql, QuotasSql, SettingsSql, StatsSql, AuditSql, Generic[D]):
+class SqlStore(JobsSql, WorkersSql, QuotasSql, SettingsSql, StatsSql, AuditSql, InputsSql, RateLimitSql, Generic[D]):
     """Implements `bot.store.base.Store` (every narrow protocol) on the dialect it is given, opened and migrated."""
 
     def __init__(self, dialect: D) -> None:

@@ -6,10 +6,20 @@ statement, which is its own), and the decisions that read and then write take ex
 
 - enqueue takes a transaction-level advisory lock per member (`lock_member`), so the admission snapshot and
   the insert it guards cannot interleave with another enqueue of the same member;
-- a claim runs under one advisory lock per schema (`lock_claims`), because the per-member, per-provider and
-  global running limits are counts that two concurrent claimers could both pass. Claims take milliseconds, so
-  serializing them costs little; `FOR UPDATE SKIP LOCKED` keeps them from waiting on rows a cancel is
-  changing.
+- a claim takes no lock that every claimer shares. It picks the first claimable job of each provider from the
+  partial queue index (`claim_next`, skipping locked rows), then re-counts what runs (`claim_check`) under
+  locks taken in one order: the global limit's (only when one is set), the provider's, the member's. A provider
+  with room for many more jobs is claimed under its shared lock and one of eight lane try-locks, and the
+  re-count leaves room for the seven claims it cannot see, so such claims run side by side; a provider near its
+  limit is claimed under its exclusive lock, one at a time. A claim that lost the race rolls back and tries
+  again (`bot.store.sql_jobs`);
+- the hot transactions (`running_by_provider` opens a claim, `lock_member` an enqueue) price sequential scans
+  and sorts out for their own duration, so a fresh database with no planner statistics still walks the indexes
+  (checked with EXPLAIN in tests/test_claim_scale.py), and JIT is off on every connection (it costs 100 ms and
+  more per statement once those prices make every estimate look huge, on statements that take well under a
+  millisecond);
+- a state change is one statement (`transition_checked`: the checks, the change, its history
+  row and any refund), so it costs one round trip instead of five.
 
 Advisory locks are released after the commit is visible, so the next holder reads what the last one wrote.
 """
@@ -61,6 +71,17 @@ WHERE n.nspname = current_schema() AND t.relname <> 'schema_migrations'
 """
 
 
+class _PooledConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pooled connection handed back without asyncpg's reset statement (`pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL`): one more round trip on every release, a dozen per job, for state this store never
+    leaves behind. Its locks and settings are all transaction-scoped (`pg_advisory_xact_lock`, `set_config(…,
+    true)`), it opens no cursors, and it LISTENs on a connection of its own. asyncpg still ends any open
+    transaction on release."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 class PostgresConnection:
     """The `Connection` of a body: one pooled asyncpg connection."""
 
@@ -107,9 +128,15 @@ class PostgresDialect:
     ) -> PostgresDialect:
         """Connect, create `schema` if given (every pooled connection then works inside it), and migrate."""
         dsn = postgres_dsn(url)
-        settings = {"search_path": _quote_ident(schema)} if schema else None
+        # JIT compiles a plan once its estimated cost passes jit_above_cost: 100-200 ms per statement here, for
+        # statements that run in well under a millisecond (and the claim's pricing-out makes every estimate huge).
+        settings = {"jit": "off"}
+        if schema:
+            settings["search_path"] = _quote_ident(schema)
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, server_settings=settings)
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, server_settings=settings, connection_class=_PooledConnection
+            )
         except (*_DRIVER_ERRORS, ValueError) as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
         try:
@@ -157,6 +184,9 @@ class PostgresDialect:
                 return await body(PostgresConnection(raw, self._queries))
         except _DRIVER_ERRORS as exc:
             raise StoreError(f"database error: {exc}") from exc
+
+    def runs(self, query: str) -> bool:
+        return bool(self._queries[query].sql)
 
     async def write_one(self, query: str, /, **params: Any) -> list[Row]:
         return await self.read(lambda conn: conn.fetch(query, **params))  # one statement is its own transaction

@@ -120,6 +120,9 @@ class SqliteDialect:
     async def write(self, body: Body[T]) -> T:
         return await self.unit(partial(_run_body, body, self._queries))
 
+    def runs(self, query: str) -> bool:
+        return bool(self._queries[query].sql)
+
     async def write_one(self, query: str, /, **params: Any) -> list[Row]:
         return await self.unit(partial(_run_body, lambda conn: conn.fetch(query, **params), self._queries))
 

@@ -26,9 +26,12 @@ SELECT
      AND state IN {active_states}) AS running;
 
 -- name: fair_rank_floor
--- A new job ranks after the scheduler's virtual time and after the member's last queued job.
+-- A new job ranks with the head of the queue (the next job to be claimed) and after the member's last queued
+-- job: every member's n-th job comes before any member's (n+1)-th. Read from the dispatch index's first entry,
+-- so no row is written on every claim (a "virtual time" row would be a lock every claimer waits on).
 SELECT
-    COALESCE((SELECT CAST(value AS BIGINT) FROM meta WHERE key = 'scheduler.virtual_time'), 0) AS virtual_time,
+    COALESCE((SELECT fair_rank FROM jobs WHERE state = 'queued' ORDER BY priority DESC, fair_rank, seq LIMIT 1),
+             0) AS head_rank,
     COALESCE((SELECT MAX(fair_rank) FROM jobs WHERE guild_id = :guild_id AND user_id = :user_id
               AND state = 'queued'), 0) AS member_last;
 
@@ -47,14 +50,6 @@ INSERT INTO job_events (job_id, at, from_state, to_state, detail) VALUES (:job_i
 -- name: take_over
 UPDATE jobs SET lease_owner = :worker_id, lease_expires_at = :lease_until, attempts = attempts + 1, updated_at = :now
 WHERE seq = :seq RETURNING *;
-
--- name: running_by_provider
-SELECT provider, COUNT(*) AS n FROM jobs WHERE state IN {active_states} GROUP BY provider;
-
--- name: advance_virtual_time
-INSERT INTO meta (key, value) VALUES ('scheduler.virtual_time', :rank)
-ON CONFLICT (key) DO UPDATE SET value = excluded.value
-WHERE CAST(meta.value AS BIGINT) < CAST(excluded.value AS BIGINT);
 
 -- ===== jobs: moves ======================================================================================
 
@@ -252,3 +247,31 @@ SELECT provider, SUM(vendor_credits) AS credits FROM jobs
 WHERE guild_id = :guild_id AND created_at >= :start AND created_at < :end AND state = 'delivered'
     AND vendor_credits IS NOT NULL
 GROUP BY provider ORDER BY provider;
+
+-- ===== inputs (image-to-video input images, reachable from every process) ==============================
+
+-- name: insert_input
+INSERT INTO job_inputs (id, content_type, size, data, created_at)
+VALUES (:id, :content_type, :size, :data, :created_at);
+
+-- name: get_input
+SELECT id, content_type, data FROM job_inputs WHERE id = :id;
+
+-- name: delete_input
+DELETE FROM job_inputs WHERE id = :id RETURNING id;
+
+-- name: stale_inputs
+-- Inputs stored before :before (the sweep leaves younger ones alone: their request may still be being queued).
+SELECT id FROM job_inputs WHERE created_at < :before ORDER BY created_at;
+
+-- ===== discord rate limit ===============================================================================
+
+-- name: discord_paused_until
+-- Until when Discord's global REST limit holds bot-token requests (epoch seconds); no row: never paused.
+SELECT paused_until FROM discord_rest_pause WHERE scope = 'global';
+
+-- name: pause_discord
+-- Only ever extends the pause: two processes told at once keep the later end.
+INSERT INTO discord_rest_pause (scope, paused_until) VALUES ('global', :until)
+ON CONFLICT (scope) DO UPDATE SET paused_until = excluded.paused_until
+WHERE discord_rest_pause.paused_until < excluded.paused_until;

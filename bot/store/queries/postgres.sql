@@ -5,14 +5,24 @@
 
 -- name: lock_member
 -- Until the commit: this member's admission snapshot and the insert it guards do not interleave with another
--- enqueue of the same member (other members are not held up).
+-- enqueue of the same member (other members are not held up). Also plans the rest of the enqueue on indexes
+-- (see running_by_provider).
 SELECT pg_advisory_xact_lock(hashtextextended(
-    current_schema() || '/member/' || :guild_id::bigint::text || '/' || :user_id::bigint::text, 0));
+    current_schema() || '/member/' || :guild_id::bigint::text || '/' || :user_id::bigint::text, 0)),
+    set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
+    set_config('enable_sort', 'off', true);
 
--- name: lock_claims
--- Claims one at a time: the running counts read after it include every claim committed before, so two claimers
--- cannot both pass a member's, a provider's or the global limit.
-SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '/claim', 0));
+-- name: running_by_provider
+-- Active jobs per provider: the claim's first statement. It also makes the rest of the claim's transaction plan on
+-- the indexes whatever the planner's statistics say (the WHERE clause only runs the three set_config calls, and
+-- adds no row). On a fresh database (or with autovacuum off) the planner knows nothing of the queue's size and
+-- would scan and sort every queued row to find the first; the queue indexes already hold them in order. A plan
+-- that needs a sort or a scan still gets one: these settings only price them out where an index serves.
+SELECT NULL AS provider, 0 AS n
+WHERE concat(set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
+              set_config('enable_sort', 'off', true)) IS NULL
+UNION ALL
+SELECT provider, COUNT(*) AS n FROM jobs WHERE state IN {active_states} GROUP BY provider;
 
 -- name: notify_job_queued
 -- Wakes the workers of every process LISTENing on this schema (bot.store.dialects.postgres.CHANNEL). The
@@ -28,21 +38,98 @@ ORDER BY lease_expires_at LIMIT 1
 FOR UPDATE SKIP LOCKED;
 
 -- name: claim_next
--- As in sqlite.sql, skipping rows a cancel or a clear holds.
+-- The first queued job of each provider in :only, in fair order (one short walk of ix_jobs_queue per provider,
+-- however long the queue), and of those the first: the same order as ix_jobs_dispatch. Rows another claimer or
+-- a cancel holds are skipped. The limits are checked after the claim, by claim_check, under locks taken here in
+-- one order (global, provider, lane, member), never a lock that every claimer shares:
+-- - a provider in :tight (near its limit) is claimed under its exclusive lock: claim_check then sees every
+--   claim of it that could commit;
+-- - any other provider under its shared lock plus one of :lanes lane locks (try-locks: taken or skipped, never
+--   waited for). At most :lanes such claims are in flight at once, so claim_check can leave room for the
+--   others it cannot see; with no lane free, lane is NULL and the claim is retried as tight.
+-- Claims of one member wait for each other (the member's lock), claims of other members do not.
 WITH pick AS (
-    SELECT j.seq FROM jobs AS j
-    WHERE j.state = 'queued' AND NOT (j.provider = ANY(:skip::text[]))
-      AND (:only::text[] IS NULL OR j.provider = ANY(:only::text[]))
-      AND NOT EXISTS (SELECT 1 FROM guild_settings AS g WHERE g.paused AND g.guild_id = j.guild_id)
-      AND j.max_running > (SELECT COUNT(*) FROM jobs AS a
-                           WHERE a.guild_id = j.guild_id AND a.user_id = j.user_id AND a.state IN {active_states})
-    ORDER BY j.priority DESC, j.fair_rank, j.seq LIMIT 1
-    FOR UPDATE OF j SKIP LOCKED
+    SELECT c.seq FROM unnest(:only::text[]) AS p(provider)
+    CROSS JOIN LATERAL (
+        SELECT j.seq, j.priority, j.fair_rank FROM jobs AS j
+        WHERE j.state = 'queued' AND j.provider = p.provider
+          AND NOT COALESCE((SELECT g.paused FROM guild_settings AS g WHERE g.guild_id = j.guild_id), FALSE)
+          AND j.max_running > (SELECT COUNT(*) FROM jobs AS a
+                               WHERE a.guild_id = j.guild_id AND a.user_id = j.user_id AND a.state IN {active_states})
+        ORDER BY j.priority DESC, j.fair_rank, j.seq LIMIT 1
+        FOR UPDATE OF j SKIP LOCKED
+    ) AS c
+    ORDER BY c.priority DESC, c.fair_rank, c.seq LIMIT 1
 )
 UPDATE jobs SET state = 'submitting', lease_owner = :worker_id, lease_expires_at = :lease_until,
     started_at = :now, updated_at = :now
 FROM pick WHERE jobs.seq = pick.seq
-RETURNING jobs.*;
+RETURNING jobs.*,
+    CASE WHEN :global_limit::int IS NOT NULL
+         THEN pg_advisory_xact_lock(hashtextextended(current_schema() || '/claim', 0)) END AS global_lock,
+    CASE WHEN jobs.provider = ANY(:tight::text[])
+         THEN pg_advisory_xact_lock(hashtextextended(current_schema() || '/claim/provider/' || jobs.provider, 0))
+         ELSE pg_advisory_xact_lock_shared(
+             hashtextextended(current_schema() || '/claim/provider/' || jobs.provider, 0)) END AS provider_lock,
+    CASE WHEN NOT jobs.provider = ANY(:tight::text[]) THEN (
+        SELECT l.lane FROM generate_series(0, :lanes::int - 1) AS s(i),
+            LATERAL (SELECT (s.i + :lane_offset::int) % :lanes::int AS lane) AS l
+        WHERE pg_try_advisory_xact_lock(hashtextextended(
+            current_schema() || '/claim/provider/' || jobs.provider || '/lane/' || l.lane::text, 0))
+        LIMIT 1) END AS lane,
+    pg_advisory_xact_lock(hashtextextended(
+        current_schema() || '/claim/member/' || jobs.guild_id::text || '/' || jobs.user_id::text, 0)) AS member_lock;
+
+-- name: claim_check
+-- Read after claim_next's locks, so it sees every claim committed before (and this one): two claimers that
+-- passed the same last free slot find out here, and the later one rolls back. It also writes the claim's
+-- history row (a row back tells the logic so; SQLite's empty statement gives none).
+WITH recorded AS (
+    INSERT INTO job_events (job_id, at, from_state, to_state, detail)
+    VALUES (:id, :now, 'queued', 'submitting', :detail)
+)
+SELECT
+    (SELECT COUNT(*) FROM jobs WHERE guild_id = :guild_id AND user_id = :user_id AND state IN {active_states})
+        AS member_running,
+    (SELECT COUNT(*) FROM jobs WHERE provider = :provider AND state IN {active_states}) AS provider_running,
+    CASE WHEN :global_limit::int IS NOT NULL THEN (SELECT COUNT(*) FROM jobs WHERE state IN {active_states}) END
+        AS all_running;
+
+-- name: queued_providers
+SELECT DISTINCT provider FROM jobs WHERE state = 'queued';
+
+-- name: transition_checked
+-- A whole state change in one statement (one round trip, its own transaction): the row locked, the change made only
+-- from :from_states and by :worker_id's lease (when given), its history row written, and the refund's ledger row
+-- when :refund. What it sets is move_job's or end_job's (:terminal); a Transition gives only the fields of its
+-- kind, so the others keep their value. No row back: a check failed, and apply_transition finds out which (SQLite
+-- always takes that path).
+WITH cur AS (
+    SELECT id, state FROM jobs WHERE id = :id FOR UPDATE
+), changed AS (
+    UPDATE jobs SET state = :state, updated_at = :now,
+        finished_at = CASE WHEN :terminal::boolean THEN :now ELSE jobs.finished_at END,
+        lease_owner = CASE WHEN :terminal::boolean THEN NULL ELSE jobs.lease_owner END,
+        lease_expires_at = CASE WHEN :terminal::boolean THEN NULL ELSE jobs.lease_expires_at END,
+        progress = CASE WHEN :state = 'delivered' THEN 1 ELSE jobs.progress END,
+        error = COALESCE(:error, jobs.error),
+        delivered_message_id = COALESCE(:delivered_message_id::bigint, jobs.delivered_message_id),
+        remote_id = COALESCE(:remote_id, jobs.remote_id),
+        result_path = COALESCE(:result_path, jobs.result_path),
+        post_attempted_at = COALESCE(:post_attempted_at, jobs.post_attempted_at),
+        vendor_credits = COALESCE(:vendor_credits, jobs.vendor_credits)
+    FROM cur
+    WHERE jobs.id = cur.id AND cur.state = ANY(:from_states::text[])
+      AND (:worker_id::text IS NULL OR jobs.lease_owner = :worker_id::text)
+    RETURNING jobs.*
+), recorded AS (
+    INSERT INTO job_events (job_id, at, from_state, to_state, detail)
+    SELECT cur.id, :now, cur.state, :state, :detail FROM cur JOIN changed ON changed.id = cur.id
+), refunded AS (
+    INSERT INTO usage_ledger (guild_id, user_id, job_id, kind, credits, at)
+    SELECT guild_id, user_id, id, 'refund', -credits, created_at FROM changed WHERE :refund::boolean
+)
+SELECT * FROM changed;
 
 -- name: transition_row
 -- Locked: the checks must still hold at the update (a takeover or a cancel may be racing this).

@@ -7,7 +7,12 @@
 
 -- name: lock_member
 
--- name: lock_claims
+-- name: running_by_provider
+SELECT provider, COUNT(*) AS n FROM jobs WHERE state IN {active_states} GROUP BY provider;
+
+-- name: claim_check
+-- Nothing to check: BEGIN IMMEDIATE serializes claims, so claim_next's counts were exact (and the logic writes
+-- the history row itself).
 
 -- name: notify_job_queued
 -- The process that queues a job wakes its own worker (JobService's on_enqueue).
@@ -21,14 +26,12 @@ ORDER BY lease_expires_at LIMIT 1;
 
 -- name: claim_next
 -- The next queued job in fair order whose server is not paused and whose member has a free running slot,
--- among the providers in :only (all when NULL) and not in :skip.
+-- among the providers in :only.
 UPDATE jobs SET state = 'submitting', lease_owner = :worker_id, lease_expires_at = :lease_until,
     started_at = :now, updated_at = :now
 WHERE seq = (
     SELECT j.seq FROM jobs AS j
-    WHERE j.state = 'queued'
-      AND (:only IS NULL OR j.provider IN (SELECT value FROM json_each(:only)))
-      AND j.provider NOT IN (SELECT value FROM json_each(:skip))
+    WHERE j.state = 'queued' AND j.provider IN (SELECT value FROM json_each(:only))
       AND NOT EXISTS (SELECT 1 FROM guild_settings AS g WHERE g.guild_id = j.guild_id AND g.paused = 1)
       AND (SELECT COUNT(*) FROM jobs AS a WHERE a.guild_id = j.guild_id AND a.user_id = j.user_id
            AND a.state IN {active_states}) < j.max_running
@@ -36,6 +39,12 @@ WHERE seq = (
     LIMIT 1
 )
 RETURNING *;
+
+-- name: queued_providers
+SELECT DISTINCT provider FROM jobs WHERE state = 'queued';
+
+-- name: transition_checked
+-- Nothing: apply_transition's steps are as cheap here (no round trips), and this dialect runs them.
 
 -- name: transition_row
 SELECT state, lease_owner, guild_id, user_id, credits, created_at FROM jobs WHERE id = :id;

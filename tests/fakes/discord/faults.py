@@ -15,9 +15,10 @@ applied nothing, so it does not use one up).
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
-from tests.fakes.discord.models import Fault
+from tests.fakes.discord.models import Fault, RecordedRequest
 from tests.fakes.discord.rest import rate_limit_body, route_matches
 
 if TYPE_CHECKING:
@@ -36,7 +37,18 @@ def server_error_body(status: int) -> dict[str, Any]:
 
 
 class FaultsMixin:
-    """``fail_next``/``rate_limit_next``/``drop_next`` and ``fail_after_apply``/``drop_after_apply``."""
+    """``fail_next``/``rate_limit_next``/``drop_next`` and ``fail_after_apply``/``drop_after_apply``; the global
+    limit (``limit_globally``)."""
+
+    global_per_second: int | None = None
+    global_pause: float | None = None
+    global_window: tuple[int, int] = (0, 0)
+    """(second, bot-token requests counted in it): Discord counts in fixed one-second windows."""
+    global_paused_until: float = 0.0
+    global_pauses: list[tuple[float, float]]
+    """(start, end) of every pause the global limit started, on the fake's clock."""
+    bot_token_requests: list[RecordedRequest]
+    """Every request with the bot token, accepted or refused, since ``limit_globally``."""
 
     def fail_next(
         self: FakeDiscord,
@@ -103,6 +115,36 @@ class FaultsMixin:
         request was applied. ``RecordedRequest.fault == "drop_after_apply"``, ``status == 0``.
         """
         self.faults.append(Fault(pattern, 0, None, {}, times, after_apply=True, drop=True))
+
+    def limit_globally(self: FakeDiscord, per_second: int, *, pause: float | None = None) -> None:
+        """Discord's global limit (50 requests/s per bot token), scaled down: a bot-token request beyond
+        ``per_second`` in one second starts a pause of ``pause`` seconds (default: to the end of that second).
+        During a pause every bot-token request gets a 429 with ``global: true``, ``X-RateLimit-Scope: global``
+        and the time left. Interaction callbacks and webhooks carry no bot token and are never limited."""
+        self.global_per_second = per_second
+        self.global_pause = pause
+        self.global_window = (0, 0)
+        self.global_paused_until = 0.0
+        self.global_pauses = []
+        self.bot_token_requests = []
+
+    def take_global_limit(self: FakeDiscord, rec: RecordedRequest, authorization: str | None) -> Fault | None:
+        """The global 429 for this request, if the limit is on and it applies (a request with the bot token)."""
+        if self.global_per_second is None or authorization != f"Bot {self.token}":
+            return None
+        self.bot_token_requests.append(rec)
+        now = self.clock.now()
+        if now >= self.global_paused_until:
+            second, count = self.global_window
+            count = count + 1 if second == math.floor(now) else 1
+            self.global_window = (math.floor(now), count)
+            if count <= self.global_per_second:
+                return None
+            pause = self.global_pause if self.global_pause is not None else math.floor(now) + 1 - now
+            self.global_paused_until = now + pause
+            self.global_pauses.append((now, self.global_paused_until))
+        body, headers = rate_limit_body(round(self.global_paused_until - now, 3), True)
+        return Fault(None, 429, body, headers, 0)
 
     def take_fault(self: FakeDiscord, method: str, path: str, *, after_apply: bool = False) -> Fault | None:
         """Consume the first live fault of that kind matching the request, if any."""

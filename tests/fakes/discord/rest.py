@@ -149,7 +149,9 @@ class RestApi:
         try:
             if bad_body is not None:
                 raise bad_body
-            fault = fake.take_fault(rec.method, rec.path)
+            fault = fake.take_fault(rec.method, rec.path) or fake.take_global_limit(
+                rec, request.headers.get("Authorization")
+            )
             if fault is not None:
                 return self._answer_fault(request, rec, fault)
             response = await self._dispatch(request, rec)
