@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,9 @@ class Query:
 @dataclass(frozen=True, slots=True)
 class QuerySet:
     dialect: str
-    by_name: Mapping[str, Query]
+    by_name: Mapping[str, Query] = field(repr=False)
+    """Left out of the repr: it is every statement's text, and aiosqlite logs the repr of each call at DEBUG (100 KB
+    a line, run through the log redaction's patterns, slowed the whole process down)."""
 
     def __getitem__(self, name: str) -> Query:
         try:
