@@ -4,6 +4,7 @@ default without a word); the process's own environment (PATH and the rest) is ne
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,19 @@ def test_python_m_bot_check_refuses_a_typo_in_env_and_accepts_the_fixed_file(tmp
     done = run_check(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "not a setting" not in done.stdout + done.stderr
+
+
+def test_an_unreachable_discord_api_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on once this closes
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env_file(tmp_path, f"DISCORD_TOKEN=not-a-real-token\nDATABASE_URL=sqlite:///{tmp_path}/bot.db\n"
+                       f"DATA_DIR={tmp_path}/data\nDISCORD_API_BASE=http://127.0.0.1:{port}/api/v10\n")  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "bot", "worker"], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO)}, timeout=60)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"cannot reach Discord's API at http://127.0.0.1:{port}/api/v10" in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from bot.jobs.notify import Transitions
 from bot.jobs.service import JobService
 from bot.jobs.staging import StagingDirs
 from bot.jobs.worker import Worker
+from bot.logs import redact_url
 from bot.metrics import Metrics
 from bot.providers import build_registry
 from bot.providers.registry import ProviderRegistry
@@ -159,6 +160,11 @@ async def run_processes(settings: Settings, command: str) -> int:
     except discord.LoginFailure:
         log.error("Discord refused the token (DISCORD_TOKEN): check it at https://discord.com/developers/applications")
         return 2
+    except aiohttp.ClientConnectorError as exc:
+        # No network, a wrong DISCORD_API_BASE or a REST proxy that is down, found at login: one line, no traceback.
+        log.error("cannot reach Discord's API at %s (%s): check the network, DISCORD_API_BASE or the REST proxy",
+                  redact_url(settings.discord_api_base), exc.os_error or exc)  # fmt: skip
+        return 1
     finally:
         if ops is not None:
             await ops.stop()
