@@ -1,7 +1,7 @@
 """Job throughput on PostgreSQL with 1, 2 and 4 worker processes, next to procrastinate and a bare SKIP LOCKED loop.
 
     pip install 'procrastinate==3.10.0'   # only for this benchmark; skipped (and said so) when absent
-    python bench/scale.py [--jobs 5000] [--workers 1,2,4] [--rounds 3] [--database-url URL]
+    python bench/scale.py [--jobs 5000] [--workers 1,2,4] [--rounds 3] [--database-url URL] [--without-discord]
 
 Each round, for each worker count, on a fresh schema of the same database with no planner statistics (this
 machine's PostgreSQL runs with autovacuum off, as a new database is):
@@ -136,7 +136,7 @@ async def engine_child() -> None:
     print(json.dumps(report), flush=True)
 
 
-async def procrastinate_child(conninfo: str, jobs_file: str) -> None:
+async def procrastinate_child(conninfo: str) -> None:
     app = procrastinate_app(conninfo)
     async with app.open_async():
         print("ready", flush=True)
@@ -284,7 +284,7 @@ async def procrastinate_round(url: str, jobs: int, workers: int) -> tuple[float,
             for start in range(0, jobs, 1000):
                 await task.batch_defer_async(*({} for _ in range(start, min(jobs, start + 1000))))
         env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO)}
-        await children.start(workers, ["--child", "procrastinate", conninfo, ""], env)
+        await children.start(workers, ["--child", "procrastinate", conninfo], env)
         before = await commits(admin)
         pg_cpu = postgres_cpu_seconds()
         started = time.perf_counter()
@@ -349,6 +349,11 @@ async def main() -> None:
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--without-discord",
+        action="store_true",
+        help="the engine alone: clips count as delivered without a post to the fake Discord",
+    )
+    parser.add_argument(
         "--database-url", default=os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
     )
     args = parser.parse_args()
@@ -362,7 +367,9 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):  # alternately, so a slow moment of the machine hurts both alike
             for n in counts:
-                rate, cost = await engine_round(args.database_url, args.jobs, n, Path(tmp))
+                rate, cost = await engine_round(
+                    args.database_url, args.jobs, n, Path(tmp), discord=not args.without_discord
+                )
                 engine[n].append(rate)
                 costs.setdefault(f"engine ({n} workers)", cost)
                 if rival:
@@ -399,6 +406,6 @@ if __name__ == "__main__":
         if sys.argv[2] == "engine":
             asyncio.run(engine_child())
         else:
-            asyncio.run(procrastinate_child(sys.argv[3], sys.argv[4]))
+            asyncio.run(procrastinate_child(sys.argv[3]))
     else:
         asyncio.run(main())

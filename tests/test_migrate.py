@@ -278,20 +278,27 @@ async def test_a_table_unknown_to_the_copier_is_found_and_copied_after_the_one_i
         await conn.close()
 
 
+async def seeded_source_and_empty_target(
+    tmp_path: Path, clock: FakeClock, backend: str, pg_schemas: Callable[[], str], password: str | None = None
+) -> tuple[Path, str, str | None]:
+    """A seeded SQLite source, and the URL of an empty target of the given backend, with its schema when it is a
+    new PostgreSQL schema."""
+    source = tmp_path / "source.db"
+    await seeded_sqlite(source, clock)
+    if backend == "sqlite":
+        return source, sqlite_url(tmp_path / "target.db"), None
+    schema = pg_schemas()
+    await create_schema(schema)
+    return source, pg_url(schema, password=password), schema
+
+
 # --- refusals -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=needs_postgres)])
 async def test_a_target_with_rows_is_refused_and_left_as_it_was(
     tmp_path: Path, clock: FakeClock, backend: str, pg_schemas: Callable[[], str]
 ) -> None:
-    source = tmp_path / "source.db"
-    await seeded_sqlite(source, clock)
-    if backend == "sqlite":
-        target_url = sqlite_url(tmp_path / "target.db")
-        target = await open_sqlite(tmp_path / "target.db")
-    else:
-        schema = pg_schemas()
-        await create_schema(schema)
-        target_url, target = pg_url(schema), await open_pg(schema)
+    source, target_url, schema = await seeded_source_and_empty_target(tmp_path, clock, backend, pg_schemas)
+    target = await (open_pg(schema) if schema else open_sqlite(tmp_path / "target.db"))
     try:
         await target.set_meta("already", "here")
         out = io.StringIO()
@@ -356,15 +363,8 @@ async def test_an_older_source_is_migrated_first(tmp_path: Path, clock: FakeCloc
 async def test_the_command_prints_progress_and_exits_0(
     tmp_path: Path, clock: FakeClock, backend: str, pg_schemas: Callable[[], str]
 ) -> None:
-    source = tmp_path / "source.db"
-    await seeded_sqlite(source, clock)
     password = "n0t-a-real-passw0rd"
-    if backend == "sqlite":
-        target_url = sqlite_url(tmp_path / "target.db")
-    else:
-        schema = pg_schemas()
-        await create_schema(schema)
-        target_url = pg_url(schema, password=password)
+    source, target_url, _ = await seeded_source_and_empty_target(tmp_path, clock, backend, pg_schemas, password)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "PYTHONPATH": str(REPO)}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "migrate", "--from", sqlite_url(source), "--to", target_url,

@@ -49,6 +49,26 @@ async def test_a_burst_does_not_delay_others_first_jobs(service: JobService, sto
     assert order[3:] == [j.id for j in burst[1:]]  # then the burst, in arrival order
 
 
+async def test_a_member_who_comes_back_queues_behind_those_waiting_not_ahead(
+    service: JobService, store: Store, clock: FakeClock
+) -> None:
+    """A new job ranks with the head of the queue: a member submitting one job at a time, each after the last
+    ran, must not jump ahead every time of another member who queued several (and starve them)."""
+    await generous(service, store, clock)
+    bob = [await service.enqueue(who(2), req()) for _ in range(4)]
+    order = []
+    for _ in range(2):  # bob's first two run, one at a time
+        job = await store.claim_job("w", now=clock.now(), lease_seconds=30, limits=ClaimLimits())
+        assert job is not None
+        order.append(job.id)
+        await finish(store, job.id, clock.now())
+    alice = await service.enqueue(who(1), req())  # alice comes back with an empty queue
+    while (job := await store.claim_job("w", now=clock.now(), lease_seconds=30, limits=ClaimLimits())) is not None:
+        order.append(job.id)
+        await finish(store, job.id, clock.now())
+    assert order == [bob[0].id, bob[1].id, bob[2].id, alice.id, bob[3].id]
+
+
 async def test_member_provider_and_global_limits(service: JobService, store: Store, clock: FakeClock) -> None:
     await generous(service, store, clock)
     a1 = await service.enqueue(who(1), req())

@@ -114,3 +114,10 @@ async def test_a_sqlite_transaction_body_that_suspends_is_refused(tmp_path: Path
         assert await dialect.read(lambda conn: conn.fetchrow("get_meta", key="before")) is None, "rolled back"
     finally:
         await dialect.close()
+
+
+def test_a_query_set_prints_short() -> None:
+    """aiosqlite logs the repr of every call at DEBUG, the query set included: with every statement in it, each
+    line was 100 KB, and redacting those lines slowed the whole bot down."""
+    for dialect in load().values():
+        assert len(repr(dialect)) < 100, repr(dialect)[:200]
