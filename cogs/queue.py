@@ -9,6 +9,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord.command_texts import command_text
+from bot.discord.language import member_texts
 from bot.discord.render import queue_embed, quota_embed
 from bot.discord.replies import answer
 
@@ -20,18 +22,19 @@ class QueueCog(commands.Cog):
     def __init__(self, bot: VideoBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="queue", description="Your videos in progress and the server's queue")
+    @app_commands.command(name="queue", description=command_text("cmd.queue.description"))
     @app_commands.guild_only()
     async def queue(self, interaction: discord.Interaction) -> None:
         guild_id = interaction.guild_id or 0
         view = await self.bot.jobs.queue(guild_id, interaction.user.id)
-        await answer(interaction, embed=queue_embed(view.entries, view.depth, guild_id))
+        await answer(interaction, embed=queue_embed(view.entries, view.depth, guild_id, member_texts(interaction)))
 
-    @app_commands.command(name="quota", description="Your credits used and left, and when they refill")
+    @app_commands.command(name="quota", description=command_text("cmd.quota.description"))
     @app_commands.guild_only()
     async def quota(self, interaction: discord.Interaction) -> None:
         usage = await self.bot.jobs.usage(self.bot.requester(interaction))
-        await answer(interaction, embed=quota_embed(usage, "Your video quota"))
+        tr = member_texts(interaction)
+        await answer(interaction, embed=quota_embed(usage, tr("quota.title"), tr))
 
 
 async def setup(bot: VideoBot) -> None:

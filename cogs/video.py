@@ -22,7 +22,9 @@ from discord import app_commands
 from discord.ext import commands
 from pydantic import ValidationError
 
+from bot.discord.command_texts import command_text
 from bot.discord.delivery import edit_original_status
+from bot.discord.language import member_texts
 from bot.discord.messages import describe
 from bot.discord.render import alias_choice, model_choice, status_text, status_view
 from bot.discord.replies import NO_PINGS, answer
@@ -49,6 +51,7 @@ from bot.errors import (
     UserError,
 )
 from bot.faults import crash_point
+from bot.i18n import Texts
 from bot.images import MAX_IMAGE_PIXELS
 
 if TYPE_CHECKING:
@@ -57,7 +60,8 @@ if TYPE_CHECKING:
 ACK_BUDGET = 1.5
 """Seconds the enqueue may take before the interaction is deferred (Discord allows 3)."""
 IMAGE_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
-JOB_ID = r"(?P<job>[0-9a-f]{32})"
+JOB_ID = r"([0-9a-f]{32})"
+"""A job id in a button's custom_id (groups by position: the button's template is `video:(action):(job id)`)."""
 
 
 def request_from_options(**options: Any) -> VideoRequest:
@@ -74,8 +78,11 @@ class VideoCog(commands.Cog):
     def __init__(self, bot: VideoBot) -> None:
         self.bot = bot
         self._enqueues_pending = 0
+        # Its English name (`self.animate_menu.name`) is what removes it again; members see their language's.
         self.animate_menu = app_commands.ContextMenu(
-            name="Animate", callback=self.animate, allowed_contexts=app_commands.AppCommandContext(guild=True)
+            name=command_text("cmd.animate.name"),
+            callback=self.animate,
+            allowed_contexts=app_commands.AppCommandContext(guild=True),
         )
         bot.tree.add_command(self.animate_menu)
 
@@ -88,17 +95,18 @@ class VideoCog(commands.Cog):
         self.bot.tree.remove_command(self.animate_menu.name, type=self.animate_menu.type)
 
     # --- /video ---------------------------------------------------------------------------------------
-    @app_commands.command(name="video", description="Generate a video from a prompt")
+    @app_commands.command(name="video", description=command_text("cmd.video.description"))
     @app_commands.guild_only()
     @app_commands.describe(
-        prompt="What the video should show",
-        model="Which model (default: the server's)",
-        duration="Length in seconds",
-        aspect="Frame shape",
-        seed="Same seed + same prompt = similar result",
-        negative_prompt="What to avoid",
-        image="A first frame to animate (png, jpeg or webp)",
+        prompt=command_text("cmd.video.prompt"),
+        model=command_text("cmd.video.model"),
+        duration=command_text("cmd.video.duration"),
+        aspect=command_text("cmd.video.aspect"),
+        seed=command_text("cmd.video.seed"),
+        negative_prompt=command_text("cmd.video.negative_prompt"),
+        image=command_text("cmd.video.image"),
     )
+    # Aspect ratios ("16:9") read the same in every language: their names are their values.
     @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS])
     async def video(
         self,
@@ -133,15 +141,16 @@ class VideoCog(commands.Cog):
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
         guild_id = interaction.guild_id or 0
+        tr = member_texts(interaction)
         needle = current.lower()
         aliases = [
-            app_commands.Choice(name=alias_choice(alias, chain)[:100], value=alias)
+            app_commands.Choice(name=alias_choice(alias, chain, tr)[:100], value=alias)
             for alias, chain in await self.bot.jobs.enabled_aliases(guild_id)
             if needle in alias.lower()
         ]
         models = await self.bot.jobs.enabled_models(guild_id)
         matches = [m for m in models if needle in m.id.lower() or needle in m.label.lower()]
-        return [*aliases, *(app_commands.Choice(name=model_choice(m), value=m.id) for m in matches)][:25]
+        return [*aliases, *(app_commands.Choice(name=model_choice(m, tr), value=m.id) for m in matches)][:25]
 
     # --- Animate (message menu) -----------------------------------------------------------------------
     async def animate(self, interaction: discord.Interaction, message: discord.Message) -> None:
@@ -156,7 +165,8 @@ class VideoCog(commands.Cog):
         except RefusedByRule as refusal:
             await self.bot.log_channel.on_refusal(who, refusal)
             raise
-        await interaction.response.send_modal(PromptModal(self, title="Animate this image", image=image))
+        tr = member_texts(interaction)
+        await interaction.response.send_modal(PromptModal(self, tr, title=tr("modal.animate.title"), image=image))
 
     # --- shared by /video, Animate, Again and Remix ---------------------------------------------------
     async def submit(self, interaction: discord.Interaction, request: VideoRequest) -> Job | None:
@@ -172,6 +182,8 @@ class VideoCog(commands.Cog):
             created_at=self.bot.clock.now(),
             attachment_size_limit=interaction.filesize_limit,
             app_permissions=interaction.app_permissions.value,
+            locale=interaction.locale.value,
+            guild_locale=interaction.guild_locale.value if interaction.guild_locale else None,
         )
         enqueue: asyncio.Future[Job] | None = None
         self._enqueues_pending += 1
@@ -216,8 +228,9 @@ class VideoCog(commands.Cog):
 
     async def _show_queued(self, interaction: discord.Interaction, job: Job) -> int:
         entry = await self.bot.jobs.entry(job)
-        content = status_text(job, position=entry.position, eta=entry.eta)
-        view = status_view(job)
+        tr = await self.bot.delivery.texts(job)  # public: the server's language, else the member's
+        content = status_text(job, tr, position=entry.position, eta=entry.eta)
+        view = status_view(job, tr)
         if interaction.response.is_done():
             return await edit_original_status(self.bot, interaction.application_id, interaction.token, content, view)
         sent = await interaction.response.send_message(
@@ -229,7 +242,7 @@ class VideoCog(commands.Cog):
         self, interaction: discord.Interaction, who: Requester, request: VideoRequest, refusal: UserError
     ) -> None:
         _discard(request)
-        await self._refuse(interaction, describe(refusal))
+        await self._refuse(interaction, describe(refusal, member_texts(interaction)))
         if isinstance(refusal, RefusedByRule):
             await self.bot.log_channel.on_refusal(who, refusal)
 
@@ -250,7 +263,7 @@ class VideoCog(commands.Cog):
         try:
             return await self._stage_image(image)
         except UserError as refusal:
-            await self._refuse(interaction, describe(refusal))
+            await self._refuse(interaction, describe(refusal, member_texts(interaction)))
             return None
 
     async def _stage_image(self, image: discord.Attachment) -> str:
@@ -270,14 +283,20 @@ class PromptModal(discord.ui.Modal):
     """Asks for a prompt: for Animate (with the message's image) and for Remix (prefilled)."""
 
     def __init__(
-        self, cog: VideoCog, *, title: str, image: discord.Attachment | None = None, base: Job | None = None
+        self,
+        cog: VideoCog,
+        tr: Texts,
+        *,
+        title: str,
+        image: discord.Attachment | None = None,
+        base: Job | None = None,
     ) -> None:
         super().__init__(title=title, timeout=600)
         self.cog = cog
         self.image = image
         self.base = base
         self.prompt: discord.ui.TextInput[PromptModal] = discord.ui.TextInput(
-            label="Prompt", style=discord.TextStyle.paragraph, max_length=MAX_PROMPT_CHARS,
+            label=tr("modal.prompt.label"), style=discord.TextStyle.paragraph, max_length=MAX_PROMPT_CHARS,
             default=base.request.prompt if base else None,
         )  # fmt: skip
         self.add_item(self.prompt)
@@ -307,7 +326,7 @@ class PromptModal(discord.ui.Modal):
         await self.cog.bot.report_error(interaction, error)
 
 
-class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"video:(?P<action>\w+):" + JOB_ID):
+class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"video:(\w+):" + JOB_ID):
     """Every `video:<action>:<job id>` button, parsed from its custom_id, so old messages keep working."""
 
     def __init__(self, action: str, job_id: str) -> None:
@@ -319,11 +338,11 @@ class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"vide
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> _JobButton:
-        return cls(match["action"], match["job"])
+        return cls(match[1], match[2])  # the action, the job id
 
     async def callback(self, interaction: discord.Interaction) -> None:
         bot: VideoBot = interaction.client  # type: ignore[assignment]
-        cog = bot.get_cog("VideoCog")
+        cog = bot.get_cog(VideoCog.__name__)
         assert isinstance(cog, VideoCog)
         try:
             await self._act(cog, interaction)
@@ -335,8 +354,12 @@ class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"vide
         if self.action == "cancel":
             is_admin = await bot.is_admin(interaction)
             job = await bot.jobs.cancel(self.job_id, by_user=interaction.user.id, is_admin=is_admin)
-            content = status_text(job) if job.state.is_terminal else "⏹️ Cancelling…\n" + status_text(job)
-            await interaction.response.edit_message(content=content, view=status_view(job), allowed_mentions=NO_PINGS)
+            tr = await bot.delivery.texts(job)  # the status message is public: its language, not the clicker's
+            content = status_text(job, tr)
+            if not job.state.is_terminal:
+                content = tr("status.cancelling") + "\n" + content
+            await interaction.response.edit_message(content=content, view=status_view(job, tr),
+                                                    allowed_mentions=NO_PINGS)  # fmt: skip
         elif self.action == "again":
             job = await bot.jobs.get(self.job_id)
             if job.request.image_path or job.request.image_ref:
@@ -346,7 +369,8 @@ class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"vide
             await cog.submit(interaction, request_from_options(**fields))
         elif self.action == "remix":
             job = await bot.jobs.get(self.job_id)
-            await interaction.response.send_modal(PromptModal(cog, title="Remix this video", base=job))
+            tr = member_texts(interaction)
+            await interaction.response.send_modal(PromptModal(cog, tr, title=tr("modal.remix.title"), base=job))
         elif self.action == "delete":
             await bot.jobs.owned(self.job_id, by_user=interaction.user.id, is_admin=await bot.is_admin(interaction))
             await interaction.response.defer()

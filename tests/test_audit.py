@@ -14,6 +14,7 @@ import pytest
 
 from bot.clock import FakeClock, OffsetClock
 from bot.discord.log_channel import audit_line, audit_listing, describe_change
+from bot.discord.messages import ENGLISH
 from bot.domain import AuditDraft, AuditEntry, Job, JobState, JsonValue, QuotaLimits, Requester, VideoRequest
 from bot.errors import (
     AdminRoleNeedsManageServer,
@@ -24,6 +25,7 @@ from bot.errors import (
     UnknownLanguage,
     ZeroGrant,
 )
+from bot.i18n import texts_for
 from bot.jobs.admin import AdminService
 from bot.jobs.admin_settings import SettingsChange
 from bot.jobs.service import JobService
@@ -143,17 +145,22 @@ def test_lines_say_who_what_and_the_change_without_markup_from_values() -> None:
     entry = AuditEntry(GUILD_ID, ADMIN_ID, 1_700_000_000.0, "blocklist add", "pattern", "b`ad **x**",
                        before={"blocklist": ["a"]}, after={"blocklist": ["a", "b`ad **x**"]})  # fmt: skip
     said = f"<t:1700000000:f> <@{ADMIN_ID}> **blocklist add** `b'ad **x**`: blocklist +`b'ad **x**`"
-    assert audit_line(entry) == said, "a backtick cannot end the code span early"
-    assert describe_change({"credits": 60, "period": "day"}, {"credits": 100, "period": "day"}) == "credits 60 → 100"
-    assert describe_change({"paused": True}, {"paused": True}) == "no change"
-    assert describe_change({"credits": 5}, None) == "credits 5 → none, cleared"
-    assert describe_change({"monthly_budget": None}, {"monthly_budget": 20}) == "monthly budget off → $20.00"
-    assert describe_change({"admin_role_id": None}, {"admin_role_id": 7}) == "admin role none → <@&7>"
+    assert audit_line(entry, ENGLISH) == said, "a backtick cannot end the code span early"
+    changes = [
+        (({"credits": 60, "period": "day"}, {"credits": 100, "period": "day"}), "credits 60 → 100"),
+        (({"paused": True}, {"paused": True}), "no change"),
+        (({"credits": 5}, None), "credits 5 → none, cleared"),
+        (({"monthly_budget": None}, {"monthly_budget": 20}), "monthly budget off → $20.00"),
+        (({"admin_role_id": None}, {"admin_role_id": 7}), "admin role none → <@&7>"),
+        (({"period": "day"}, {"period": "week"}), "period day → week"),
+    ]
+    for (before, after), said in changes:
+        assert describe_change(before, after, ENGLISH) == said
 
 
 def test_a_long_listing_says_how_many_more() -> None:
     entries = [AuditEntry(GUILD_ID, ADMIN_ID, 1.0, "queue pause", after={"paused": True}) for _ in range(100)]
-    listing = audit_listing(entries)
+    listing = audit_listing(entries, ENGLISH)
     assert len(listing) <= 4096 and listing.endswith("older entries.")
     shown = listing.count("queue pause")
     assert 0 < shown < 100 and f"… and {100 - shown} older entries." in listing
@@ -251,7 +258,11 @@ async def test_every_admin_change_is_audited_shown_and_posted(tmp_path: Path) ->
             return [m for m in h.fake.messages(log) if m.content.startswith("🛠️")]
 
         posts = await h.fake.wait_for(lambda: posted() if len(posted()) >= len(entries) else None)
-        assert [p.content.removeprefix("🛠️ ") for p in posts] == [audit_line(e) for e in reversed(entries)]
+        # In the server's locale (en-US) until `language: de` is set, then in German, that change's post included.
+        oldest_first = list(reversed(entries))
+        german = next(n for n, e in enumerate(oldest_first) if e.after == {"language": "de"})
+        said = [audit_line(e, ENGLISH if n < german else texts_for("de")) for n, e in enumerate(oldest_first)]
+        assert [p.content.removeprefix("🛠️ ") for p in posts] == said
         assert not any(p.pinged_user_ids or p.pinged_role_ids or p.mention_everyone for p in posts)
 
 

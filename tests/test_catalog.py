@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.discord.messages import ENGLISH
 from bot.discord.render import model_choice
 from bot.domain import ASPECTS, ModelInfo
 from bot.errors import ConfigError
@@ -38,7 +39,7 @@ def test_weights_follow_list_prices() -> None:
 def test_autocomplete_names_label_credits_durations_and_image() -> None:
     wan = Catalogue().apply(WAN)
     assert wan is not None
-    assert model_choice(wan) == "Wan 2.2 (fal) · 2 cr/s · 5-10 s · image"
+    assert model_choice(wan, ENGLISH) == "Wan 2.2 (fal) · 2 cr/s · 5-10 s · image"
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -13,8 +13,11 @@ import pytest
 
 from bot.clock import OffsetClock
 from bot.domain import Requester
+from bot.jobs.audit import MAX_AUDIT_LIMIT
+from bot.jobs.stats import DEFAULT_DAYS, MAX_DAYS
 from bot.providers.local import LocalPreviewProvider
 from bot.providers.registry import ProviderRegistry
+from cogs.admin.rules import DEFAULT_AUDIT_LIMIT
 from tests.discord_harness import Harness, running_bot
 from tests.fakes.discord import ADMIN_ID, ALICE_ID, CHANNEL_ID, GUILD_ID, FakeDiscord
 from tests.fakes.discord.models import ADMIN_ROLE_ID, CallbackRecord
@@ -125,6 +128,18 @@ async def test_videoadmin_tree_is_registered_as_documented(tmp_path: Path) -> No
         assert paths["settings"] == ["admin_role", "log_channel", "monthly_budget", "language", "clear"]
         assert paths["blocklist add"] == ["pattern"] and paths["channel allow"] == ["channel"]
         assert paths["audit"] == ["limit"]
+
+        options = {o["name"]: o for o in command["options"]}
+        quota_default = {o["name"]: o for o in options["quota"]["options"]}["default"]
+        period = {o["name"]: o for o in quota_default["options"]}["period"]
+        periods = ("hour", "day", "week", "month")
+        assert [(c["name"], c["value"]) for c in period["choices"]] == [(p, p) for p in periods]
+        settings = {o["name"]: o for o in options["settings"]["options"]}
+        assert [c["name"] for c in settings["clear"]["choices"]] == ["admin role", "log channel"]
+        # The catalogue states these defaults and maxima in words: they must say what the code does.
+        audit_limit = options["audit"]["options"][0]["description"]
+        assert f"default {DEFAULT_AUDIT_LIMIT}, at most {MAX_AUDIT_LIMIT}" in audit_limit
+        assert f"default {DEFAULT_DAYS}, at most {MAX_DAYS}" in options["stats"]["options"][0]["description"]
 
 
 # --- refusals -----------------------------------------------------------------------------------------
@@ -261,3 +276,32 @@ async def test_admin_role_makes_its_members_admins(tmp_path: Path) -> None:
         assert "paused" in await admin(h, "queue pause", user=ALICE_ID)
         assert (await h.store.guild_settings(GUILD_ID)).paused
         assert f"Admin role: <@&{MODS_ROLE_ID}>" in await admin(h, "settings", user=ALICE_ID)
+
+
+async def test_the_language_setting_offers_the_languages_the_bot_speaks(tmp_path: Path) -> None:
+    async with running_bot(tmp_path, with_worker=False) as h:
+        assert "`ja`" in await admin(h, "settings", {"language": "ja"})
+        assert (await h.store.guild_settings(GUILD_ID)).language == "ja"
+
+        said = await admin(h, "settings", {"language": "it"})
+        assert "I do not know the language `it`" in said
+        assert "`en-US`, `zh-CN`, `ja`, `ko`, `pt-BR`, `es-ES`, `de`, `fr`" in said, "the eight, in Discord's spelling"
+        assert (await h.store.guild_settings(GUILD_ID)).language == "ja", "a refused language changes nothing"
+
+        # Any case, `-` or `_`; a catalogue's code names its Discord locale; Discord's other spellings as typed.
+        for typed, stored in [("ZH_cn", "zh-CN"), ("es", "es-ES"), ("es_419", "es-419"), ("EN-gb", "en-GB"),
+                              ("auto", None)]:  # fmt: skip
+            await admin(h, "settings", {"language": typed})
+            assert (await h.store.guild_settings(GUILD_ID)).language == stored, typed
+
+        async def offered(typed: str) -> list[tuple[str, str]]:
+            rec = await h.fake.autocomplete("videoadmin settings", {"language": typed}, "language", user=ADMIN_ID)
+            await rec.wait_callback()
+            return [(c["name"], c["value"]) for c in rec.choices]
+
+        everything = await offered("")
+        assert [value for _, value in everything] == ["auto", "en-US", "zh-CN", "ja", "ko", "pt-BR", "es-ES", "de",
+                                                      "fr", "en-GB", "es-419"]  # fmt: skip
+        assert ("日本語 (ja)", "ja") in everything and ("Deutsch (de)", "de") in everything
+        assert await offered("japan") == [("日本語 (ja)", "ja")], "found by its English name too"
+        assert await offered("deutsch") == [("Deutsch (de)", "de")]

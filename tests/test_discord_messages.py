@@ -14,12 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from babel.messages.pofile import read_po
 
 import bot.errors
 import cogs.admin  # noqa: F401  (its `AdminOnly` is a `UserError` too)
-from bot.discord.messages import MESSAGES, describe, text
+from bot.discord.messages import ENGLISH, describe, text
 from bot.domain import JobState, QuotaLimits
 from bot.errors import BadOption, QuotaExceeded, UserError
+from bot.i18n import SOURCE_LANGUAGE
+from bot.i18n.catalogs import DOMAIN, po_path
+from bot.i18n.extraction import used_ids
 
 REPO = Path(__file__).resolve().parents[1]
 ENGINE = ("bot/jobs", "bot/store", "bot/providers")
@@ -60,15 +64,30 @@ def sample(cls: type[UserError]) -> UserError:
     return cls(**{f.name: SAMPLES[str(f.type)] for f in dataclasses.fields(cls)})
 
 
+def english_ids() -> list[str]:
+    """Every id of the English catalogue (the source language: each text the bot says has one)."""
+    with po_path(SOURCE_LANGUAGE).open("rb") as source:
+        found = read_po(source, locale=SOURCE_LANGUAGE, domain=DOMAIN)
+    return [str(m.id[0] if isinstance(m.id, tuple) else m.id) for m in found if m.id]  # a plural's id: its first
+
+
+def english(message_id: str) -> str:
+    """The English template of a (singular) id."""
+    with po_path(SOURCE_LANGUAGE).open("rb") as source:
+        found = read_po(source, locale=SOURCE_LANGUAGE, domain=DOMAIN).get(message_id)
+    assert found is not None and isinstance(found.string, str), message_id
+    return found.string
+
+
 def placeholders(template: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(template) if name}
 
 
 @pytest.mark.parametrize("cls", user_errors(), ids=lambda cls: cls.__name__)
 def test_every_user_error_has_a_sentence(cls: type[UserError]) -> None:
-    assert cls.message_id in MESSAGES, f"{cls.__name__}: no sentence for {cls.message_id!r}"
+    assert ENGLISH.has(cls.message_id), f"{cls.__name__}: no sentence for {cls.message_id!r}"
     names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
-    unknown = placeholders(MESSAGES[cls.message_id]) - names - {
+    unknown = placeholders(english(cls.message_id)) - names - {
         "max_prompt_chars", "max_negative_prompt_chars", "max_seed", "all_aspects",
     }  # fmt: skip
     if cls is not BadOption:  # its refined sentences are checked below
@@ -87,8 +106,8 @@ def test_each_error_class_has_its_own_message_id() -> None:
 
 
 def test_every_sentence_is_used() -> None:
-    used = {cls.message_id for cls in user_errors()} | OTHER_IDS
-    stale = {key for key in MESSAGES if key not in used and not key.startswith(f"{BadOption.message_id}.")}
+    used = {cls.message_id for cls in user_errors()} | OTHER_IDS | set(used_ids())
+    stale = {key for key in english_ids() if key not in used and not key.startswith(f"{BadOption.message_id}.")}
     assert not stale, f"sentences nothing says: {stale}"
 
 
@@ -100,7 +119,10 @@ def test_the_facts_are_written_the_discord_way() -> None:
     )
     model_with_backtick = bot.errors.UnknownModel("evil/`x`")
     assert describe(model_with_backtick).startswith("Unknown model `evil/'x'`."), "a backtick cannot end the span"
-    assert text("internal-error", reference="beef") == "Sorry, something went wrong on our side. Reference: `beef`."
+    assert (
+        text(ENGLISH, "internal-error", reference="beef")
+        == "Sorry, something went wrong on our side. Reference: `beef`."
+    )
 
 
 def test_bad_options_get_their_own_sentence_or_the_validators() -> None:

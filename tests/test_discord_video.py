@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 from pathlib import Path
 
@@ -10,13 +11,20 @@ import av
 from PIL import Image
 
 from bot.clock import OffsetClock
-from bot.domain import QuotaLimits, Requester
+from bot.discord.delivery import DiscordDelivery
+from bot.discord.reply_record import ReplyRecord, reply_record
+from bot.domain import Job, JobState, QuotaLimits, Requester, VideoRequest
+from bot.errors import StoreError
 from bot.jobs.worker import Worker
 from bot.providers.local import LocalPreviewProvider
 from bot.providers.registry import ProviderRegistry
 from tests.discord_harness import Harness, running_bot
 from tests.fakes.discord import ALICE_ID, CHANNEL_ID, GUILD_ID, FakeDiscord
 from tests.fakes.scripted_provider import ScriptedProvider
+
+SAMPLE_JOB = Job(id="0" * 32, guild_id=GUILD_ID, user_id=ALICE_ID, channel_id=CHANNEL_ID, state=JobState.QUEUED,
+                 request=VideoRequest(prompt="a kite", model="local/preview", duration=2), credits=2,
+                 created_at=0.0, updated_at=0.0)  # fmt: skip
 
 
 async def test_video_command_posts_a_playable_clip(tmp_path: Path) -> None:
@@ -74,6 +82,37 @@ async def test_refusals_are_ephemeral_clear_and_free(tmp_path: Path) -> None:
         video = next(c for c in h.fake.global_commands if c["name"] == "video")
         prompt = next(o for o in video["options"] if o["name"] == "prompt")
         assert prompt["max_length"] == 2000  # Discord itself refuses 10,000 characters
+
+
+async def test_the_job_keeps_the_requesters_language_for_its_public_messages(tmp_path: Path) -> None:
+    async with running_bot(tmp_path, with_worker=False) as h:
+        rec = await h.fake.slash("video", {"prompt": "um barco lento", "duration": 2}, locale="pt-BR")
+        assert (await rec.wait_callback()).type == 4
+        record = reply_record((await h.only_job()).delivery_ref)
+        assert record is not None and record.locale == "pt-BR"
+        assert record.guild_locale, "the server's own locale is kept too, for messages that answer nobody"
+
+
+async def test_public_messages_speak_the_servers_choice_else_the_requesters_language() -> None:
+    record = ReplyRecord(1, "token", 0.0, 10, locale="pt-BR", guild_locale="de")
+    job = dataclasses.replace(SAMPLE_JOB, delivery_ref=record.dumps())
+    chosen: dict[int, str | None] = {GUILD_ID: "ja"}
+
+    async def server_language(guild_id: int) -> str | None:
+        if guild_id not in chosen:
+            raise StoreError("database unreachable")
+        return chosen[guild_id]
+
+    delivery = DiscordDelivery(OffsetClock(), server_language=server_language)
+    assert (await delivery.texts(job)).language == "ja"
+    chosen[GUILD_ID] = None
+    assert (await delivery.texts(job)).language == "pt_BR", "no choice: the member who asked"
+    del chosen[GUILD_ID]
+    assert (await delivery.texts(job)).language == "pt_BR", "a failed lookup never loses the message"
+    old = dataclasses.replace(
+        job, delivery_ref='{"application_id":1,"token":"t","created_at":0,"attachment_size_limit":1}'
+    )
+    assert (await DiscordDelivery(OffsetClock()).texts(old)).language == "en", "records from before languages"
 
 
 async def test_cancel_button_refunds_and_is_refused_for_others(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bot.clock import FakeClock
 from bot.config import Settings
+from bot.discord.messages import ENGLISH
 from bot.discord.render import status_text
 from bot.domain import Job, JobState, QuotaLimits, Requester, VideoRequest
 from bot.jobs.notify import FileSink
@@ -81,7 +82,7 @@ async def test_a_provider_that_is_down_hands_the_job_to_the_next_model(tmp_path:
             assert job.route is not None and [t.model for t in job.route.tried] == [VEO]
             # 12 credits were reserved on Veo (3 a second); Wan on fal costs 8, and the difference came back.
             assert job.credits == 8 and await r.standing() == (8, 0)
-            shown = status_text(job)
+            shown = status_text(job, ENGLISH)
             assert f"`{FAL}`" in shown and "instead of" in shown and VEO in shown, shown
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from bot.clock import FakeClock
 from bot.config import Settings
+from bot.discord.messages import ENGLISH
 from bot.discord.render import status_text
 from bot.domain import Job, JobState, QuotaLimits, Requester, VideoRequest
 from bot.jobs.notify import FileSink, JobTransition
@@ -217,7 +218,7 @@ async def test_a_job_waiting_at_the_provider_says_so(tmp_path: Path) -> None:
 
             async def record(event: JobTransition) -> None:
                 if event.job.state is JobState.RUNNING:
-                    shown.append(status_text(event.job).splitlines()[0])
+                    shown.append(status_text(event.job, ENGLISH).splitlines()[0])
 
             r.worker.transitions.subscribe(record)
             job = await r.run()
@@ -225,4 +226,4 @@ async def test_a_job_waiting_at_the_provider_says_so(tmp_path: Path) -> None:
             waited = shown.index("🕒 Waiting at the video service")  # raises when never shown
             assert any(line.startswith("🎬 Generating") for line in shown[waited:]), shown
     waiting = dataclasses.replace(job, state=JobState.RUNNING, progress=0.0, remote_waiting=True, remote_position=2)
-    assert status_text(waiting).startswith("🕒 Waiting at the video service (#3 in its queue)")
+    assert status_text(waiting, ENGLISH).startswith("🕒 Waiting at the video service (#3 in its queue)")

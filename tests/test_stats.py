@@ -6,11 +6,13 @@ policy refused, is counted; and the command answers through the real discord.py 
 from __future__ import annotations
 
 import dataclasses
+import gettext
 import io
 import json
 import sqlite3
 import subprocess
 import sys
+import warnings
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -19,6 +21,7 @@ import pytest
 from PIL import Image
 
 from bot.clock import FakeClock
+from bot.discord import chart
 from bot.discord.chart import DATA_KEY, FILENAME, render_chart
 from bot.domain import Job, JobState, QuotaLimits, Requester, VideoRequest
 from bot.errors import (
@@ -34,6 +37,8 @@ from bot.errors import (
     RequestRejected,
     UnknownModel,
 )
+from bot.i18n import Texts
+from bot.i18n.catalogs import catalogue
 from bot.jobs.refusals import rule_of
 from bot.jobs.service import JobService
 from bot.jobs.stats import ServerStats, StatsService
@@ -189,6 +194,36 @@ def test_an_empty_span_still_draws_every_day() -> None:
     assert image.format == "PNG"
     assert json.loads(image.text[DATA_KEY]) == {"days": [day(1).isoformat(), day(0).isoformat()], "credits": {},
                                                 "spend_usd": {}}  # fmt: skip
+
+
+class _CjkLabels(gettext.NullTranslations):
+    """A catalogue whose chart labels are Japanese (none is translated yet), the rest left to English."""
+
+    def gettext(self, message: str) -> str:
+        return "日本語の見出し" if message.startswith("chart.") else message
+
+    def ngettext(self, msgid1: str, msgid2: str, n: int) -> str:
+        return "{count} 日間" if msgid1.startswith("chart.") else msgid1 if n == 1 else msgid2
+
+
+def test_chart_labels_a_font_cannot_draw_fall_back_to_english(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Japanese labels are drawn when an installed font has the glyphs, else the chart says it in English: never
+    a row of empty boxes (matplotlib's own DejaVu Sans has no CJK; many servers have no CJK font)."""
+    stats = ServerStats(GUILD, (day(1), day(0)), ("fake/video",), {"fake/video": (2, 3)},
+                        {"fake/video": (0.2, 0.3)}, (), {})  # fmt: skip
+    japanese = Texts("ja", _CjkLabels(), catalogue("en"))
+
+    def missing_glyphs(tr: Texts) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            png = render_chart(stats, tr)
+        assert json.loads(Image.open(io.BytesIO(png)).text[DATA_KEY])["credits"] == {"fake/video": [2, 3]}
+        return [str(w.message) for w in caught if "missing from font" in str(w.message)]
+
+    assert missing_glyphs(japanese) == []
+    if chart.font_families("日本語") is None:  # no CJK font here: the check above held because it fell back
+        monkeypatch.setattr(chart, "font_families", lambda text: ())
+        assert missing_glyphs(japanese), "without the fallback, matplotlib draws boxes"
 
 
 def test_matplotlib_is_imported_only_to_draw() -> None:

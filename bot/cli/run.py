@@ -19,7 +19,7 @@ from bot.cli.ops_server import HealthCheck, OpsServer
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
 from bot.discord.background import BackgroundLoops
-from bot.discord.delivery import DiscordDelivery
+from bot.discord.delivery import DiscordDelivery, ServerLanguage
 from bot.errors import ConfigError
 from bot.jobs.admin import AdminService
 from bot.jobs.notify import Transitions
@@ -107,6 +107,8 @@ async def build_app(
     )  # fmt: skip
     if worker is not None:
         await store.listen(worker.wake)  # PostgreSQL: wake at once when another process queues a job
+    if delivery.server_language is None:
+        delivery.server_language = _server_language(jobs)
     admin = AdminService(store, jobs, clock)
     metrics = Metrics(store, clock, providers=registry, worker_id=worker.worker_id if worker else None,
                       stale_after=settings.lease_seconds)  # fmt: skip
@@ -114,6 +116,16 @@ async def build_app(
     if worker is not None:
         worker.on_provider_error = metrics.provider_error
     return App(settings, clock, store, registry, jobs, admin, delivery, worker, transitions, metrics)
+
+
+def _server_language(jobs: JobService) -> ServerLanguage:
+    """The language a server chose for public messages, read through the service's short-lived settings cache
+    (status edits ask on every edit)."""
+
+    async def language(guild_id: int) -> str | None:
+        return (await jobs.guild_settings(guild_id)).language
+
+    return language
 
 
 def make_bot(app: App, **options: object) -> discord.Client:

@@ -16,11 +16,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord.background import BackgroundLoops
+from bot.discord.command_texts import CatalogueTranslator
 from bot.discord.log_channel import LogChannel
-from bot.discord.messages import describe, text
+from bot.discord.messages import describe
 from bot.discord.replies import NO_PINGS, answer
 from bot.domain import Requester
 from bot.errors import UserError
+from bot.i18n import texts_for
 
 if TYPE_CHECKING:
     from bot.clock import Clock
@@ -95,6 +97,7 @@ class VideoBot(commands.Bot):
         """Posts admin changes and refusals by rule to each server's log channel."""
 
     async def setup_hook(self) -> None:
+        await self.tree.set_translator(CatalogueTranslator())
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         self.tree.error(self.on_app_command_error)
@@ -115,8 +118,14 @@ class VideoBot(commands.Bot):
 
     async def sync_commands_if_changed(self) -> bool:
         """Sync global commands only when their definition changed since the last sync, so restarts do not
-        spend Discord's daily command-creation limit."""
-        payload = [command.to_dict(self.tree) for command in self.tree.get_commands()]
+        spend Discord's daily command-creation limit. The hash is over the payload `sync` sends, translations
+        included, so a changed translation syncs too."""
+        translator = self.tree.translator
+        commands_ = self.tree.get_commands()
+        if translator is None:
+            payload = [command.to_dict(self.tree) for command in commands_]
+        else:
+            payload = [await command.get_translated_payload(self.tree, translator) for command in commands_]
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
         if await self.store.get_meta(COMMANDS_HASH_KEY) == digest:
             log.info("application commands unchanged; not syncing")
@@ -157,12 +166,15 @@ class VideoBot(commands.Bot):
     async def report_error(self, interaction: discord.Interaction, error: BaseException) -> None:
         """The one error funnel: a `UserError` is explained (`messages.describe`, ephemeral); anything else is
         logged with a reference the member can quote, and they get a short apology."""
+        tr = texts_for(interaction.locale)
         if isinstance(error, UserError):
-            message = describe(error)
+            message = describe(error, tr)
         elif isinstance(error, app_commands.NoPrivateMessage):
-            message = text("server-only")
-        elif isinstance(error, app_commands.CheckFailure | app_commands.TransformerError):
-            message = str(error) or text("check-failed")
+            message = tr("server-only")
+        elif isinstance(error, app_commands.TransformerError):
+            message = tr("option-not-understood")
+        elif isinstance(error, app_commands.CheckFailure):
+            message = tr("check-failed")
         else:
             reference = f"{interaction.id:x}"[-8:]
             log.error(
@@ -172,7 +184,7 @@ class VideoBot(commands.Bot):
                 reference,
                 exc_info=error,
             )
-            message = text("internal-error", reference=reference)
+            message = tr("internal-error", reference=reference)
         try:
             await answer(interaction, message)
         except discord.HTTPException:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import discord
 from discord.webhook.async_ import async_context
 
 from bot.clock import Clock
+from bot.discord.language import public_texts
 from bot.discord.posting import NETWORK_ERRORS, ClipPoster, PostForbidden, TooLarge
 from bot.discord.render import status_text, status_view
 from bot.discord.replies import NO_PINGS
@@ -25,6 +27,7 @@ from bot.discord.reply_record import reply_record
 from bot.domain import Job, JobState
 from bot.errors import DeliveryError, StoreError
 from bot.faults import crash_point
+from bot.i18n import Texts
 from bot.media import MediaError, fit_to_size
 from bot.store.base import JobStore
 
@@ -37,6 +40,9 @@ DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 SUPPRESSED = discord.MessageFlags(suppress_embeds=True)
 FIT_HEADROOM = 0.97
 """Re-encode to a little under the limit: multipart overhead counts against it on some routes."""
+
+ServerLanguage = Callable[[int], Awaitable[str | None]]
+"""A server's chosen language for public messages (`GuildSettings.language`), None when it chose none."""
 
 
 @dataclass
@@ -57,10 +63,14 @@ class DiscordDelivery:
         status_interval: float = 5.0,
         progress_steps: int = 4,
         tick: float = 1.0,
+        server_language: ServerLanguage | None = None,
     ) -> None:
         self.clock = clock
         self.store = store
         """Where each status message's last shown state is recorded, so edits lost in a crash are redone."""
+        self.server_language = server_language
+        """Asked before each public message about a job; it must be cheap (`JobService.guild_settings` keeps
+        the settings a few seconds). None: the requester's language alone decides."""
         self.status_interval = status_interval
         self.progress_steps = progress_steps
         self.tick = tick
@@ -130,7 +140,8 @@ class DiscordDelivery:
         return job.state.value, step, *waiting
 
     async def _edit_status(self, job: Job) -> None:
-        params = _status_params(status_text(job), status_view(job))
+        tr = await self.texts(job)
+        params = _status_params(status_text(job, tr), status_view(job, tr))
         try:
             record = reply_record(job.delivery_ref)
             if record is not None and self._token_fresh(job):
@@ -168,21 +179,22 @@ class DiscordDelivery:
     async def deliver(self, job: Job, clip: Path) -> int | None:
         record = reply_record(job.delivery_ref)
         limit = record.attachment_size_limit if record else DEFAULT_UPLOAD_LIMIT
-        upload = await self._fit(job, clip, limit)
+        tr = await self.texts(job)
+        upload = await self._fit(job, clip, limit, tr)
         try:
             for _ in range(3):
                 try:
-                    return await self._poster().post(job, upload, token_fresh=self._token_fresh(job))
+                    return await self._poster().post(job, upload, tr, token_fresh=self._token_fresh(job))
                 except TooLarge:
                     # Discord's limit is lower than the interaction said: shrink under what it refused.
                     limit = int(min(limit, upload.stat().st_size) * 0.8)
                     log.warning("job %s: upload refused as too large; re-encoding to %d bytes", job.id, limit)
-                    upload = await self._fit(job, clip, limit, force=True)
+                    upload = await self._fit(job, clip, limit, tr, force=True)
                 except PostForbidden:
-                    await self._tell_by_dm(job)
+                    await self._tell_by_dm(job, tr)
                     raise
             raise DeliveryError("upload refused as too large three times", retryable=False,
-                                user_message=_too_large(limit))  # fmt: skip
+                                user_message=_too_large(limit, tr))  # fmt: skip
         finally:
             if upload != clip:
                 upload.unlink(missing_ok=True)
@@ -199,28 +211,38 @@ class DiscordDelivery:
         if self._clip_poster is not None:
             await self._clip_poster.aclose()
 
-    async def _fit(self, job: Job, clip: Path, limit: int, *, force: bool = False) -> Path:
+    async def _fit(self, job: Job, clip: Path, limit: int, tr: Texts, *, force: bool = False) -> Path:
         if not force and clip.stat().st_size <= limit:
             return clip
         fitted = clip.with_name(f"{clip.stem}.fit.mp4")
         try:
             await asyncio.to_thread(fit_to_size, clip, fitted, int(limit * FIT_HEADROOM))
         except MediaError as exc:
-            raise DeliveryError(str(exc), retryable=False, user_message=_too_large(limit)) from exc
+            raise DeliveryError(str(exc), retryable=False, user_message=_too_large(limit, tr)) from exc
         log.info("job %s: re-encoded %d → %d bytes to fit %d", job.id, clip.stat().st_size,
                  fitted.stat().st_size, limit)  # fmt: skip
         return fitted
 
-    async def _tell_by_dm(self, job: Job) -> None:
+    async def _tell_by_dm(self, job: Job, tr: Texts) -> None:
         try:
             dm = await self.client.create_dm(discord.Object(job.user_id))
-            await dm.send(
-                f"Your video is ready, but I am not allowed to post in <#{job.channel_id}>. "
-                "Your credits were returned; please ask a server admin to check my permissions there.",
-                allowed_mentions=NO_PINGS,
-            )
+            channel = f"<#{job.channel_id}>"
+            await dm.send(tr("delivery.dm.cannot-post", channel=channel), allowed_mentions=NO_PINGS)
         except discord.HTTPException as exc:
             log.info("job %s: could not DM the member either (%s)", job.id, exc.status)
+
+    # --- language -------------------------------------------------------------------------------------
+    async def texts(self, job: Job) -> Texts:
+        """The language of the job's public messages: the server's choice, else the requester's locale."""
+        record = reply_record(job.delivery_ref)
+        member_locale = record.locale if record else None
+        chosen: str | None = None
+        if self.server_language is not None:
+            try:
+                chosen = await self.server_language(job.guild_id)
+            except Exception as exc:  # a status edit or a clip is never lost over the language it is in
+                log.info("job %s: server language unknown (%r); using the member's", job.id, exc)
+        return public_texts(chosen, member_locale)
 
     # --- tokens ---------------------------------------------------------------------------------------
     def _token_fresh(self, job: Job) -> bool:
@@ -255,8 +277,5 @@ async def _edit_original(
     )  # fmt: skip
 
 
-def _too_large(limit: int) -> str:
-    return (
-        f"The finished video is too large to post here even after compressing it (the limit is "
-        f"{limit / 1024 / 1024:.0f} MB). Try a shorter duration; your credits were returned."
-    )
+def _too_large(limit: int, tr: Texts) -> str:
+    return tr("delivery.too-large", megabytes=round(limit / 1024 / 1024))

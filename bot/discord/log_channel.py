@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.discord.language import channel_texts
 from bot.discord.messages import code, describe
 from bot.discord.replies import NO_PINGS, timestamp
 from bot.domain import AuditEntry, JsonValue, Requester
 from bot.errors import RefusedByRule
+from bot.i18n import N_, Texts
 
 if TYPE_CHECKING:
     from bot.discord.client import VideoBot
@@ -32,115 +34,153 @@ CLOSE_SECONDS = 5.0
 
 # --- one line per entry -------------------------------------------------------------------------------------
 _NAMES = {
-    "admin_role_id": "admin role",
-    "log_channel_id": "log channel",
-    "monthly_budget": "monthly budget",
-    "allowed_channels": "allowed channels",
-    "disabled_models": "disabled models",
-    "default_model": "default model",
-    "max_queued": "max queued",
-    "max_running": "max running",
+    "admin_role_id": N_("audit.field.admin-role"),
+    "log_channel_id": N_("audit.field.log-channel"),
+    "monthly_budget": N_("audit.field.monthly-budget"),
+    "language": N_("audit.field.language"),
+    "allowed_channels": N_("audit.field.allowed-channels"),
+    "disabled_models": N_("audit.field.disabled-models"),
+    "default_model": N_("audit.field.default-model"),
+    "blocklist": N_("audit.field.blocklist"),
+    "paused": N_("audit.field.paused"),
+    "credits": N_("audit.field.credits"),
+    "unlimited": N_("audit.field.unlimited"),
+    "period": N_("audit.field.period"),
+    "max_queued": N_("audit.field.max-queued"),
+    "max_running": N_("audit.field.max-running"),
+    "granted": N_("audit.field.granted"),
+    "left": N_("audit.field.left"),
+    "used": N_("audit.field.used"),
+    "blocked": N_("audit.field.blocked"),
+    "queued": N_("audit.field.queued"),
+    "refunded": N_("audit.field.refunded"),
 }
+"""The fields the audit trail records (`bot.jobs.audit`, `bot.jobs.admin`); another shows as its own name."""
+_PERIODS = {"hour": N_("audit.period.hour"), "day": N_("audit.period.day"), "week": N_("audit.period.week"),
+            "month": N_("audit.period.month")}  # fmt: skip
+_EMPTY = {"language": N_("audit.value.server-locale"), "monthly_budget": N_("audit.value.off")}
+"""How a field with no value reads; `audit.value.none` for the others."""
 
 
-def _role(value: Any) -> str:
+def _role(value: Any, tr: Texts) -> str:
     return f"<@&{value}>"
 
 
-def _channel(value: Any) -> str:
+def _channel(value: Any, tr: Texts) -> str:
     return f"<#{value}>"
 
 
-def _budget(value: Any) -> str:
-    return f"${value:,.2f}" if isinstance(value, int | float) else "off"
+def _budget(value: Any, tr: Texts) -> str:
+    return tr.money(value) if isinstance(value, int | float) else tr("audit.value.off")
 
 
-_SHOW: dict[str, Callable[[Any], str]] = {
+def _code(value: Any, tr: Texts) -> str:
+    return code(str(value))
+
+
+def _plain(value: Any, tr: Texts) -> str:
+    return str(value)
+
+
+def _period(value: Any, tr: Texts) -> str:
+    return tr(_PERIODS[value]) if value in _PERIODS else str(value)
+
+
+_SHOW: dict[str, Callable[[Any, Texts], str]] = {
     "admin_role_id": _role,
     "log_channel_id": _channel,
     "allowed_channels": _channel,
     "monthly_budget": _budget,
-    "language": lambda value: code(str(value)),
-    "default_model": lambda value: code(str(value)),
-    "disabled_models": lambda value: code(str(value)),
-    "blocklist": lambda value: code(str(value)),
+    "language": _code,
+    "default_model": _code,
+    "disabled_models": _code,
+    "blocklist": _code,
+    "period": _period,
 }
-_TARGETS: dict[str, Callable[[Any], str]] = {
-    "user": lambda value: f"<@{value}>",
+_TARGETS: dict[str, Callable[[Any, Texts], str]] = {
+    "user": lambda value, tr: f"<@{value}>",
     "role": _role,
     "channel": _channel,
-    "model": lambda value: code(str(value)),
-    "pattern": lambda value: code(str(value)),
+    "model": _code,
+    "pattern": _code,
 }
 
 
-def _value(name: str, value: JsonValue) -> str:
+def _value(name: str, value: JsonValue, tr: Texts) -> str:
+    # Whole numbers are written as they are (ids and counts alike), not the locale's way: an id must stay whole.
     if value is None:
-        return "server locale" if name == "language" else "off" if name == "monthly_budget" else "none"
+        return tr(_EMPTY[name]) if name in _EMPTY else tr("audit.value.none")
     if isinstance(value, bool):
-        return "yes" if value else "no"
+        return tr("audit.value.yes") if value else tr("audit.value.no")
     if isinstance(value, list):
-        return ", ".join(_value(name, item) for item in value) or "none"
-    return _SHOW.get(name, str)(value)
+        return tr("list-separator").join(_value(name, item, tr) for item in value) or tr("audit.value.none")
+    return _SHOW.get(name, _plain)(value, tr)
 
 
-def _change(name: str, old: JsonValue, new: JsonValue) -> str:
-    shown = _NAMES.get(name, name.replace("_", " "))
+def _change(name: str, old: JsonValue, new: JsonValue, tr: Texts) -> str:
+    shown = tr(_NAMES[name]) if name in _NAMES else name.replace("_", " ")
     if isinstance(old, list) and isinstance(new, list):  # a list: what came and went, not all of it
         added = [item for item in new if item not in old]
         removed = [item for item in old if item not in new]
-        parts = [f"+{_value(name, item)}" for item in added] + [f"−{_value(name, item)}" for item in removed]
-        return f"{shown} {' '.join(parts) or 'unchanged'}"
-    return f"{shown} {_value(name, old)} → {_value(name, new)}"
+        parts = [f"+{_value(name, item, tr)}" for item in added] + [f"−{_value(name, item, tr)}" for item in removed]
+        return tr("audit.change.list", field=shown, changes=" ".join(parts) or tr("audit.unchanged"))
+    return tr("audit.change", field=shown, before=_value(name, old, tr), after=_value(name, new, tr))
 
 
-def describe_change(before: JsonValue, after: JsonValue) -> str:
+def describe_change(before: JsonValue, after: JsonValue, tr: Texts) -> str:
     """What an entry changed, e.g. "credits 60 → 100, max queued 3 → 5" or "blocklist +`word`"."""
     if isinstance(before, dict | None) and isinstance(after, dict | None):
         old, new = before or {}, after or {}
         names = [*new, *(name for name in old if name not in new)]
-        changes = [_change(name, old.get(name), new.get(name)) for name in names if old.get(name) != new.get(name)]
+        changes = [_change(name, old.get(name), new.get(name), tr) for name in names if old.get(name) != new.get(name)]
         if before is not None and after is None:
-            changes.append("cleared")
-        return ", ".join(changes) or "no change"
-    return f"{_value('', before)} → {_value('', after)}"
+            changes.append(tr("audit.cleared"))
+        return tr("list-separator").join(changes) or tr("audit.no-change")
+    return f"{_value('', before, tr)} → {_value('', after, tr)}"
 
 
-def audit_line(entry: AuditEntry) -> str:
+def audit_line(entry: AuditEntry, tr: Texts) -> str:
     """One entry: when, who, what, on what, and the change. Values are the admins' own (patterns, names), in
-    code spans; mentions render as names and ping nobody (`NO_PINGS`)."""
-    who = f"<@{entry.actor_id}>" if entry.actor_id is not None else "(no member)"
-    line = f"{timestamp(entry.at, 'f')} {who} **{entry.action}**"
+    code spans; mentions render as names and ping nobody (`NO_PINGS`). The action is the command's path
+    (`quota grant`), as admins type it."""
+    facts = {
+        "when": timestamp(entry.at, "f"),
+        "who": f"<@{entry.actor_id}>" if entry.actor_id is not None else tr("audit.no-member"),
+        "action": entry.action,
+        "change": describe_change(entry.before, entry.after, tr),
+    }
     if entry.target_kind is not None and entry.target is not None:
-        line += " " + _TARGETS.get(entry.target_kind, lambda value: code(str(value)))(entry.target)
-    line += ": " + describe_change(entry.before, entry.after)
+        target = _TARGETS.get(entry.target_kind, _code)(entry.target, tr)
+        line = tr("audit.line.target", target=target, **facts)
+    else:
+        line = tr("audit.line", **facts)
     return line if len(line) <= MAX_LINE else line[: MAX_LINE - 1] + "…"
 
 
-def refusal_line(who: Requester, refusal: RefusedByRule) -> str:
+def refusal_line(who: Requester, refusal: RefusedByRule, tr: Texts) -> str:
     """A request refused by a server rule, with what the member was told (never their prompt)."""
-    return f"🚫 A request by <@{who.user_id}> in <#{who.channel_id}> was refused by a rule. They were told: " + (
-        describe(refusal)
-    )
+    member, channel = f"<@{who.user_id}>", f"<#{who.channel_id}>"
+    return tr("log.refusal", member=member, channel=channel, told=describe(refusal, tr))
 
 
-def audit_listing(entries: list[AuditEntry], limit: int = 4096) -> str:
+def audit_listing(entries: list[AuditEntry], tr: Texts, limit: int = 4096) -> str:
     """Entries newest first, as many as fit in `limit` characters (an embed's description), then how many more."""
-    lines = [audit_line(entry) for entry in entries]
+    lines = [audit_line(entry, tr) for entry in entries]
 
     def listing(shown: int) -> str:
-        more = f"\n… and {len(lines) - shown} older entries." if shown < len(lines) else ""
+        more = "\n" + tr.plural("audit.more", len(lines) - shown) if shown < len(lines) else ""
         return "\n".join(lines[:shown]) + more
 
     shown = len(lines)
     while shown > 0 and len(listing(shown)) > limit:
         shown -= 1
-    return listing(shown).strip() or "No admin changes recorded yet."
+    return listing(shown).strip() or tr("audit.empty")
 
 
 # --- the poster ---------------------------------------------------------------------------------------------
 class LogChannel:
-    """Posts audit entries and refusals by rule to each server's `log_channel`."""
+    """Posts audit entries and refusals by rule to each server's `log_channel`, in the server's chosen language,
+    else its own locale (`channel_texts`)."""
 
     def __init__(self, bot: VideoBot) -> None:
         self.bot = bot
@@ -148,25 +188,33 @@ class LogChannel:
         self._task: asyncio.Task[None] | None = None
 
     async def on_audit(self, entry: AuditEntry) -> None:
-        await self._post(entry.guild_id, "🛠️ " + audit_line(entry))
+        await self._post(entry.guild_id, lambda tr: "🛠️ " + audit_line(entry, tr))
 
-    async def on_refusal(self, who: Requester, refusal: RefusedByRule) -> None:
+    async def on_refusal(self, who: Requester, refusal: RefusedByRule, guild_locale: object = None) -> None:
+        """`guild_locale`: the server's locale when the caller has it (`interaction.guild_locale`)."""
         try:
-            await self._post(who.guild_id, refusal_line(who, refusal))
+            await self._post(who.guild_id, lambda tr: refusal_line(who, refusal, tr), guild_locale)
         except Exception:  # the member's refusal must reach them whatever happens here
             log.exception("guild %s: could not queue a refusal for the log channel", who.guild_id)
 
-    async def _post(self, guild_id: int, line: str) -> None:
-        channel_id = (await self.bot.jobs.guild_settings(guild_id)).log_channel_id
-        if channel_id is None:
+    async def _post(self, guild_id: int, line: Callable[[Texts], str], guild_locale: object = None) -> None:
+        settings = await self.bot.jobs.guild_settings(guild_id)
+        if settings.log_channel_id is None:
             return
+        text = line(channel_texts(settings.language, guild_locale or self._guild_locale(guild_id)))
         try:
-            self._pending.put_nowait((guild_id, channel_id, line))
+            self._pending.put_nowait((guild_id, settings.log_channel_id, text))
         except asyncio.QueueFull:
             log.warning("guild %s: %d posts wait for the log channel; dropping one", guild_id, MAX_PENDING)
             return
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain(), name="log-channel")
+
+    def _guild_locale(self, guild_id: int) -> str | None:
+        """The server's own locale from discord.py's cache (an audit entry carries no interaction); None, hence
+        English, for a server not cached."""
+        guild = self.bot.get_guild(guild_id)
+        return guild.preferred_locale.value if guild is not None else None
 
     async def _drain(self) -> None:
         while True:

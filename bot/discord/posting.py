@@ -21,7 +21,7 @@ import datetime as dt
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 import discord
@@ -32,6 +32,7 @@ from bot.discord.render import clip_embed, clip_view, custom_id
 from bot.discord.reply_record import reply_record
 from bot.domain import Job
 from bot.errors import DeliveryError
+from bot.i18n import Texts
 
 log = logging.getLogger(__name__)
 
@@ -67,31 +68,32 @@ class ClipPoster:
             await self._http.aclose()
 
     # --- posting --------------------------------------------------------------------------------------
-    async def post(self, job: Job, upload: Path, *, token_fresh: bool) -> int:
+    async def post(self, job: Job, upload: Path, tr: Texts, *, token_fresh: bool) -> int:
+        """Post the clip, its embed and buttons in the language of `tr`; returns the message's id."""
         if may_post_in_channel(job):
             try:
-                return await self._post_in_channel(job, upload)
+                return await self._post_in_channel(job, upload, tr)
             except discord.Forbidden as exc:
                 if not token_fresh:
-                    raise _forbidden(job, exc) from exc
+                    _raise_forbidden(job, exc, tr)
                 log.info("job %s: not allowed to post in channel %s (%s); using the interaction", job.id,
                          job.channel_id, exc.code)  # fmt: skip
         if token_fresh:
             try:
-                return await self._post_by_webhook(job, upload)
+                return await self._post_by_webhook(job, upload, tr)
             except TokenDead as exc:
                 log.info("job %s: interaction token refused (%s); posting with the bot token", job.id, exc)
         try:
-            return await self._post_in_channel(job, upload)
+            return await self._post_in_channel(job, upload, tr)
         except discord.Forbidden as exc:
-            raise _forbidden(job, exc) from exc
+            _raise_forbidden(job, exc, tr)
 
-    async def _post_in_channel(self, job: Job, upload: Path) -> int:
+    async def _post_in_channel(self, job: Job, upload: Path, tr: Texts) -> int:
         channel = self.client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
         try:
             message = await channel.send(
-                f"<@{job.user_id}>", file=discord.File(upload, "clip.mp4"), embed=clip_embed(job, self.clock.now()),
-                view=clip_view(job), allowed_mentions=_only_requester(job), nonce=clip_nonce(job),
+                f"<@{job.user_id}>", file=discord.File(upload, "clip.mp4"), embed=clip_embed(job, self.clock.now(), tr),
+                view=clip_view(job, tr), allowed_mentions=_only_requester(job), nonce=clip_nonce(job),
             )  # fmt: skip
         except discord.Forbidden:
             raise
@@ -104,11 +106,11 @@ class ClipPoster:
             raise DeliveryError(f"posting failed: {exc!r}", retryable=True) from exc
         return int(message.id)
 
-    async def _post_by_webhook(self, job: Job, upload: Path) -> int:
+    async def _post_by_webhook(self, job: Job, upload: Path, tr: Texts) -> int:
         record = reply_record(job.delivery_ref)
         assert record is not None
         params = discord.http.handle_message_parameters(
-            content=f"<@{job.user_id}>", embed=clip_embed(job, self.clock.now()), view=clip_view(job),
+            content=f"<@{job.user_id}>", embed=clip_embed(job, self.clock.now(), tr), view=clip_view(job, tr),
             allowed_mentions=_only_requester(job),
         )  # fmt: skip
         payload = dict(params.payload or {})
@@ -184,13 +186,14 @@ def _only_requester(job: Job) -> discord.AllowedMentions:
                                    replied_user=False)  # fmt: skip
 
 
-def _forbidden(job: Job, exc: discord.HTTPException) -> PostForbidden:
+def _raise_forbidden(job: Job, exc: discord.HTTPException, tr: Texts) -> NoReturn:
+    """Raise the refusal the member reads (with the refused request as its cause)."""
     log.warning("job %s: no permission to post in channel %s of guild %s (%s)", job.id, job.channel_id,
                 job.guild_id, exc.code)  # fmt: skip
-    return PostForbidden(
-        "missing permission to post", retryable=False,
-        user_message=f"I am not allowed to post in <#{job.channel_id}>; your credits were returned.",
-    )  # fmt: skip
+    channel = f"<#{job.channel_id}>"
+    raise PostForbidden(
+        "missing permission to post", retryable=False, user_message=tr("delivery.cannot-post", channel=channel)
+    ) from exc
 
 
 def _custom_ids(message: discord.Message) -> set[str]:

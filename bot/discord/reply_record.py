@@ -22,6 +22,11 @@ class ReplyRecord:
     """The bot's permissions in the channel, as Discord reported them with the interaction."""
     status_message_id: int | None = None
     """The public status message, for edits with the bot's token once the interaction's has expired."""
+    locale: str | None = None
+    """The requester's Discord locale (`pt-BR`): the job's public messages speak it unless the server chose a
+    language. None in records written before languages were kept (English, or the server's choice)."""
+    guild_locale: str | None = None
+    """The server's own Discord locale when the job was asked for, for messages that answer nobody."""
 
     def with_status_message(self, message_id: int) -> ReplyRecord:
         return replace(self, status_message_id=message_id)

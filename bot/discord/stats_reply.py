@@ -1,5 +1,6 @@
 """The server stats reply: an embed with the totals, the top members (as mentions, which ping nobody: an embed
-never pings, and `answer`-style replies send no allowed mentions) and the refusals by rule, around the chart."""
+never pings, and `answer`-style replies send no allowed mentions) and the refusals by rule, around the chart.
+Written in the admin's language; the days stay ISO dates (UTC), as the chart's axis shows them."""
 
 from __future__ import annotations
 
@@ -8,69 +9,79 @@ from collections.abc import Sequence
 import discord
 
 from bot.discord.chart import FILENAME
+from bot.discord.messages import ENGLISH, code
 from bot.discord.replies import timestamp
+from bot.i18n import N_, Texts
 from bot.jobs.balances import Balance
 from bot.jobs.stats import ServerStats
 
 RULE_NAMES = {
-    "blocked": "Member blocked",
-    "paused": "Queue paused",
-    "queue_full": "Too many videos waiting",
-    "quota": "Credits used up",
-    "budget": "Monthly budget reached",
-    "blocklist": "Blocklisted words",
-    "channel": "Channel not allowed",
-    "provider_content": "Refused by the provider's content policy",
+    "blocked": N_("stats.rule.blocked"),
+    "paused": N_("stats.rule.paused"),
+    "queue_full": N_("stats.rule.queue-full"),
+    "quota": N_("stats.rule.quota"),
+    "budget": N_("stats.rule.budget"),
+    "blocklist": N_("stats.rule.blocklist"),
+    "channel": N_("stats.rule.channel"),
+    "provider_content": N_("stats.rule.provider-content"),
 }
 """How each rule of `bot.jobs.refusals` reads; a rule not named here shows as its own name."""
-FOOTER = (
-    "Credits: those kept by finished videos, as /quota's Used counts them. "
-    "Spend: videos that did not fail or get cancelled, as the monthly budget counts it."
-)
+MAX_MODELS = 10
+"""Models listed one by one; the rest are counted."""
 
 
-def stats_embed(stats: ServerStats, balances: Sequence[Balance] = ()) -> discord.Embed:
+def stats_embed(stats: ServerStats, balances: Sequence[Balance] = (), tr: Texts = ENGLISH) -> discord.Embed:
     days = stats.days
-    span = f"{days[0].isoformat()} to {days[-1].isoformat()} (UTC)" if len(days) > 1 else f"{days[0]} (UTC)"
-    embed = discord.Embed(
-        title="Today's video stats" if len(days) == 1 else f"Video stats: the last {len(days)} days",
-        description=f"{span}\n**{stats.total_credits:,}** credits used · **${stats.total_spend_usd:,.2f}** "
-        "provider spend at list price",
-        colour=discord.Colour.blurple(),
-    )
-    embed.add_field(name="Top members by credits", value=_top_members(stats), inline=False)
+    if len(days) > 1:
+        span = tr("stats.span", first=days[0].isoformat(), last=days[-1].isoformat())
+        title = tr.plural("stats.title.days", len(days))
+    else:
+        span, title = tr("stats.span.one-day", day=days[0].isoformat()), tr("stats.title.today")
+    totals = tr.plural("stats.totals", stats.total_credits, spend=tr.money(stats.total_spend_usd))
+    embed = discord.Embed(title=title, description=f"{span}\n{totals}", colour=discord.Colour.blurple())
+    embed.add_field(name=tr("stats.field.top-members"), value=_top_members(stats, tr), inline=False)
     if stats.models:
         lines = [
-            f"`{model}` · {sum(stats.credits[model]):,} credits · ${sum(stats.spend_usd[model]):,.2f}"
-            for model in stats.models[:10]
-        ]
-        if len(stats.models) > 10:
-            lines.append(f"…and {len(stats.models) - 10} more")
-        embed.add_field(name="By model", value="\n".join(lines)[:1024], inline=False)
-    embed.add_field(name="Refusals by rule", value=_refusals(stats), inline=False)
+            tr.plural("stats.model-line", sum(stats.credits[model]), model=code(model),
+                      spend=tr.money(sum(stats.spend_usd[model])))
+            for model in stats.models[:MAX_MODELS]
+        ]  # fmt: skip
+        if len(stats.models) > MAX_MODELS:
+            lines.append(tr.plural("stats.more-models", len(stats.models) - MAX_MODELS))
+        embed.add_field(name=tr("stats.field.by-model"), value="\n".join(lines)[:1024], inline=False)
+    embed.add_field(name=tr("stats.field.refusals"), value=_refusals(stats, tr), inline=False)
     if stats.vendor_credits:
-        lines = [f"`{name}` · {credits:,.0f} of its credits" for name, credits in stats.vendor_credits.items()]
-        embed.add_field(name="By the vendors' own count", value="\n".join(lines)[:1024], inline=False)
+        lines = [
+            tr("stats.vendor-line", provider=code(name), credits=tr.number(credits))
+            for name, credits in stats.vendor_credits.items()
+        ]
+        embed.add_field(name=tr("stats.field.vendors"), value="\n".join(lines)[:1024], inline=False)
     if balances:
-        lines = [f"`{b.provider}` · {b.balance} (checked {timestamp(b.checked_at, 'R')})" for b in balances]
-        embed.add_field(name="Provider accounts", value="\n".join(lines)[:1024], inline=False)
+        lines = [
+            tr("stats.balance-line", provider=code(b.provider), balance=b.balance,
+               checked_at=timestamp(b.checked_at, "R"))
+            for b in balances
+        ]  # fmt: skip
+        embed.add_field(name=tr("stats.field.accounts"), value="\n".join(lines)[:1024], inline=False)
     embed.set_image(url=f"attachment://{FILENAME}")
-    embed.set_footer(text=FOOTER)
+    embed.set_footer(text=tr("stats.footer"))
     return embed
 
 
-def _top_members(stats: ServerStats) -> str:
+def _top_members(stats: ServerStats, tr: Texts) -> str:
     if not stats.top_members:
-        return "No credits used in these days."
-    lines = [
-        f"{rank}. <@{member.user_id}> · {member.credits:,} credit{'s' if member.credits != 1 else ''}"
-        for rank, member in enumerate(stats.top_members, 1)
-    ]
+        return tr("stats.top-members.none")
+    lines = []
+    for rank, member in enumerate(stats.top_members, 1):
+        mention = f"<@{member.user_id}>"
+        lines.append(tr.plural("stats.top-member", member.credits, rank=rank, member=mention))
     return "\n".join(lines)[:1024]
 
 
-def _refusals(stats: ServerStats) -> str:
+def _refusals(stats: ServerStats, tr: Texts) -> str:
     if not stats.refusals:
-        return "None in these days."
+        return tr("stats.refusals.none")
     ranked = sorted(stats.refusals.items(), key=lambda item: (-item[1], item[0]))
-    return "\n".join(f"{RULE_NAMES.get(rule, rule)}: {count:,}" for rule, count in ranked)[:1024]
+    lines = [tr("stats.refusal-line", rule=tr(RULE_NAMES[rule]) if rule in RULE_NAMES else rule, count=count)
+             for rule, count in ranked]  # fmt: skip
+    return "\n".join(lines)[:1024]

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, is_dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from bot.i18n.ids import N_
+
 if TYPE_CHECKING:
     from bot.domain import JobState, QuotaLimits
 
@@ -25,7 +27,7 @@ class VideoBotError(Exception):
 class UserError(VideoBotError):
     """Something the member can fix. Subclasses are dataclasses: their fields are what a renderer needs."""
 
-    message_id: ClassVar[str] = "user-error"
+    message_id: ClassVar[str] = N_("user-error")
     """Stable name of the sentence that explains this error (a key of the front end's message catalogue)."""
 
     def __str__(self) -> str:
@@ -39,7 +41,7 @@ class UserError(VideoBotError):
 class InvalidRequest(UserError):
     """The request, or an option of it, does not fit the model, the server or the bot's limits."""
 
-    message_id = "invalid-request"
+    message_id = N_("invalid-request")
 
 
 # An option failed validation. `problem` is the validator's error type (e.g. `no_visible_text`).
@@ -48,85 +50,85 @@ class BadOption(InvalidRequest):
     option: str
     problem: str
     message: str
-    message_id = "bad-option"
+    message_id = N_("bad-option")
 
 
 @dataclass(eq=False)
 class UnknownModel(InvalidRequest):
     model: str
-    message_id = "unknown-model"
+    message_id = N_("unknown-model")
 
 
 # An admin named a model the bot does not have; `configured` lists the ones it has.
 @dataclass(eq=False)
 class ModelNotConfigured(UnknownModel):
     configured: tuple[str, ...]
-    message_id = "model-not-configured"
+    message_id = N_("model-not-configured")
 
 
 # No model enabled on the server can start from an image.
 @dataclass(eq=False)
 class NoImageModel(InvalidRequest):
-    message_id = "no-image-model"
+    message_id = N_("no-image-model")
 
 
 # The model cannot make the video as asked (the subclass says why).
 @dataclass(eq=False)
 class ModelRejected(InvalidRequest):
     model: str
-    message_id = "model-rejected"
+    message_id = N_("model-rejected")
 
 
 @dataclass(eq=False)
 class ModelDisabled(ModelRejected):
-    message_id = "model-disabled"
+    message_id = N_("model-disabled")
 
 
 @dataclass(eq=False)
 class DurationNotOffered(ModelRejected):
     duration: int
     durations: tuple[int, ...]
-    message_id = "duration-not-offered"
+    message_id = N_("duration-not-offered")
 
 
 @dataclass(eq=False)
 class AspectNotOffered(ModelRejected):
     aspect: str
     aspects: tuple[str, ...]
-    message_id = "aspect-not-offered"
+    message_id = N_("aspect-not-offered")
 
 
 @dataclass(eq=False)
 class ImageNotOffered(ModelRejected):
-    message_id = "image-not-offered"
+    message_id = N_("image-not-offered")
 
 
 @dataclass(eq=False)
 class ImageRequired(ModelRejected):
-    message_id = "image-required"
+    message_id = N_("image-required")
 
 
 @dataclass(eq=False)
 class SeedNotOffered(ModelRejected):
-    message_id = "seed-not-offered"
+    message_id = N_("seed-not-offered")
 
 
 @dataclass(eq=False)
 class NegativePromptNotOffered(ModelRejected):
-    message_id = "negative-prompt-not-offered"
+    message_id = N_("negative-prompt-not-offered")
 
 
 @dataclass(eq=False)
 class AlreadyEnded(InvalidRequest):
     job_id: str
     state: JobState
-    message_id = "already-ended"
+    message_id = N_("already-ended")
 
 
 @dataclass(eq=False)
 class UnsupportedButton(InvalidRequest):
     action: str
-    message_id = "unsupported-button"
+    message_id = N_("unsupported-button")
 
 
 # --- admin changes ------------------------------------------------------------------------------------------
@@ -135,68 +137,68 @@ class LimitOutOfRange(InvalidRequest):
     name: str
     low: int
     high: int
-    message_id = "limit-out-of-range"
+    message_id = N_("limit-out-of-range")
 
 
 # `max_running` 0 would hold a member's jobs forever; blocking is the way to stop them.
 @dataclass(eq=False)
 class RunningLimitTooLow(InvalidRequest):
-    message_id = "running-limit-too-low"
+    message_id = N_("running-limit-too-low")
 
 
 # A role or member quota named a period: the window is the server's, for everyone.
 @dataclass(eq=False)
 class PeriodIsServerWide(InvalidRequest):
-    message_id = "period-is-server-wide"
+    message_id = N_("period-is-server-wide")
 
 
 @dataclass(eq=False)
 class ZeroGrant(InvalidRequest):
-    message_id = "zero-grant"
+    message_id = N_("zero-grant")
 
 
 # An admin command was given none of the options that change something.
 @dataclass(eq=False)
 class NothingToChange(InvalidRequest):
     options: tuple[str, ...]
-    message_id = "nothing-to-change"
+    message_id = N_("nothing-to-change")
 
 
 # The server's default quota was asked to change with no limit given; `current` is what applies now.
 @dataclass(eq=False)
 class DefaultQuotaUnchanged(InvalidRequest):
     current: QuotaLimits
-    message_id = "default-quota-unchanged"
+    message_id = N_("default-quota-unchanged")
 
 
 @dataclass(eq=False)
 class ClearWithLimits(InvalidRequest):
-    message_id = "clear-with-limits"
+    message_id = N_("clear-with-limits")
 
 
 @dataclass(eq=False)
 class LastEnabledModel(InvalidRequest):
     model: str
-    message_id = "last-enabled-model"
+    message_id = N_("last-enabled-model")
 
 
 @dataclass(eq=False)
 class DisabledModelAsDefault(InvalidRequest):
     model: str
-    message_id = "disabled-model-as-default"
+    message_id = N_("disabled-model-as-default")
 
 
 # Every member has the @everyone role: as the admin role it would make everyone an admin.
 @dataclass(eq=False)
 class EveryoneAsAdminRole(InvalidRequest):
-    message_id = "everyone-as-admin-role"
+    message_id = N_("everyone-as-admin-role")
 
 
 # An integration (a bot, boosts, a subscription) hands this role out, not the server's admins.
 @dataclass(eq=False)
 class ManagedRoleAsAdminRole(InvalidRequest):
     role_id: int
-    message_id = "managed-role-as-admin-role"
+    message_id = N_("managed-role-as-admin-role")
 
 
 # --- refusals by the member's standing ----------------------------------------------------------------------
@@ -206,54 +208,54 @@ class QuotaExceeded(UserError):
     cost: int
     left: int
     resets_at: float
-    message_id = "quota-exceeded"
+    message_id = N_("quota-exceeded")
 
 
 @dataclass(eq=False)
 class QueueFull(UserError):
     queued: int
     max_queued: int
-    message_id = "queue-full"
+    message_id = N_("queue-full")
 
 
 @dataclass(eq=False)
 class Blocked(UserError):
-    message_id = "blocked"
+    message_id = N_("blocked")
 
 
 @dataclass(eq=False)
 class QueuePaused(UserError):
-    message_id = "queue-paused"
+    message_id = N_("queue-paused")
 
 
 class NotAllowed(UserError):
     """The member may not do this (the subclass says what it takes)."""
 
-    message_id = "not-allowed"
+    message_id = N_("not-allowed")
 
 
 # Only the member who asked for the job, or an admin, may do this to it.
 @dataclass(eq=False)
 class NotRequester(NotAllowed):
     job_id: str
-    message_id = "not-requester"
+    message_id = N_("not-requester")
 
 
 @dataclass(eq=False)
 class NotAdmin(NotAllowed):
-    message_id = "not-admin"
+    message_id = N_("not-admin")
 
 
 # Holders of the admin role run every other admin command, but only Manage Server may move the role.
 @dataclass(eq=False)
 class AdminRoleNeedsManageServer(NotAllowed):
-    message_id = "admin-role-needs-manage-server"
+    message_id = N_("admin-role-needs-manage-server")
 
 
 @dataclass(eq=False)
 class JobNotFound(UserError):
     job_id: str
-    message_id = "job-not-found"
+    message_id = N_("job-not-found")
 
 
 class ConfigError(VideoBotError):

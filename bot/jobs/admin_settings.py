@@ -25,6 +25,7 @@ from bot.errors import (
     TooManyRegexes,
     UnknownLanguage,
 )
+from bot.i18n.languages import DISCORD_LOCALES
 from bot.jobs.audit import AuditTrail, settings_changes
 from bot.jobs.moderation import MAX_PATTERNS, MAX_REGEXES, is_regex, same_pattern, vet_pattern
 from bot.jobs.service import JobService
@@ -33,11 +34,12 @@ from bot.store.base import AdminStore
 MAX_BUDGET = 1_000_000
 """US dollars a month: a larger budget is a typo, not a plan."""
 MAX_CHANNELS = 100
-LANGUAGES = (
-    "bg", "cs", "da", "de", "el", "en-GB", "en-US", "es-419", "es-ES", "fi", "fr", "hi", "hr", "hu", "id", "it",
-    "ja", "ko", "lt", "nl", "no", "pl", "pt-BR", "ro", "ru", "sv-SE", "th", "tr", "uk", "vi", "zh-CN", "zh-TW",
-)  # fmt: skip
-"""The languages a server may choose for public messages: the locales Discord's clients offer."""
+LANGUAGES = tuple(DISCORD_LOCALES.values())
+"""The languages a server may choose for public messages: those the bot has catalogues for, in Discord's
+spelling (`en-US`, `pt-BR`…), as the settings command offers them."""
+OTHER_SPELLINGS = ("en-GB", "es-419")
+"""Discord's other locales of those languages, accepted and stored as Discord spells them (their messages come
+from the same catalogue: `bot.i18n.language_of`); not listed among the choices a refusal names."""
 AUTO_LANGUAGE = "auto"
 """As `language`: no language of the server's own; its locale decides."""
 
@@ -216,10 +218,13 @@ def _given(change: SettingsChange) -> set[str]:
 
 
 def _language(language: str | None) -> str | None:
-    """A language as stored: one of `LANGUAGES` in its own spelling, or None for `auto` (and when not given)."""
+    """A language as stored, in Discord's spelling (one of `LANGUAGES` or `OTHER_SPELLINGS`), or None for `auto`
+    (and when not given). Any case, `-` or `_`; a catalogue's own code (`en`, `es`, `pt_BR`) names its Discord
+    locale (`en-US`, `es-ES`, `pt-BR`)."""
     if language is None or language.strip().lower() == AUTO_LANGUAGE:
         return None
-    known = {code.lower(): code for code in LANGUAGES}
+    known = {code.lower(): code for code in (*LANGUAGES, *OTHER_SPELLINGS)}
+    known |= {catalogue.lower().replace("_", "-"): code for catalogue, code in DISCORD_LOCALES.items()}
     chosen = known.get(language.strip().lower().replace("_", "-"))
     if chosen is None:
         raise UnknownLanguage(language, languages=LANGUAGES)

@@ -13,6 +13,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord.command_texts import command_text
+from bot.discord.language import member_texts
+from bot.discord.messages import code, credits
 from bot.discord.render import model_choice
 from bot.discord.replies import answer
 from bot.jobs.admin_settings import MAX_BUDGET, SettingsChange
@@ -36,101 +39,113 @@ async def model_autocomplete(interaction: discord.Interaction, current: str) -> 
     bot = cast("VideoBot", interaction.client)
     if not await bot.is_admin(interaction):
         return []
+    tr = member_texts(interaction)
     needle = current.lower()
     models = [m for m in bot.jobs.registry.models() if needle in m.id.lower() or needle in m.label.lower()]
-    return [app_commands.Choice(name=model_choice(m), value=m.id) for m in models[:25]]
+    return [app_commands.Choice(name=model_choice(m, tr), value=m.id) for m in models[:25]]
 
 
-class MemberGroup(AdminGroup, name="user", description="Block or unblock a member"):
-    @app_commands.command(name="block", description="Stop a member from generating videos on this server")
-    @app_commands.describe(user="The member to block")
+class MemberGroup(AdminGroup, name="user", description=command_text("cmd.videoadmin.user.description")):
+    @app_commands.command(name="block", description=command_text("cmd.videoadmin.user.block.description"))
+    @app_commands.describe(user=command_text("cmd.videoadmin.user.block.user"))
     async def block(self, interaction: discord.Interaction, user: MemberOption) -> None:
+        tr = member_texts(interaction)
         await self.bot.admin.block(interaction.guild_id or 0, user.id, by=interaction.user.id)
-        await answer(interaction, f"{user.mention} is now blocked: their `/video` requests are refused. "
-                                  "Jobs already queued still run; `/videoadmin queue clear` cancels them.")  # fmt: skip
+        await answer(interaction, tr("admin.user.blocked", member=user.mention))
 
-    @app_commands.command(name="unblock", description="Let a blocked member generate videos again")
-    @app_commands.describe(user="The member to unblock")
+    @app_commands.command(name="unblock", description=command_text("cmd.videoadmin.user.unblock.description"))
+    @app_commands.describe(user=command_text("cmd.videoadmin.user.unblock.user"))
     async def unblock(self, interaction: discord.Interaction, user: MemberOption) -> None:
+        tr = member_texts(interaction)
         await self.bot.admin.unblock(interaction.guild_id or 0, user.id, by=interaction.user.id)
-        await answer(interaction, f"{user.mention} is no longer blocked and can use `/video` again.")
+        await answer(interaction, tr("admin.user.unblocked", member=user.mention))
 
 
-class QueueGroup(AdminGroup, name="queue", description="Pause, resume or clear the server's video queue"):
-    @app_commands.command(name="pause", description="Refuse new videos and hold waiting ones")
+class QueueGroup(AdminGroup, name="queue", description=command_text("cmd.videoadmin.queue.description")):
+    @app_commands.command(name="pause", description=command_text("cmd.videoadmin.queue.pause.description"))
     async def pause(self, interaction: discord.Interaction) -> None:
+        tr = member_texts(interaction)
         await self.bot.admin.pause(interaction.guild_id or 0, by=interaction.user.id)
-        await answer(interaction, "The video queue is paused: new `/video` requests are refused and waiting jobs "
-                                  "stay queued. Videos already generating finish.")  # fmt: skip
+        await answer(interaction, tr("admin.queue.paused"))
 
-    @app_commands.command(name="resume", description="Accept videos again and start waiting ones")
+    @app_commands.command(name="resume", description=command_text("cmd.videoadmin.queue.resume.description"))
     async def resume(self, interaction: discord.Interaction) -> None:
+        tr = member_texts(interaction)
         await self.bot.admin.resume(interaction.guild_id or 0, by=interaction.user.id)
-        await answer(interaction, "The video queue is running again.")
+        await answer(interaction, tr("admin.queue.resumed"))
 
-    @app_commands.command(name="clear", description="Cancel and refund every waiting video on this server")
+    @app_commands.command(name="clear", description=command_text("cmd.videoadmin.queue.clear.description"))
     async def clear(self, interaction: discord.Interaction) -> None:
+        tr = member_texts(interaction)
         cancelled = await self.bot.admin.clear_queue(interaction.guild_id or 0, by=interaction.user.id)
         if not cancelled:
-            await answer(interaction, "No videos were waiting; nothing was cancelled.")
+            await answer(interaction, tr("admin.queue.cleared.nothing"))
             return
-        jobs = "1 waiting video" if len(cancelled) == 1 else f"{len(cancelled)} waiting videos"
-        refunded = sum(job.credits for job in cancelled)
-        credits = "1 credit" if refunded == 1 else f"{refunded} credits"
-        await answer(interaction, f"Cancelled {jobs} and refunded {credits}. Videos already generating "
-                                  "were not touched.")  # fmt: skip
+        jobs = tr.plural("admin.queue.waiting-videos", len(cancelled))
+        refunded = credits(tr, sum(job.credits for job in cancelled))
+        await answer(interaction, tr("admin.queue.cleared", videos=jobs, credits=refunded))
 
 
-class ModelGroup(AdminGroup, name="model", description="Choose which models this server may use"):
-    @app_commands.command(name="enable", description="Let members use a model")
-    @app_commands.describe(model="The model, provider/model")
+class ModelGroup(AdminGroup, name="model", description=command_text("cmd.videoadmin.model.description")):
+    @app_commands.command(name="enable", description=command_text("cmd.videoadmin.model.enable.description"))
+    @app_commands.describe(model=command_text("cmd.videoadmin.model.enable.model"))
     @app_commands.autocomplete(model=model_autocomplete)
     async def enable(self, interaction: discord.Interaction, model: str) -> None:
+        tr = member_texts(interaction)
         await self.bot.admin.set_model_enabled(interaction.guild_id or 0, model, True, by=interaction.user.id)
-        await answer(interaction, f"`{model}` is enabled on this server.")
+        await answer(interaction, tr("admin.model.enabled", model=code(model)))
 
-    @app_commands.command(name="disable", description="Stop members from using a model")
-    @app_commands.describe(model="The model, provider/model")
+    @app_commands.command(name="disable", description=command_text("cmd.videoadmin.model.disable.description"))
+    @app_commands.describe(model=command_text("cmd.videoadmin.model.disable.model"))
     @app_commands.autocomplete(model=model_autocomplete)
     async def disable(self, interaction: discord.Interaction, model: str) -> None:
+        tr = member_texts(interaction)
         settings = await self.bot.admin.set_model_enabled(
             interaction.guild_id or 0, model, False, by=interaction.user.id
         )
         default = settings.default_model or self.bot.jobs.registry.default_model
-        note = "" if default != model else " Pick another default with `/videoadmin model default`."
-        await answer(interaction, f"`{model}` is disabled on this server: `/video` refuses it.{note}")
+        if default == model:
+            await answer(interaction, tr("admin.model.disabled.was-default", model=code(model)))
+        else:
+            await answer(interaction, tr("admin.model.disabled", model=code(model)))
 
-    @app_commands.command(name="default", description="The model /video uses when none is given")
-    @app_commands.describe(model="The model, provider/model")
+    @app_commands.command(name="default", description=command_text("cmd.videoadmin.model.default.description"))
+    @app_commands.describe(model=command_text("cmd.videoadmin.model.default.model"))
     @app_commands.autocomplete(model=model_autocomplete)
     async def default(self, interaction: discord.Interaction, model: str) -> None:
+        tr = member_texts(interaction)
         await self.bot.admin.set_default_model(interaction.guild_id or 0, model, by=interaction.user.id)
-        await answer(interaction, f"`{model}` is now this server's default model for `/video`.")
+        await answer(interaction, tr("admin.model.default", model=code(model)))
 
-    @app_commands.command(name="list", description="Every configured model, enabled or not")
+    @app_commands.command(name="list", description=command_text("cmd.videoadmin.model.list.description"))
     async def list_models(self, interaction: discord.Interaction) -> None:
+        tr = member_texts(interaction)
         lines = []
         for info, enabled, is_default in await self.bot.admin.models(interaction.guild_id or 0):
-            marks = [info.label, "enabled" if enabled else "**disabled**"] + (["⭐ default"] if is_default else [])
-            lines.append(f"{'✅' if enabled else '🚫'} `{info.id}` · {' · '.join(marks)}")
-        embed = discord.Embed(title="Models", description="\n".join(lines)[:4096], colour=discord.Colour.blurple())
+            state = tr("admin.model.list.enabled") if enabled else tr("admin.model.list.disabled")
+            marks = [info.label, state] + ([tr("admin.model.list.default")] if is_default else [])
+            lines.append(f"{'✅' if enabled else '🚫'} {code(info.id)} · {' · '.join(marks)}")
+        embed = discord.Embed(
+            title=tr("admin.model.list.title"), description="\n".join(lines)[:4096], colour=discord.Colour.blurple()
+        )
         await answer(interaction, embed=embed)
 
 
 @app_commands.guild_only()
 @app_commands.default_permissions(manage_guild=True)
-class VideoAdmin(AdminGroup, name="videoadmin", description="Video bot settings for server admins"):
-    @app_commands.command(name="settings", description="Server settings; with no option, shows them")
+class VideoAdmin(AdminGroup, name="videoadmin", description=command_text("cmd.videoadmin.description")):
+    @app_commands.command(name="settings", description=command_text("cmd.videoadmin.settings.description"))
     @app_commands.describe(
-        admin_role="Members with this role count as video admins (besides Manage Server)",
-        log_channel="Where admin changes and refusals by rule are posted",
-        monthly_budget="US dollars the server may spend on providers per calendar month, by list price (0: off)",
-        language="The language of public messages (auto: the server's own locale)",
-        clear="Drop a setting: the admin role, or the log channel",
+        admin_role=command_text("cmd.videoadmin.settings.admin_role"),
+        log_channel=command_text("cmd.videoadmin.settings.log_channel"),
+        monthly_budget=command_text("cmd.videoadmin.settings.monthly_budget"),
+        language=command_text("cmd.videoadmin.settings.language"),
+        clear=command_text("cmd.videoadmin.settings.clear"),
     )
     @app_commands.autocomplete(language=language_autocomplete)
-    @app_commands.choices(clear=[app_commands.Choice(name="admin role", value="admin_role"),
-                                 app_commands.Choice(name="log channel", value="log_channel")])  # fmt: skip
+    @app_commands.choices(clear=[app_commands.Choice(name=command_text("cmd.choice.admin-role"), value="admin_role"),
+                                 app_commands.Choice(name=command_text("cmd.choice.log-channel"),
+                                                     value="log_channel")])  # fmt: skip
     async def settings(
         self,
         interaction: discord.Interaction,
@@ -140,6 +155,7 @@ class VideoAdmin(AdminGroup, name="videoadmin", description="Video bot settings 
         language: str | None = None,
         clear: app_commands.Choice[str] | None = None,
     ) -> None:
+        tr = member_texts(interaction)
         guild_id = interaction.guild_id or 0
         change = SettingsChange(
             admin_role_id=admin_role.id if admin_role is not None else None,
@@ -150,12 +166,12 @@ class VideoAdmin(AdminGroup, name="videoadmin", description="Video bot settings 
             clear=clear.value if clear is not None else None,
         )
         if change.is_empty:
-            await answer(interaction, settings_text(await self.bot.admin.settings(guild_id)))
+            await answer(interaction, settings_text(await self.bot.admin.settings(guild_id), tr))
             return
         saved = await self.bot.admin.change_settings(
             guild_id, change, by_manage_server=interaction.permissions.manage_guild, by=interaction.user.id
         )
-        await answer(interaction, changed_text(change, saved))
+        await answer(interaction, changed_text(change, saved, tr))
 
 
 class AdminCog(commands.Cog):

@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
+from bot.discord.command_texts import command_text
+from bot.discord.language import member_texts
+from bot.discord.messages import credits as credits_text
 from bot.discord.messages import credits_left, describe_limits
 from bot.discord.render import quota_embed
 from bot.discord.replies import answer
@@ -53,18 +56,24 @@ def member_requester(interaction: discord.Interaction, user: MemberOption) -> Re
     return Requester(guild_id=interaction.guild_id or 0, user_id=user.id, role_ids=roles)
 
 
-def _credits(amount: int) -> str:
-    return "1 credit" if amount == 1 else f"{amount} credits"
+PERIOD_CHOICES = [
+    app_commands.Choice(name=command_text("cmd.choice.hour"), value="hour"),
+    app_commands.Choice(name=command_text("cmd.choice.day"), value="day"),
+    app_commands.Choice(name=command_text("cmd.choice.week"), value="week"),
+    app_commands.Choice(name=command_text("cmd.choice.month"), value="month"),
+]
+"""`period`'s choices with names in the admin's language (the values are `Period`'s)."""
 
 
-class QuotaGroup(AdminGroup, name="quota", description="Credits and job limits for the server, roles and members"):
-    @app_commands.command(name="default", description="Change the server's default quota (only the options given)")
+class QuotaGroup(AdminGroup, name="quota", description=command_text("cmd.videoadmin.quota.description")):
+    @app_commands.command(name="default", description=command_text("cmd.videoadmin.quota.default.description"))
     @app_commands.describe(
-        credits="Credits per period (one credit per second of video times the model's weight)",
-        period="How often credits refill (calendar-aligned, UTC)",
-        max_queued="Jobs a member may have waiting",
-        max_running="Jobs a member may have running at once",
+        credits=command_text("cmd.videoadmin.quota.default.credits"),
+        period=command_text("cmd.videoadmin.quota.default.period"),
+        max_queued=command_text("cmd.videoadmin.quota.default.max_queued"),
+        max_running=command_text("cmd.videoadmin.quota.default.max_running"),
     )
+    @app_commands.choices(period=PERIOD_CHOICES)
     async def default(
         self,
         interaction: discord.Interaction,
@@ -73,17 +82,18 @@ class QuotaGroup(AdminGroup, name="quota", description="Credits and job limits f
         max_queued: Queued | None = None,
         max_running: Running | None = None,
     ) -> None:
+        tr = member_texts(interaction)
         limits = QuotaLimits(credits=credits, period=period, max_queued=max_queued, max_running=max_running)
         merged = await self.bot.admin.set_default_quota(interaction.guild_id or 0, limits, by=interaction.user.id)
-        await answer(interaction, f"Default quota is now {describe_limits(merged)}.")
+        await answer(interaction, tr("admin.quota.default.done", limits=describe_limits(merged, tr)))
 
-    @app_commands.command(name="role", description="Set or clear a role's quota (a member gets their best role's)")
+    @app_commands.command(name="role", description=command_text("cmd.videoadmin.quota.role.description"))
     @app_commands.describe(
-        role="The role",
-        credits="Credits per period for members with this role",
-        max_queued="Jobs waiting per member",
-        max_running="Jobs running at once per member",
-        clear="Drop this role's quota",
+        role=command_text("cmd.videoadmin.quota.role.role"),
+        credits=command_text("cmd.videoadmin.quota.role.credits"),
+        max_queued=command_text("cmd.videoadmin.quota.role.max_queued"),
+        max_running=command_text("cmd.videoadmin.quota.role.max_running"),
+        clear=command_text("cmd.videoadmin.quota.role.clear"),
     )
     async def role(
         self,
@@ -94,29 +104,29 @@ class QuotaGroup(AdminGroup, name="quota", description="Credits and job limits f
         max_running: Running | None = None,
         clear: bool | None = None,
     ) -> None:
+        tr = member_texts(interaction)
         guild_id = interaction.guild_id or 0
         limits = QuotaLimits(credits=credits, max_queued=max_queued, max_running=max_running)
         if clear:
             if limits != QuotaLimits():
                 raise ClearWithLimits()
             await self.bot.admin.set_role_quota(guild_id, role.id, None, by=interaction.user.id)
-            await answer(interaction, f"Removed the quota of {role.mention}; its members get the server default "
-                                      "or their other roles' quota.")  # fmt: skip
+            await answer(interaction, tr("admin.quota.role.cleared", role=role.mention))
             return
         if limits == QuotaLimits():
             raise NothingToChange(("credits", "max_queued", "max_running", "clear"))
         merged = await self.bot.admin.set_role_quota(guild_id, role.id, limits, by=interaction.user.id)
-        await answer(interaction, f"Members with {role.mention} now get {describe_limits(merged or limits)} "
-                                  "(a member gets the highest of their roles' limits).")  # fmt: skip
+        await answer(interaction, tr("admin.quota.role.done", role=role.mention,
+                                     limits=describe_limits(merged or limits, tr)))  # fmt: skip
 
-    @app_commands.command(name="user", description="Set or drop one member's own quota")
+    @app_commands.command(name="user", description=command_text("cmd.videoadmin.quota.user.description"))
     @app_commands.describe(
-        user="The member",
-        credits="Credits per period for this member",
-        unlimited="No credit limit for this member",
-        max_queued="Jobs this member may have waiting",
-        max_running="Jobs this member may have running at once",
-        clear="Drop this member's override",
+        user=command_text("cmd.videoadmin.quota.user.user"),
+        credits=command_text("cmd.videoadmin.quota.user.credits"),
+        unlimited=command_text("cmd.videoadmin.quota.user.unlimited"),
+        max_queued=command_text("cmd.videoadmin.quota.user.max_queued"),
+        max_running=command_text("cmd.videoadmin.quota.user.max_running"),
+        clear=command_text("cmd.videoadmin.quota.user.clear"),
     )
     async def user(
         self,
@@ -128,46 +138,55 @@ class QuotaGroup(AdminGroup, name="quota", description="Credits and job limits f
         max_running: Running | None = None,
         clear: bool | None = None,
     ) -> None:
+        tr = member_texts(interaction)
         guild_id = interaction.guild_id or 0
         limits = QuotaLimits(credits=credits, unlimited=unlimited, max_queued=max_queued, max_running=max_running)
         if clear:
             if limits != QuotaLimits():
                 raise ClearWithLimits()
             await self.bot.admin.set_user_quota(guild_id, user.id, None, by=interaction.user.id)
-            await answer(interaction, f"Dropped the quota override of {user.mention}; their roles' and the "
-                                      "server's quota apply again.")  # fmt: skip
+            await answer(interaction, tr("admin.quota.user.cleared", member=user.mention))
             return
         if limits == QuotaLimits():
             raise NothingToChange(("credits", "unlimited", "max_queued", "max_running", "clear"))
         merged = await self.bot.admin.set_user_quota(guild_id, user.id, limits, by=interaction.user.id)
-        await answer(interaction, f"Quota override of {user.mention} is now {describe_limits(merged or limits)}.")
+        await answer(interaction, tr("admin.quota.user.done", member=user.mention,
+                                     limits=describe_limits(merged or limits, tr)))  # fmt: skip
 
-    @app_commands.command(name="grant", description="Give a member extra credits in this window (negative takes back)")
-    @app_commands.describe(user="The member", credits="Extra credits; negative takes credits back")
+    @app_commands.command(name="grant", description=command_text("cmd.videoadmin.quota.grant.description"))
+    @app_commands.describe(
+        user=command_text("cmd.videoadmin.quota.grant.user"), credits=command_text("cmd.videoadmin.quota.grant.credits")
+    )
     async def grant(
         self,
         interaction: discord.Interaction,
         user: MemberOption,
         credits: app_commands.Range[int, -MAX_LIMIT, MAX_LIMIT],
     ) -> None:
+        tr = member_texts(interaction)
         usage = await self.bot.admin.grant(member_requester(interaction, user), credits, by=interaction.user.id)
+        left = credits_left(usage, tr)
         if credits > 0:
-            done = f"Gave {user.mention} {_credits(credits)} extra"
+            said = tr("admin.quota.granted", member=user.mention, credits=credits_text(tr, credits), left=left)
         else:
-            done = f"Took {_credits(-credits)} back from {user.mention}"
-        await answer(interaction, f"{done}; they have {credits_left(usage)}.")
+            said = tr("admin.quota.taken-back", member=user.mention, credits=credits_text(tr, -credits), left=left)
+        await answer(interaction, said)
 
-    @app_commands.command(name="reset", description="Set a member's usage in the current window back to zero")
-    @app_commands.describe(user="The member")
+    @app_commands.command(name="reset", description=command_text("cmd.videoadmin.quota.reset.description"))
+    @app_commands.describe(user=command_text("cmd.videoadmin.quota.reset.user"))
     async def reset(self, interaction: discord.Interaction, user: MemberOption) -> None:
+        tr = member_texts(interaction)
         usage = await self.bot.admin.reset(member_requester(interaction, user), by=interaction.user.id)
-        await answer(interaction, f"Usage of {user.mention} is back to zero; they have {credits_left(usage)}.")
+        await answer(interaction, tr("admin.quota.reset.done", member=user.mention, left=credits_left(usage, tr)))
 
-    @app_commands.command(name="show", description="A member's credits, limits, override and block")
-    @app_commands.describe(user="The member")
+    @app_commands.command(name="show", description=command_text("cmd.videoadmin.quota.show.description"))
+    @app_commands.describe(user=command_text("cmd.videoadmin.quota.show.user"))
     async def show(self, interaction: discord.Interaction, user: MemberOption) -> None:
+        tr = member_texts(interaction)
         shown = await self.bot.admin.show(member_requester(interaction, user))
-        embed = quota_embed(shown.usage, f"Video quota of {user.display_name}")
-        embed.add_field(name="Override", value=describe_limits(shown.override) if shown.override else "none")
-        embed.add_field(name="Blocked", value="yes" if shown.blocked else "no")
+        embed = quota_embed(shown.usage, tr("admin.quota.show.title", member=user.display_name), tr)
+        override = describe_limits(shown.override, tr) if shown.override else tr("admin.quota.show.no-override")
+        embed.add_field(name=tr("admin.quota.field.override"), value=override)
+        blocked = tr("admin.quota.show.blocked") if shown.blocked else tr("admin.quota.show.not-blocked")
+        embed.add_field(name=tr("admin.quota.field.blocked"), value=blocked)
         await answer(interaction, embed=embed)

@@ -4,16 +4,21 @@ group, in `cogs.admin`)."""
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, cast
 
 import discord
+from babel import Locale
 from discord import app_commands
 
+from bot.discord.command_texts import command_text
+from bot.discord.language import member_texts
 from bot.discord.log_channel import audit_listing
 from bot.discord.messages import code
 from bot.discord.replies import answer
 from bot.domain import GuildSettings
-from bot.jobs.admin_settings import AUTO_LANGUAGE, LANGUAGES, SettingsChange
+from bot.i18n import Texts
+from bot.jobs.admin_settings import AUTO_LANGUAGE, LANGUAGES, OTHER_SPELLINGS, SettingsChange
 from bot.jobs.audit import MAX_AUDIT_LIMIT
 from bot.jobs.moderation import MAX_PATTERN_CHARS, is_regex
 from cogs.admin.quota import AdminGroup
@@ -39,120 +44,155 @@ async def pattern_autocomplete(interaction: discord.Interaction, current: str) -
 
 
 async def language_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """Each language by its own name (`日本語 (ja)`), found by its code, its own name or its English one."""
+    tr = member_texts(interaction)
     needle = current.lower()
-    return [app_commands.Choice(name=c, value=c) for c in (AUTO_LANGUAGE, *LANGUAGES) if needle in c.lower()][:25]
+    auto = tr("admin.language.auto")
+    choices = [app_commands.Choice(name=auto[:100], value=AUTO_LANGUAGE)] if needle in auto.lower() else []
+    for spelling in (*LANGUAGES, *OTHER_SPELLINGS):
+        own, english = _language_names(spelling)
+        if any(needle in name.lower() for name in (spelling, own, english)):
+            choices.append(app_commands.Choice(name=f"{own} ({spelling})"[:100], value=spelling))
+    return choices[:25]
 
 
-class BlocklistGroup(AdminGroup, name="blocklist", description="Words, phrases or /regex/ refused in prompts"):
-    @app_commands.command(name="add", description="Refuse prompts containing a word, a phrase or a /regex/")
-    @app_commands.describe(pattern="A word or phrase (any case, look-alike letters too), or /regex/")
+@functools.cache
+def _language_names(spelling: str) -> tuple[str, str]:
+    """A language's name in itself and in English (Babel's CLDR data)."""
+    locale = Locale.parse(spelling, sep="-")
+    return locale.display_name or spelling, locale.english_name or spelling
+
+
+class BlocklistGroup(AdminGroup, name="blocklist", description=command_text("cmd.videoadmin.blocklist.description")):
+    @app_commands.command(name="add", description=command_text("cmd.videoadmin.blocklist.add.description"))
+    @app_commands.describe(pattern=command_text("cmd.videoadmin.blocklist.add.pattern"))
     async def add(self, interaction: discord.Interaction, pattern: Pattern) -> None:
+        tr = member_texts(interaction)
         # A regex is tried against long prompts in a child process first, which may take a few seconds.
         await interaction.response.defer(ephemeral=True, thinking=True)
         stored = await self.bot.admin.add_blocked_pattern(interaction.guild_id or 0, pattern, by=interaction.user.id)
-        kind = "regex" if is_regex(stored) else "word or phrase"
-        await answer(interaction, f"Added the {kind} {code(stored)} to the blocklist: `/video` and Animate now "
-                                  "refuse prompts and negative prompts that contain it.")  # fmt: skip
+        if is_regex(stored):
+            await answer(interaction, tr("admin.blocklist.added.regex", pattern=code(stored)))
+        else:
+            await answer(interaction, tr("admin.blocklist.added.word", pattern=code(stored)))
 
-    @app_commands.command(name="remove", description="Take a pattern off the blocklist")
-    @app_commands.describe(pattern="The pattern, as the list shows it")
+    @app_commands.command(name="remove", description=command_text("cmd.videoadmin.blocklist.remove.description"))
+    @app_commands.describe(pattern=command_text("cmd.videoadmin.blocklist.remove.pattern"))
     @app_commands.autocomplete(pattern=pattern_autocomplete)
     async def remove(self, interaction: discord.Interaction, pattern: str) -> None:
+        tr = member_texts(interaction)
         gone = await self.bot.admin.remove_blocked_pattern(interaction.guild_id or 0, pattern, by=interaction.user.id)
-        await answer(interaction, f"Removed {code(gone)} from the blocklist.")
+        await answer(interaction, tr("admin.blocklist.removed", pattern=code(gone)))
 
-    @app_commands.command(name="list", description="Every pattern on the blocklist")
+    @app_commands.command(name="list", description=command_text("cmd.videoadmin.blocklist.list.description"))
     async def list_patterns(self, interaction: discord.Interaction) -> None:
+        tr = member_texts(interaction)
         listed = await self.bot.admin.blocklist(interaction.guild_id or 0)
         if not listed:
-            await answer(interaction, "The blocklist is empty: `/videoadmin blocklist add` refuses a word, a "
-                                      "phrase or a `/regex/` in prompts.")  # fmt: skip
+            await answer(interaction, tr("admin.blocklist.empty"))
             return
-        lines = [f"{n}. {code(p)}" + (" (regex)" if is_regex(p) else "") for n, p in enumerate(listed, 1)]
-        embed = discord.Embed(title="Blocklist", description="\n".join(lines)[:4096], colour=discord.Colour.red())
-        embed.set_footer(text="Members are told a word or phrase they used; a regex only by its number.")
+        lines = [
+            tr("admin.blocklist.line.regex", number=n, pattern=code(p))
+            if is_regex(p)
+            else tr("admin.blocklist.line", number=n, pattern=code(p))
+            for n, p in enumerate(listed, 1)
+        ]
+        embed = discord.Embed(
+            title=tr("admin.blocklist.title"), description="\n".join(lines)[:4096], colour=discord.Colour.red()
+        )
+        embed.set_footer(text=tr("admin.blocklist.footer"))
         await answer(interaction, embed=embed)
 
 
-class ChannelGroup(AdminGroup, name="channel", description="Channels where /video and Animate work"):
-    @app_commands.command(name="allow", description="Let members make videos in this channel (and its threads)")
-    @app_commands.describe(channel="The channel; once one is allowed, the others are not")
+class ChannelGroup(AdminGroup, name="channel", description=command_text("cmd.videoadmin.channel.description")):
+    @app_commands.command(name="allow", description=command_text("cmd.videoadmin.channel.allow.description"))
+    @app_commands.describe(channel=command_text("cmd.videoadmin.channel.allow.channel"))
     async def allow(self, interaction: discord.Interaction, channel: ChannelOption) -> None:
+        tr = member_texts(interaction)
         settings = await self.bot.admin.allow_channel(interaction.guild_id or 0, channel.id, by=interaction.user.id)
-        await answer(interaction, f"{channel.mention} is allowed. `/video` and Animate now work only in "
-                                  f"{channels(settings)} and their threads.")  # fmt: skip
+        await answer(interaction, tr("admin.channel.allowed", channel=channel.mention, allowed=channels(settings, tr)))
 
-    @app_commands.command(name="remove", description="Stop allowing a channel")
-    @app_commands.describe(channel="The channel to take off the list")
+    @app_commands.command(name="remove", description=command_text("cmd.videoadmin.channel.remove.description"))
+    @app_commands.describe(channel=command_text("cmd.videoadmin.channel.remove.channel"))
     async def remove(self, interaction: discord.Interaction, channel: ChannelOption) -> None:
+        tr = member_texts(interaction)
         settings = await self.bot.admin.remove_channel(interaction.guild_id or 0, channel.id, by=interaction.user.id)
-        rest = f"only in {channels(settings)}" if settings.allowed_channels else "in every channel again"
-        await answer(interaction, f"{channel.mention} is no longer allowed; videos can be made {rest}.")
+        if settings.allowed_channels:
+            said = tr("admin.channel.removed", channel=channel.mention, allowed=channels(settings, tr))
+        else:
+            said = tr("admin.channel.removed.last", channel=channel.mention)
+        await answer(interaction, said)
 
-    @app_commands.command(name="list", description="The channels where videos can be made")
+    @app_commands.command(name="list", description=command_text("cmd.videoadmin.channel.list.description"))
     async def list_channels(self, interaction: discord.Interaction) -> None:
+        tr = member_texts(interaction)
         settings = await self.bot.admin.settings(interaction.guild_id or 0)
         if not settings.allowed_channels:
-            await answer(interaction, "No channel is singled out: videos can be made in every channel.")
+            await answer(interaction, tr("admin.channel.list.all"))
             return
-        await answer(interaction, f"Videos can be made only in {channels(settings)} and their threads.")
+        await answer(interaction, tr("admin.channel.list", allowed=channels(settings, tr)))
 
 
-def channels(settings: GuildSettings) -> str:
-    return ", ".join(f"<#{channel_id}>" for channel_id in sorted(settings.allowed_channels))
+def channels(settings: GuildSettings, tr: Texts) -> str:
+    return tr("list-separator").join(f"<#{channel_id}>" for channel_id in sorted(settings.allowed_channels))
 
 
-def settings_text(settings: GuildSettings) -> str:
+def settings_text(settings: GuildSettings, tr: Texts) -> str:
     """Every setting of `/videoadmin settings` and the rules, as they are now."""
-    role = f"<@&{settings.admin_role_id}>" if settings.admin_role_id is not None else "none"
-    log_channel = f"<#{settings.log_channel_id}>" if settings.log_channel_id is not None else "none"
-    budget = f"${settings.monthly_budget:,.2f} a month, by list price" if settings.monthly_budget else "off"
-    language = code(settings.language) if settings.language else "the server's own locale"
-    patterns = len(settings.blocklist)
+    role_id, channel_id = settings.admin_role_id, settings.log_channel_id
+    role = f"<@&{role_id}>" if role_id is not None else tr("admin.settings.no-admin-role")
+    log_channel = f"<#{channel_id}>" if channel_id is not None else tr("admin.settings.no-log-channel")
+    if settings.monthly_budget:
+        budget = tr("admin.settings.budget.amount", amount=tr.money(settings.monthly_budget))
+    else:
+        budget = tr("admin.settings.budget.off")
+    language = code(settings.language) if settings.language else tr("admin.settings.language.auto")
     return "\n".join([
-        f"Admin role: {role}. Members with Manage Server are always admins.",
-        f"Log channel: {log_channel}",
-        f"Monthly budget: {budget}",
-        f"Language: {language}",
-        f"Allowed channels: {channels(settings) or 'every channel'}",
-        f"Blocklist: {patterns} pattern{'' if patterns == 1 else 's'} (`/videoadmin blocklist list`)",
-        "Give `admin_role`, `log_channel`, `monthly_budget` or `language` to change them.",
+        tr("admin.settings.admin-role", role=role),
+        tr("admin.settings.log-channel", channel=log_channel),
+        tr("admin.settings.budget", budget=budget),
+        tr("admin.settings.language", language=language),
+        tr("admin.settings.channels", channels=channels(settings, tr) or tr("admin.settings.channels.all")),
+        tr.plural("admin.settings.blocklist", len(settings.blocklist)),
+        tr("admin.settings.hint"),
     ])  # fmt: skip
 
 
-def changed_text(change: SettingsChange, saved: GuildSettings) -> str:
+def changed_text(change: SettingsChange, saved: GuildSettings, tr: Texts) -> str:
     """What `/videoadmin settings` changed, one sentence per setting given."""
     said = []
     if change.admin_role_id is not None:
-        said.append(f"Members with <@&{change.admin_role_id}> now count as video admins, as do members with "
-                    "Manage Server.")  # fmt: skip
+        role = f"<@&{change.admin_role_id}>"
+        said.append(tr("admin.settings.changed.admin-role", role=role))
     if change.log_channel_id is not None:
-        said.append(f"Admin changes and refusals by rule are now posted in <#{change.log_channel_id}>.")
+        channel = f"<#{change.log_channel_id}>"
+        said.append(tr("admin.settings.changed.log-channel", channel=channel))
     if change.monthly_budget is not None:
         if saved.monthly_budget:
-            said.append(f"The monthly budget is now ${saved.monthly_budget:,.2f} of provider spend by list price.")
+            said.append(tr("admin.settings.changed.budget", amount=tr.money(saved.monthly_budget)))
         else:
-            said.append("The monthly budget is off: provider spend is not capped.")
+            said.append(tr("admin.settings.changed.budget-off"))
     if change.language is not None:
-        language = code(saved.language) if saved.language else "the server's own locale"
-        said.append(f"Public messages now follow {language}.")
+        language = code(saved.language) if saved.language else tr("admin.settings.language.auto")
+        said.append(tr("admin.settings.changed.language", language=language))
     if change.clear == "admin_role":
-        said.append("There is no admin role now: only members with Manage Server count as video admins.")
+        said.append(tr("admin.settings.cleared.admin-role"))
     elif change.clear == "log_channel":
-        said.append("Admin changes and refusals by rule are no longer posted in a channel.")
-    return " ".join(said)
+        said.append(tr("admin.settings.cleared.log-channel"))
+    return tr("sentence-separator").join(said)
 
 
 def audit_command(bot: VideoBot) -> app_commands.Command[Any, ..., None]:
     """A fresh `audit` command for one bot's `/videoadmin` group (a command belongs to one parent; the group's
     run-time admin check applies to it as its parent's)."""
 
-    @app_commands.command(name="audit", description="The latest admin changes: who made them, when and what")
-    @app_commands.describe(limit=f"How many (default {DEFAULT_AUDIT_LIMIT}, at most {MAX_AUDIT_LIMIT})")
+    @app_commands.command(name="audit", description=command_text("cmd.videoadmin.audit.description"))
+    @app_commands.describe(limit=command_text("cmd.videoadmin.audit.limit"))
     async def audit(interaction: discord.Interaction, limit: AuditLimit = DEFAULT_AUDIT_LIMIT) -> None:
+        tr = member_texts(interaction)
         entries = await bot.admin.audit_entries(interaction.guild_id or 0, limit)
-        title = f"Latest admin changes ({len(entries)})" if entries else "Admin changes"
-        embed = discord.Embed(title=title, description=audit_listing(entries), colour=discord.Colour.blurple())
+        title = tr("admin.audit.title.latest", count=len(entries)) if entries else tr("admin.audit.title")
+        embed = discord.Embed(title=title, description=audit_listing(entries, tr), colour=discord.Colour.blurple())
         await answer(interaction, embed=embed)
 
     return audit

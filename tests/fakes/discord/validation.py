@@ -224,8 +224,51 @@ def check_modal(data: dict[str, Any]) -> None:
     errs.raise_if_any()
 
 
+DISCORD_LOCALES = frozenset({
+    "id", "da", "de", "en-GB", "en-US", "es-ES", "es-419", "fr", "hr", "it", "lt", "hu", "nl", "no", "pl", "pt-BR",
+    "ro", "fi", "sv-SE", "vi", "tr", "cs", "el", "bg", "ru", "uk", "hi", "th", "zh-CN", "ja", "zh-TW", "ko",
+})  # fmt: skip
+"""The locales Discord accepts as keys of `name_localizations` and `description_localizations`."""
+_CHAT_NAME = re.compile(r"[-_\w]{1,32}")
+
+
+def _check_localized(errs: FormErrors, path: str, field: str, value: Any, *, low: int, high: int,
+                     chat_name: bool = False) -> None:  # fmt: skip
+    """A text and its localizations: lengths, and for chat-input names Discord's name rule."""
+    localized = value.get(f"{field}_localizations")
+    texts = [(f"{path}.{field}", value.get(field, ""))]
+    if localized is not None:
+        if not isinstance(localized, dict):
+            errs.add(
+                f"{path}.{field}_localizations", "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType"
+            )
+            return
+        for locale, text in localized.items():
+            if locale not in DISCORD_LOCALES:
+                errs.add(f"{path}.{field}_localizations.{locale}", "LOCALE_INVALID", f"Invalid locale: {locale}")
+            texts.append((f"{path}.{field}_localizations.{locale}", text))
+    for where, text in texts:
+        if not isinstance(text, str) or not low <= len(text) <= high:
+            errs.add(where, "BASE_TYPE_BAD_LENGTH", f"Must be between {low} and {high} in length.")
+        elif chat_name and (not _CHAT_NAME.fullmatch(text) or text != text.lower()):
+            errs.add(where, "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid")
+
+
+def _check_options(errs: FormErrors, path: str, options: list[Any]) -> None:
+    if len(options) > 25:
+        errs.add(f"{path}.options", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
+    for j, option in enumerate(options):
+        where = f"{path}.options.{j}"
+        _check_localized(errs, where, "name", option, low=1, high=32, chat_name=True)
+        _check_localized(errs, where, "description", option, low=1, high=100)
+        for k, choice in enumerate(option.get("choices") or []):
+            _check_localized(errs, f"{where}.choices.{k}", "name", choice, low=1, high=100)
+        _check_options(errs, where, option.get("options") or [])
+
+
 def check_commands(commands: Any) -> None:
-    """Bulk overwrite body: names, descriptions, option counts, no duplicate (name, type)."""
+    """Bulk overwrite body: names, descriptions and their localizations (known locales, lengths), options at every
+    depth, choices, no duplicate (name, type)."""
     errs = FormErrors()
     if not isinstance(commands, list):
         raise ApiError(400, 50035, "Invalid Form Body", {"_errors": [{"code": "BASE_TYPE_LIST"}]})
@@ -233,16 +276,10 @@ def check_commands(commands: Any) -> None:
     for i, cmd in enumerate(commands):
         ctype = int(cmd.get("type", 1))
         name = cmd.get("name", "")
-        if ctype == 1 and (not re.fullmatch(r"[-_\w]{1,32}", name or "") or name != name.lower()):
-            errs.add(f"{i}.name", "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid")
-        if ctype != 1 and not 1 <= len(name) <= 32:
-            errs.add(f"{i}.name", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 32 in length.")
+        _check_localized(errs, str(i), "name", cmd, low=1, high=32, chat_name=ctype == 1)
         if ctype == 1:
-            desc = cmd.get("description", "")
-            if not 1 <= len(desc) <= 100:
-                errs.add(f"{i}.description", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
-        if len(cmd.get("options") or []) > 25:
-            errs.add(f"{i}.options", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
+            _check_localized(errs, str(i), "description", cmd, low=1, high=100)
+        _check_options(errs, str(i), cmd.get("options") or [])
         if (name, ctype) in seen:
             errs.add(f"{i}.name", "APPLICATION_COMMANDS_DUPLICATE_NAME", "Application command names must be unique")
         seen.add((name, ctype))
