@@ -35,6 +35,11 @@ RULES = (
         ("discord", "bot.discord", "bot.jobs", "bot.store", "bot.providers", "bot.cli", "cogs"),
         "the nouns and the error tree sit below every layer",
     ),
+    Rule(
+        ("bot.i18n",),
+        ("discord", "bot.discord", "bot.jobs", "bot.store", "bot.providers", "bot.cli", "cogs", "bot.errors"),
+        "the catalogues sit below every layer: the error tree marks its ids with them",
+    ),
 )
 
 

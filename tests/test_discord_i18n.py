@@ -17,7 +17,7 @@ import pytest
 from bot.discord.log_channel import audit_line
 from bot.discord.messages import ENGLISH, describe
 from bot.errors import UnknownModel
-from bot.i18n import texts_for
+from bot.i18n import Texts, texts_for
 from bot.providers.registry import ProviderRegistry
 from tests.discord_harness import Harness, running_bot
 from tests.fakes.discord import ADMIN_ID, GUILD_ID, FakeDiscord
@@ -32,6 +32,14 @@ def in_language(text: str, locale: str, english: str) -> None:
     assert text != english, f"{locale}: still English: {text!r}"
     if locale in ("zh-CN", "ja"):
         assert CJK.search(text), f"{locale}: no Chinese or Japanese characters in {text!r}"
+
+
+def queued_line(tr: Texts, content: str) -> str:
+    """The status message's first line as `tr` writes a job first in line (with its ready time, if shown)."""
+    ready = re.search(r"<t:\d+:R>", content.splitlines()[0])
+    if ready is None:
+        return tr("status.queued.position", position=1)
+    return tr("status.queued.position-eta", position=1, ready_at=ready.group(0))
 
 
 def command(fake: FakeDiscord, name: str) -> dict[str, Any]:
@@ -94,8 +102,8 @@ async def test_video_quota_a_refusal_and_an_admin_command_answer_in_the_members_
         video = await answer_of(h, "video", {"prompt": "a red fox in snow", "duration": 2}, locale=locale)
         assert not video["ephemeral"], video
         first_line = video["content"].splitlines()[0]
-        assert first_line == tr("status.queued.position", position=1)
-        in_language(first_line, locale, ENGLISH("status.queued.position", position=1))
+        assert first_line == queued_line(tr, first_line)
+        in_language(first_line, locale, queued_line(ENGLISH, first_line))
         assert video["components"][0]["components"][0]["label"] == tr("button.cancel")
 
         quota = (await answer_of(h, "quota", {}, locale=locale))["embeds"][0]
@@ -130,7 +138,8 @@ async def test_the_servers_language_decides_public_messages_not_the_members_own_
     async with running_bot(tmp_path, with_worker=False) as h:
         await answer_of(h, "videoadmin settings", {"language": "de"}, user=ADMIN_ID)
         video = await answer_of(h, "video", {"prompt": "a red fox in snow", "duration": 2}, locale="ja")
-        assert video["content"].splitlines()[0] == texts_for("de")("status.queued.position", position=1)
+        first_line = video["content"].splitlines()[0]
+        assert first_line == queued_line(texts_for("de"), first_line)
         quota = (await answer_of(h, "quota", {}, locale="ja"))["embeds"][0]
         assert quota["title"] == texts_for("ja")("quota.title"), "the member's own answer stays in their language"
 

@@ -25,6 +25,8 @@ from bot.i18n.languages import SOURCE_LANGUAGE, language_of
 
 log = logging.getLogger(__name__)
 
+_NO_SPACE_AFTER_A_SENTENCE = frozenset({"zh", "ja"})
+
 
 class Texts:
     """The texts of one language. `tr("id", **facts)` is a filled template; `tr.plural("id", n)` picks the form
@@ -80,6 +82,11 @@ class Texts:
     def either(self, items: Iterable[object]) -> str:
         """`a`, `a or b`, `a, b or c`, in the locale's words."""
         return format_list([str(item) for item in items], style="or", locale=self._list_locale)
+
+    def sentences(self, sentences: Iterable[str]) -> str:
+        """Sentences one after the other: a space between them, none in Chinese and Japanese (their full stop
+        ends a sentence without one)."""
+        return ("" if self.locale.language in _NO_SPACE_AFTER_A_SENTENCE else " ").join(sentences)
 
     def all_of(self, items: Iterable[object]) -> str:
         """`a`, `a and b`, `a, b and c`, in the locale's words."""

@@ -179,7 +179,7 @@ def changed_text(change: SettingsChange, saved: GuildSettings, tr: Texts) -> str
         said.append(tr("admin.settings.cleared.admin-role"))
     elif change.clear == "log_channel":
         said.append(tr("admin.settings.cleared.log-channel"))
-    return tr("sentence-separator").join(said)
+    return tr.sentences(said)
 
 
 def audit_command(bot: VideoBot) -> app_commands.Command[Any, ..., None]:
