@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.discord.messages import ENGLISH, reason_text
 from bot.domain import JobState
 from tests.discord_harness import Harness, running_bot
 from tests.fakes.discord import CHANNEL_ID
@@ -105,7 +106,7 @@ async def test_an_unknown_webhook_is_a_clear_refusal_not_a_raw_error(tmp_path: P
         job = await h.wait_job_state((await h.wait_for_job()).id, "delivered", "failed", timeout=30)
         # The interaction is gone and the bot may not post in the channel: the member is told why and refunded.
         assert job.state is JobState.FAILED
-        assert job.error is not None and "not allowed to post" in job.error
+        assert job.error is not None and "not allowed to post" in reason_text(job.error, ENGLISH)
         assert len(h.fake.requests_to(f"POST /channels/{CHANNEL_ID}/messages")) == 1, "then the channel, once"
         assert len(h.fake.requests_to(CHANNEL_POST)) == 2, "and the member got a DM"
         assert clips_of(h, job.id) == []

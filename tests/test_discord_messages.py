@@ -20,7 +20,7 @@ import bot.errors
 import cogs.admin  # noqa: F401  (its `AdminOnly` is a `UserError` too)
 from bot.discord.messages import ENGLISH, describe, text
 from bot.domain import JobState, QuotaLimits
-from bot.errors import BadOption, QuotaExceeded, UserError
+from bot.errors import BadOption, QueueFull, QuotaExceeded, UserError
 from bot.i18n import SOURCE_LANGUAGE
 from bot.i18n.catalogs import DOMAIN, po_path
 from bot.i18n.extraction import used_ids
@@ -72,11 +72,11 @@ def english_ids() -> list[str]:
 
 
 def english(message_id: str) -> str:
-    """The English template of a (singular) id."""
+    """The English template of an id (of a text with plural forms, all its forms)."""
     with po_path(SOURCE_LANGUAGE).open("rb") as source:
         found = read_po(source, locale=SOURCE_LANGUAGE, domain=DOMAIN).get(message_id)
-    assert found is not None and isinstance(found.string, str), message_id
-    return found.string
+    assert found is not None and found.string, message_id
+    return found.string if isinstance(found.string, str) else "\n".join(found.string)
 
 
 def placeholders(template: str) -> set[str]:
@@ -189,3 +189,10 @@ def test_refusals_below_the_discord_layer_carry_no_words() -> None:
 
 def _is_text(node: ast.expr) -> bool:
     return isinstance(node, ast.JoinedStr) or (isinstance(node, ast.Constant) and isinstance(node.value, str))
+
+
+def test_counted_sentences_take_the_form_of_their_number() -> None:
+    assert "have 1 video waiting" in describe(QueueFull(queued=1, max_queued=1))
+    assert "have 3 videos waiting" in describe(QueueFull(queued=3, max_queued=3))
+    assert "costs 1 credit but" in describe(QuotaExceeded(cost=1, left=0, resets_at=0.0))
+    assert "costs 2 credits but" in describe(QuotaExceeded(cost=2, left=0, resets_at=0.0))

@@ -12,6 +12,7 @@ from PIL import Image
 
 from bot.clock import OffsetClock
 from bot.discord.delivery import DiscordDelivery
+from bot.discord.messages import ENGLISH, reason_text
 from bot.discord.reply_record import ReplyRecord, reply_record
 from bot.domain import Job, JobState, QuotaLimits, Requester, VideoRequest
 from bot.errors import StoreError
@@ -156,7 +157,7 @@ async def test_clip_that_cannot_fit_fails_clearly_and_refunds(tmp_path: Path) ->
         rec = await h.fake.slash("video", {"prompt": "tiny", "duration": 2}, attachment_size_limit=3_000)
         await rec.wait_callback()
         job = await h.wait_job_state((await h.wait_for_job()).id, "failed")
-        assert "too large to post" in job.error
+        assert "too large to post" in reason_text(job.error, ENGLISH)
         assert (await h.app.jobs.usage(Requester(GUILD_ID, ALICE_ID))).left == 60
         edited = await rec.wait_original(lambda m: "Failed" in m.content)
         assert "too large to post" in edited.content
@@ -189,7 +190,7 @@ async def test_forbidden_channel_tells_the_member_by_dm_and_refunds(tmp_path: Pa
         h.fake.forbid_channel(CHANNEL_ID)
         await worker_for(h).drain()
         done = await h.store.get_job(job.id)
-        assert done.state.value == "failed" and "not allowed to post" in done.error
+        assert done.state.value == "failed" and "not allowed to post" in reason_text(done.error, ENGLISH)
         dm = h.fake.messages(h.fake.dm_channel(ALICE_ID).id)
         assert dm and "not allowed to post" in dm[-1].content
         assert (await h.app.jobs.usage(Requester(GUILD_ID, ALICE_ID))).left == 60

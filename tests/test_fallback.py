@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bot.clock import FakeClock
 from bot.config import Settings
-from bot.discord.messages import ENGLISH
+from bot.discord.messages import ENGLISH, reason_text
 from bot.discord.render import status_text
 from bot.domain import Job, JobState, QuotaLimits, Requester, VideoRequest
 from bot.jobs.notify import FileSink
@@ -97,7 +97,7 @@ async def test_an_open_circuit_sends_the_next_jobs_straight_to_the_fallback(tmp_
             third = await r.run()
             assert veo.count("create") == after_first + 1, "the open circuit skipped Veo at once"
             assert (first.model, second.model, third.model) == (FAL, FAL, FAL)
-            assert third.route is not None and "failing right now" in third.route.tried[0].reason
+            assert third.route is not None and "failing right now" in reason_text(third.route.tried[0].reason, ENGLISH)
 
 
 async def test_a_content_refusal_does_not_fall_through(tmp_path: Path) -> None:
@@ -105,7 +105,7 @@ async def test_a_content_refusal_does_not_fall_through(tmp_path: Path) -> None:
         veo.refuse_reason = "a real person's likeness"
         async with rig(tmp_path, veo, fal) as r:
             job = await r.run()
-            assert job.state is JobState.FAILED and "likeness" in (job.error or "")
+            assert job.state is JobState.FAILED and "likeness" in reason_text(job.error, ENGLISH)
             assert fal.creates == 0 and await r.standing() == (0, 0)
 
 
@@ -116,7 +116,7 @@ async def test_a_refusal_of_the_create_itself_does_not_fall_through(tmp_path: Pa
         veo.fail_next("create", 400, body=refusal)
         async with rig(tmp_path, veo, fal) as r:
             job = await r.run()
-            assert job.state is JobState.FAILED and "Responsible AI" in (job.error or "")
+            assert job.state is JobState.FAILED and "Responsible AI" in reason_text(job.error, ENGLISH)
             assert fal.creates == 0, "the member must change the prompt: another model would not help"
             assert await r.standing() == (0, 0)
 

@@ -191,7 +191,7 @@ SHOWN_BY = sorted(
 )  # fmt: skip
 """The cogs and the Discord layer's reply helpers: everything that writes words to Discord."""
 _LOOKS_LIKE_WORDS = re.compile(r"[A-Za-z]{2}")
-_CATALOGUE_CALLS = {"tr", "plural", "N_", "command_text"}
+_CATALOGUE_CALLS = {"tr", "plural", "N_", "Np_", "command_text"}
 _DEVELOPER_CALLS = {"cast", "getLogger", "TypeVar", "NewType", "getattr", "hasattr", "setattr", "isinstance"}
 _LOGGERS = {"log", "logger", "logging", "warnings"}
 

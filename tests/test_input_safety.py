@@ -204,7 +204,7 @@ def test_too_many_pixels_is_refused_from_the_header(tmp_path: Path) -> None:
     with pytest.raises(ImageTooLarge) as refused:
         check_image(path, "image/png")
     assert (refused.value.width, refused.value.height, refused.value.max_pixels) == (12000, 12000, MAX_IMAGE_PIXELS)
-    assert "12000×12000 pixels; the limit is 40 megapixels" in describe(refused.value)
+    assert "12,000×12,000 pixels; the limit is 40 megapixels" in describe(refused.value)
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(huge_png(20000, 20000))  # over Pillow's own limit: it raises DecompressionBombError
     with pytest.raises(ImageFarTooLarge) as bombed:
@@ -239,7 +239,7 @@ async def test_a_gif_sent_as_png_is_refused_and_nothing_stays_on_disk(tmp_path: 
     async with running_bot(tmp_path, with_worker=False) as h:
         for name, data, reason in [
             ("cat.png", gif.getvalue(), "not a png image"),
-            ("huge.png", huge_png(12000, 12000), "12000×12000 pixels"),
+            ("huge.png", huge_png(12000, 12000), "12,000×12,000 pixels"),
             ("cut.png", png_bytes(200, 200)[:300], "damaged or incomplete"),
         ]:
             rec = await h.fake.slash(
@@ -256,7 +256,7 @@ async def test_animate_refuses_a_bad_image_and_leaves_nothing(tmp_path: Path) ->
         picture.attachments.append(h.fake.upload_attachment("huge.png", huge_png(12000, 12000), "image/png"))
         modal = await (await h.fake.message_command("Animate", picture)).wait_callback()
         submitted = await h.fake.submit_modal(modal.data["custom_id"], {modal_input(modal): "make it move"})
-        assert "12000×12000 pixels" in await refusal_after_defer(submitted)
+        assert "12,000×12,000 pixels" in await refusal_after_defer(submitted)
         assert staged_inputs(h) == []
         await assert_nothing_charged(h)
 
@@ -268,7 +268,7 @@ async def test_an_image_discord_measured_too_big_is_refused_before_download(tmp_
         rec = await h.fake.slash("video", {"prompt": "animate", "duration": 2}, attachments={"image": attachment})
         callback = await rec.wait_callback()
         assert callback.type == 4 and callback.ephemeral, "refused at once, not deferred for a download"
-        assert "9000×9000 pixels" in callback.data["content"]
+        assert "9,000×9,000 pixels" in callback.data["content"]
         assert not h.fake.requests_to("GET /attachments/*"), "the image was never fetched"
         assert staged_inputs(h) == []
 

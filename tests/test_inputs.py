@@ -23,8 +23,10 @@ import pytest
 from PIL import Image
 
 from bot.clock import FakeClock
+from bot.discord.messages import ENGLISH, reason_text
 from bot.domain import INPUT_REF, JobState, VideoRequest
 from bot.errors import ImageNotOffered, ImageRejected
+from bot.errors.said import Said
 from bot.jobs.admin import AdminService
 from bot.jobs.notify import FileSink
 from bot.jobs.service import JobService
@@ -193,7 +195,8 @@ async def test_a_job_whose_image_is_gone_fails_with_the_reason_and_a_refund(
     await make_worker(store, service.registry, sink, clock, tmp_path).drain()
 
     failed = await store.get_job(job.id)
-    assert failed is not None and failed.state is JobState.FAILED and failed.error == INPUT_LOST
+    assert failed is not None and failed.state is JobState.FAILED and Said.parse(failed.error) == INPUT_LOST
+    assert reason_text(failed.error, ENGLISH) == "The image for this video is no longer available; attach it again."
     assert provider.submitted == [], "nothing is sent without the image"
     usage = await service.usage(ALICE)
     assert (usage.used, usage.reserved) == (0, 0)

@@ -13,6 +13,7 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
+from bot.discord.messages import ENGLISH, reason_text
 from bot.domain import ASPECTS, Aspect, VideoRequest
 from bot.errors import ProviderError
 from bot.media import probe
@@ -215,7 +216,7 @@ async def test_an_unreadable_image_fails_with_the_reason(local: LocalPreviewProv
     remote = RemoteJob("bad", await local.submit("bad", request), request)
     result = await poll_until_done(local, remote)
     assert result.state is RemoteState.FAILED
-    assert result.error is not None and "image" in result.error
+    assert result.error is not None and "image" in reason_text(result.error, ENGLISH)
     assert list(local.work_dir.iterdir()) == []
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.clock import FakeClock
+from bot.discord.messages import ENGLISH, reason_text
 from bot.domain import JobState
 from bot.jobs.admin import AdminService
 from bot.jobs.notify import FileSink, JobTransition, Transitions
@@ -85,7 +86,7 @@ async def test_a_failure_and_a_takeover_are_announced(
     await worker.drain()
 
     assert recorder.moves() == [(SUB, SUB), (SUB, RUN), (RUN, FAIL)], "a takeover keeps the state it found"
-    assert recorder.events[-1].job.error == "the model refused"
+    assert reason_text(recorder.events[-1].job.error, ENGLISH) == "the model refused"
     assert recorder.stored[-1][0] is FAIL
     assert recorder.events[0].job.id == job.id
 

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from bot.discord.messages import ENGLISH, reason_text
 from bot.domain import VideoRequest
 from bot.errors import CredentialsRejected, ProviderError, RemoteJobLost, RequestRejected
 from bot.providers.base import PollResult, RemoteJob, RemoteState
@@ -128,7 +129,7 @@ async def test_a_failing_node_reaches_the_member_with_its_reason(tmp_path: Path)
         fake.refuse_reason = "nudity detected"
         remote_id = await provider.submit("job-1", TEXT)
         result = await poll_until_done(provider, remote(remote_id))
-        assert (result.state, result.error) == (
+        assert (result.state, reason_text(result.error, ENGLISH)) == (
             RemoteState.FAILED,
             "Content blocked by the safety checker: nudity detected",
         )

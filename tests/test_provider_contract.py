@@ -19,7 +19,7 @@ import pytest
 
 from bot.clock import FakeClock
 from bot.config import Settings
-from bot.discord.messages import ENGLISH
+from bot.discord.messages import ENGLISH, reason_text
 from bot.discord.render import status_text
 from bot.domain import Job, JobState, QuotaLimits, Requester, VideoRequest
 from bot.jobs.notify import FileSink, JobTransition
@@ -147,7 +147,7 @@ async def test_a_content_refusal_reaches_the_member_and_refunds(vendor: FakeVend
     async with rig(vendor, tmp_path) as r:
         job = await r.run()
         assert job.state is JobState.FAILED
-        assert job.error is not None and REASON in job.error, job.error
+        assert job.error is not None and REASON in reason_text(job.error, ENGLISH), job.error
         assert await r.standing() == (0, 0), "credits come back"
         counted = await r.store.refusals_by_rule(ALICE.guild_id, 0.0, 1e12)  # type: ignore[attr-defined]
         expected = {"provider_content": 1} if vendor.has_content_policy else {}

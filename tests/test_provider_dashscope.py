@@ -12,6 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from bot.discord.messages import ENGLISH, reason_text
 from bot.domain import VideoRequest
 from bot.errors import (
     ContentRefused,
@@ -156,7 +157,8 @@ async def test_a_content_policy_failure_reaches_the_member_with_its_reason(
     fake.refuse_reason = "the prompt depicts a real public figure"
     _, results = await submit_and_finish(wan, request())
     assert results[1].state is RemoteState.FAILED
-    assert results[1].error is not None and "the prompt depicts a real public figure" in results[1].error
+    assert results[1].error is not None
+    assert "the prompt depicts a real public figure" in reason_text(results[1].error, ENGLISH)
 
 
 async def test_a_task_failing_for_the_vendors_own_reasons_gives_code_and_message(
@@ -165,7 +167,9 @@ async def test_a_task_failing_for_the_vendors_own_reasons_gives_code_and_message
     fake.task_failure = ("InternalError.Algo", "An internal error occurred during generation.")
     _, results = await submit_and_finish(wan, request())
     assert results[2].state is RemoteState.FAILED
-    assert results[2].error == "An internal error occurred during generation. (InternalError.Algo)"
+    assert (
+        reason_text(results[2].error, ENGLISH) == "An internal error occurred during generation. (InternalError.Algo)"
+    )
 
 
 async def test_an_unknown_or_expired_task_is_lost(wan: DashScopeProvider) -> None:
@@ -236,7 +240,7 @@ async def test_vendor_error_codes_map_to_the_error_tree(
     with pytest.raises(error) as caught:
         await wan.submit("job-1", request())
     assert not caught.value.retryable
-    assert message in caught.value.user_message or error is ProviderBilling
+    assert message in reason_text(caught.value.user_message, ENGLISH) or error is ProviderBilling
     if isinstance(caught.value, RequestRejected):
         assert caught.value.field == "aspect"
 

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from bot.config import Settings
+from bot.discord.messages import ENGLISH, reason_text
 from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
@@ -21,6 +22,7 @@ from bot.errors import (
     RequestRejected,
     ResultExpired,
 )
+from bot.errors.said import vendor_said
 from bot.providers.base import PollResult, RemoteJob, RemoteState
 from bot.providers.fal import MODELS, FalProvider, QueueUrls, from_settings, progress_in
 from tests.fakes.providers.fal import IMAGE_MODEL, KEY, TEXT_MODEL, FalFake
@@ -201,7 +203,7 @@ async def test_a_refusal_by_fals_content_checker_reaches_the_member(
     assert (await fal.poll(remote)).state is RemoteState.QUEUED
     with pytest.raises(ContentRefused) as refused:
         await fal.poll(remote)
-    assert fake.refuse_reason in refused.value.user_message and not refused.value.retryable
+    assert fake.refuse_reason in reason_text(refused.value.user_message, ENGLISH) and not refused.value.retryable
 
 
 async def test_a_failure_at_the_model_ends_the_job_with_fals_words(fal: FalProvider, fake: FalFake) -> None:
@@ -209,7 +211,8 @@ async def test_a_failure_at_the_model_ends_the_job_with_fals_words(fal: FalProvi
     fake.polls_to_finish = 1
     remote = await submitted(fal, text_request())
     results = await poll_until_done(fal, remote)
-    assert results[-1] == PollResult(RemoteState.FAILED, error="CUDA out of memory while decoding")
+    assert results[-1] == PollResult(RemoteState.FAILED, error=vendor_said("CUDA out of memory while decoding"))
+    assert reason_text(results[-1].error, ENGLISH) == "CUDA out of memory while decoding"
 
 
 async def test_a_typed_field_error_at_create_names_the_members_option(fal: FalProvider, fake: FalFake) -> None:
@@ -217,7 +220,7 @@ async def test_a_typed_field_error_at_create_names_the_members_option(fal: FalPr
     fake.fail_next("create", 422, body={"detail": [error]})
     with pytest.raises(RequestRejected) as rejected:
         await fal.submit("job-1", text_request())
-    assert rejected.value.field == "duration" and "161" in rejected.value.user_message
+    assert rejected.value.field == "duration" and "161" in reason_text(rejected.value.user_message, ENGLISH)
 
 
 async def test_a_locked_account_is_a_billing_problem(fal: FalProvider, fake: FalFake) -> None:

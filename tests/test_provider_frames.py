@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bot.discord.messages import ENGLISH, reason_text
 from bot.errors import ProviderError, RequestRejected
 from bot.providers.frames import cropped_frame, data_uri, fitted_frame, read_frame, sniff_mime
 from tests.provider_harness import image_file
@@ -41,5 +42,6 @@ async def test_an_unusable_image_is_refused_the_way_its_adapter_says(tmp_path: P
     with pytest.raises(ProviderError) as uncroppable:
         await cropped_frame("acme", garbage, (64, 64))
     assert unreadable.value.field == "image" and not unreadable.value.retryable
-    assert not missing.value.retryable and "missing" in str(missing.value.user_message)
-    assert not uncroppable.value.retryable and "could not be read" in str(uncroppable.value.user_message)
+    assert not missing.value.retryable and "missing" in reason_text(missing.value.user_message, ENGLISH)
+    assert not uncroppable.value.retryable
+    assert "could not be read" in reason_text(uncroppable.value.user_message, ENGLISH)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+from bot.discord.messages import ENGLISH, reason_text
 from bot.errors import (
     CreateOutcomeUnknown,
     CredentialsRejected,
@@ -159,7 +160,7 @@ async def test_errors_map_into_the_tree_and_never_show_the_secret(servers: tuple
             await http.read("GET", "/pay")
         with pytest.raises(RequestRejected) as bad:
             await http.create("POST", "/bad", json={})
-        assert "size must be WxH" in bad.value.user_message
+        assert "size must be WxH" in reason_text(bad.value.user_message, ENGLISH)
         with pytest.raises(RemoteJobLost):
             await http.read("GET", "/gone")
     finally:

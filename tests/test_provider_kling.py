@@ -19,6 +19,7 @@ from PIL import Image
 
 from bot.clock import FakeClock
 from bot.config import Settings
+from bot.discord.messages import ENGLISH, reason_text
 from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
@@ -190,7 +191,10 @@ async def test_a_task_failed_by_kling_gives_its_reason(fake: KlingFake, kling: K
     remote = RemoteJob("job-1", await kling.submit("job-1", request()), request())
     assert (await kling.poll(remote)).state is RemoteState.QUEUED
     failed = await kling.poll(remote)
-    assert failed.state is RemoteState.FAILED and failed.error == "Failure to pass the risk control system"
+    assert (
+        failed.state is RemoteState.FAILED
+        and reason_text(failed.error, ENGLISH) == "Failure to pass the risk control system"
+    )
 
 
 async def test_a_prompt_refused_at_create_is_content_refused_with_the_reason(
@@ -199,7 +203,9 @@ async def test_a_prompt_refused_at_create_is_content_refused_with_the_reason(
     fake.prompt_refusal = "The prompt contains sensitive content"
     with pytest.raises(ContentRefused) as caught:
         await kling.submit("job-1", request())
-    assert "The prompt contains sensitive content" in caught.value.user_message and fake.creates == 0
+    assert (
+        "The prompt contains sensitive content" in reason_text(caught.value.user_message, ENGLISH) and fake.creates == 0
+    )
 
 
 async def test_a_purged_video_url_is_result_expired_and_the_next_poll_brings_a_fresh_one(
@@ -268,7 +274,7 @@ async def test_kling_codes_map_to_the_error_tree(
     if isinstance(caught.value, RequestRejected):
         assert caught.value.field == ("duration" if code == 1201 else "model")
     if isinstance(caught.value, ContentRefused):
-        assert message in caught.value.user_message
+        assert message in reason_text(caught.value.user_message, ENGLISH)
 
 
 async def test_a_wrong_secret_is_credentials_rejected_naming_the_variables(fake: KlingFake, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from bot.discord.messages import ENGLISH, reason_text
 from bot.errors import (
     ContentRefused,
     ProviderBilling,
@@ -144,14 +145,17 @@ async def test_a_moderation_refusal_reaches_the_member_with_lumas_reason(fake: L
     fake.refuse_reason = "Advanced prompt moderation failed"
     results = await polled(luma, await submitted(luma, request()), 2)
     assert results[1].state is RemoteState.FAILED
-    assert results[1].error == "The video service refused this request: Advanced prompt moderation failed"
+    assert (
+        reason_text(results[1].error, ENGLISH)
+        == "The video service refused this request: Advanced prompt moderation failed"
+    )
 
 
 async def test_a_generation_failing_for_lumas_own_reasons_says_so(fake: LumaFake, luma: LumaProvider) -> None:
     fake.generation_failure = "Job failed"
     results = await polled(luma, await submitted(luma, request()), 3)
     assert results[2].state is RemoteState.FAILED
-    assert results[2].error == "The video service could not make this video: Job failed"
+    assert reason_text(results[2].error, ENGLISH) == "The video service could not make this video: Job failed"
 
 
 async def test_an_expired_video_url_is_result_expired_and_the_next_poll_brings_a_fresh_one(
@@ -234,7 +238,7 @@ async def test_lumas_create_errors_map_to_the_error_tree(
     if isinstance(caught.value, RequestRejected):
         assert caught.value.field == field
     else:
-        assert "Contains blacklisted words" in caught.value.user_message
+        assert "Contains blacklisted words" in reason_text(caught.value.user_message, ENGLISH)
 
 
 async def test_a_wrong_key_is_credentials_rejected_naming_the_variable(fake: LumaFake, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from bot.discord.messages import ENGLISH, reason_text
 from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
@@ -22,6 +23,7 @@ from bot.errors import (
     RequestRejected,
     ResultExpired,
 )
+from bot.errors.said import vendor_said
 from bot.providers.base import PollResult, RemoteJob, RemoteState
 from bot.providers.http import Kind
 from bot.providers.minimax import POLL_SECONDS, MiniMaxProvider, from_settings, map_error, vendor_error
@@ -124,7 +126,10 @@ async def test_a_refused_video_reaches_the_member_with_its_reason(fake: MiniMaxF
     remote = await submitted(hailuo, request())
     results = [await hailuo.poll(remote) for _ in range(2)]
     assert results[1].state is RemoteState.FAILED
-    assert results[1].error == "refused by the content policy: the video depicts a real public figure"
+    assert (
+        reason_text(results[1].error, ENGLISH)
+        == "refused by the content policy: the video depicts a real public figure"
+    )
 
 
 async def test_a_task_failing_for_the_vendors_own_reasons_gives_its_message(
@@ -133,7 +138,8 @@ async def test_a_task_failing_for_the_vendors_own_reasons_gives_its_message(
     fake.task_failure = "video generation failed, please retry"
     fake.polls_to_finish = 0
     result = await hailuo.poll(await submitted(hailuo, request()))
-    assert result == PollResult(RemoteState.FAILED, error="video generation failed, please retry")
+    assert result == PollResult(RemoteState.FAILED, error=vendor_said("video generation failed, please retry"))
+    assert reason_text(result.error, ENGLISH) == "video generation failed, please retry"
 
 
 async def test_a_refusal_code_on_a_query_fails_the_job_with_the_reason(
@@ -142,7 +148,8 @@ async def test_a_refusal_code_on_a_query_fails_the_job_with_the_reason(
     remote = await submitted(hailuo, request())
     fake.fail_next("poll", 200, body={"task_id": remote.remote_id, **base_resp(1026, "prompt is sensitive")})
     result = await hailuo.poll(remote)
-    assert result.state is RemoteState.FAILED and result.error is not None and "prompt is sensitive" in result.error
+    assert result.state is RemoteState.FAILED and result.error is not None
+    assert "prompt is sensitive" in reason_text(result.error, ENGLISH)
 
 
 async def test_an_unknown_task_is_lost_and_a_foreign_remote_id_never_reaches_a_request(
@@ -234,13 +241,14 @@ async def test_base_resp_codes_on_a_create_map_to_the_error_tree(
         await hailuo.submit("job-1", request())
     assert type(caught.value) is error and caught.value.retryable is retryable
     if isinstance(caught.value, (ContentRefused, RequestRejected)):
-        assert message in caught.value.user_message
+        assert message in reason_text(caught.value.user_message, ENGLISH)
     if isinstance(caught.value, RequestRejected):
         assert caught.value.field == "duration"
     if isinstance(caught.value, CredentialsRejected):
         assert "MINIMAX_API_KEY" in str(caught.value)
     if code == 2038:
-        assert "real-name verification" in str(caught.value) and "admin" in caught.value.user_message
+        assert "real-name verification" in str(caught.value)
+        assert "admin" in reason_text(caught.value.user_message, ENGLISH)
     assert fake.creates == 0
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from bot.clock import FakeClock
 from bot.config import Settings
+from bot.discord.messages import ENGLISH, reason_text
 from bot.domain import JobState, VideoRequest
 from bot.errors import (
     ContentRefused,
@@ -228,7 +229,9 @@ async def test_a_moderation_failure_reaches_the_member_with_the_servers_reason(
     failed = await provider.poll(job)
 
     assert failed.state is RemoteState.FAILED
-    assert failed.error == "The video service refused this request: the prompt depicts real violence"
+    assert (
+        reason_text(failed.error, ENGLISH) == "The video service refused this request: the prompt depicts real violence"
+    )
 
 
 async def test_a_failed_video_carries_the_servers_reason(fake: OpenAIFake, provider: OpenAIVideoProvider) -> None:
@@ -236,7 +239,7 @@ async def test_a_failed_video_carries_the_servers_reason(fake: OpenAIFake, provi
     job = remote(await provider.submit("job1", request()))
     results = [await provider.poll(job) for _ in range(3)]
     assert results[-1].state is RemoteState.FAILED
-    assert results[-1].error == "The video service could not make this video: CUDA out of memory"
+    assert reason_text(results[-1].error, ENGLISH) == "The video service could not make this video: CUDA out of memory"
 
 
 async def test_a_refusal_at_create_is_content_refused(fake: OpenAIFake, provider: OpenAIVideoProvider) -> None:
@@ -356,7 +359,7 @@ async def test_the_worker_delivers_a_video_or_tells_the_member_the_refusal(
     assert done is not None
     if refuse:
         assert done.state is JobState.FAILED
-        assert done.error is not None and "no real people" in done.error
+        assert done.error is not None and "no real people" in reason_text(done.error, ENGLISH)
     else:
         assert done.state is JobState.DELIVERED
         assert sink.delivered[job.id].read_bytes() == fake.video

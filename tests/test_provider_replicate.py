@@ -15,6 +15,7 @@ from PIL import Image
 
 from bot.clock import FakeClock
 from bot.config import Settings
+from bot.discord.messages import ENGLISH, reason_text
 from bot.domain import JobState, VideoRequest
 from bot.errors import (
     ContentRefused,
@@ -185,7 +186,7 @@ async def test_replicate_error_shapes_become_the_right_errors(tmp_path: Path) ->
             await provider.submit("job1", request())
         with pytest.raises(ProviderBilling):
             await provider.submit("job1", request())
-        assert "NSFW" in refused.value.user_message and unknown.value.field == "model"
+        assert "NSFW" in reason_text(refused.value.user_message, ENGLISH) and unknown.value.field == "model"
         assert fake.creates == 0
 
 
@@ -243,7 +244,11 @@ async def test_a_safety_refusal_reaches_the_member_with_its_reason(tmp_path: Pat
         first, second = await submit_and_poll(provider, request(), polls=2)
         assert first.state is RemoteState.RUNNING
         assert second.state is RemoteState.FAILED
-        assert second.error and "graphic violence" in second.error and "refused" in second.error
+        assert (
+            second.error
+            and "graphic violence" in reason_text(second.error, ENGLISH)
+            and "refused" in reason_text(second.error, ENGLISH)
+        )
 
 
 async def test_a_refusal_within_the_wait_is_raised_by_submit(tmp_path: Path) -> None:
@@ -251,7 +256,7 @@ async def test_a_refusal_within_the_wait_is_raised_by_submit(tmp_path: Path) -> 
         fake.finish_within_wait, fake.refuse_reason = True, "a real person"
         with pytest.raises(ContentRefused) as caught:
             await provider.submit("job1", request())
-        assert "a real person" in caught.value.user_message
+        assert "a real person" in reason_text(caught.value.user_message, ENGLISH)
 
 
 async def test_a_prediction_done_within_the_wait_is_still_found_by_its_id(tmp_path: Path) -> None:
@@ -264,7 +269,8 @@ async def test_a_prediction_done_within_the_wait_is_still_found_by_its_id(tmp_pa
 def test_a_model_failure_is_reported_in_its_own_words() -> None:
     result = poll_result({"id": "abc", "status": "failed", "error": "CUDA out of memory"})
     assert result.state is RemoteState.FAILED and result.error
-    assert "CUDA out of memory" in result.error and "refused" not in result.error
+    told = reason_text(result.error, ENGLISH)
+    assert "CUDA out of memory" in told and "refused" not in told
     assert poll_result({"id": "abc", "status": "canceled"}).state is RemoteState.CANCELLED
     assert poll_result({"id": "abc", "status": "succeeded", "output": None}).state is RemoteState.FAILED
 
@@ -376,6 +382,6 @@ async def test_the_worker_tells_the_member_of_a_refusal_and_refunds(
         await worker.drain()
         done = await store.get_job(job.id)
         assert done is not None and done.state is JobState.FAILED
-        assert done.error and "violent content" in done.error
+        assert done.error and "violent content" in reason_text(done.error, ENGLISH)
         standing = await store.admission(ALICE.guild_id, ALICE.user_id, EVER)
         assert (standing.charged, standing.reserved) == (0, 0)

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from bot.config import Settings
+from bot.discord.messages import ENGLISH, reason_text
 from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
@@ -163,8 +164,8 @@ async def test_a_moderation_refusal_reaches_the_member_with_runways_reason(
     remote = await submitted(runway, request())
     results = [await runway.poll(remote) for _ in range(2)]
     assert results[1].state is RemoteState.FAILED
-    assert results[1].error == ("Runway's content moderation refused this request: "
-                                "the prompt depicts a real public figure")  # fmt: skip
+    assert reason_text(results[1].error, ENGLISH) == ("Runway's content moderation refused this request: "
+                                                     "the prompt depicts a real public figure")  # fmt: skip
 
 
 async def test_a_bad_output_says_a_new_try_may_pass(fake: RunwayFake, runway: RunwayProvider) -> None:
@@ -172,8 +173,9 @@ async def test_a_bad_output_says_a_new_try_may_pass(fake: RunwayFake, runway: Ru
     fake.polls_to_finish = 0
     result = await runway.poll(await submitted(runway, request()))
     assert result.state is RemoteState.FAILED
-    assert result.error == ("Runway could not make this video (The output did not meet our quality bar.); "
-                            "trying again may work.")  # fmt: skip
+    assert reason_text(result.error, ENGLISH) == (
+        "Runway could not make this video (The output did not meet our quality bar.); trying again may work."
+    )
 
 
 async def test_an_expired_output_url_is_result_expired_and_the_next_poll_signs_a_fresh_one(
@@ -189,7 +191,9 @@ async def test_cancel_deletes_the_running_task(fake: RunwayFake, runway: RunwayP
     (cancel,) = fake.requests("DELETE /v1/tasks/*")
     assert cancel.path == f"/v1/tasks/{remote.remote_id}" and cancel.status == 204
     assert cancel.headers["Authorization"] == f"Bearer {SECRET}"
-    assert await runway.poll(remote) == PollResult(RemoteState.CANCELLED, error="cancelled at Runway")
+    cancelled = await runway.poll(remote)
+    assert cancelled == PollResult(RemoteState.CANCELLED, error=cancelled.error)
+    assert reason_text(cancelled.error, ENGLISH) == "cancelled at Runway"
 
 
 async def test_a_task_gone_from_runway_is_lost_and_cancelling_it_is_no_error(
@@ -258,7 +262,7 @@ async def test_a_field_runway_rejects_is_named(fake: RunwayFake, runway: RunwayP
         {"code": "invalid", "path": ["promptImage"], "message": "Invalid data URI."}]})  # fmt: skip
     with pytest.raises(RequestRejected) as caught:
         await runway.submit("job-1", request())
-    assert caught.value.field == "image" and "Invalid data URI." in caught.value.user_message
+    assert caught.value.field == "image" and "Invalid data URI." in reason_text(caught.value.user_message, ENGLISH)
 
 
 def test_runways_error_words_map_into_the_error_tree() -> None:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from bot.clock import FakeClock
 from bot.config import Settings
+from bot.discord.messages import ENGLISH, reason_text
 from bot.domain import JobState
 from bot.errors import (
     ContentRefused,
@@ -185,7 +186,7 @@ async def test_a_failed_operation_reports_googles_reason(tmp_path: Path) -> None
         remote = await submitted(provider)
         result = await run_to_end(provider, remote)
     assert result.state is RemoteState.FAILED
-    assert result.error == "Video generation failed due to an internal error."
+    assert reason_text(result.error, ENGLISH) == "Video generation failed due to an internal error."
 
 
 async def test_a_safety_filtered_video_ends_failed_with_the_filters_reason(tmp_path: Path) -> None:
@@ -194,7 +195,7 @@ async def test_a_safety_filtered_video_ends_failed_with_the_filters_reason(tmp_p
         remote = await submitted(provider)
         result = await run_to_end(provider, remote)
     assert result.state is RemoteState.FAILED
-    assert result.error is not None and "policies on violence" in result.error
+    assert result.error is not None and "policies on violence" in reason_text(result.error, ENGLISH)
 
 
 async def test_a_job_is_found_again_from_its_remote_id_alone(tmp_path: Path) -> None:
@@ -301,6 +302,7 @@ async def test_a_deleted_file_is_final_and_is_not_regenerated(tmp_path: Path) ->
     assert again.output_url == first.output_url  # Veo's file URI never changes
     assert not caught.value.retryable
     assert caught.value.user_message == FILE_GONE
+    assert reason_text(caught.value.user_message, ENGLISH).startswith("Veo no longer has the finished video")
     assert not (tmp_path / "clip.mp4").exists()
 
 
@@ -372,6 +374,6 @@ async def test_through_the_worker_a_clip_is_delivered_and_a_refusal_refunded(
     assert sink.delivered[made.id].read_bytes() == fake.video
     failed = await store.get_job(refused.id)
     assert failed is not None and failed.state is JobState.FAILED
-    assert failed.error is not None and "violate our policies" in failed.error
+    assert failed.error is not None and "violate our policies" in reason_text(failed.error, ENGLISH)
     standing = await store.admission(ALICE.guild_id, ALICE.user_id, EVER)
     assert standing.reserved == 0 and standing.charged == made.credits

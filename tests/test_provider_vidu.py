@@ -14,6 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from bot.discord.messages import ENGLISH, reason_text
 from bot.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
@@ -139,7 +140,7 @@ async def test_a_refusal_at_create_reaches_the_member_with_its_reason(fake: Vidu
     fake.refuse_reason = "the prompt depicts a real public figure"
     with pytest.raises(ContentRefused) as caught:
         await provider.submit("job-1", request())
-    assert "the prompt depicts a real public figure" in caught.value.user_message
+    assert "the prompt depicts a real public figure" in reason_text(caught.value.user_message, ENGLISH)
     assert "safety review" in caught.value.reason
     assert fake.creates == 0
 
@@ -158,7 +159,7 @@ async def test_a_failed_task_is_told_in_words_from_its_err_code(
     fake.task_failure = err_code
     fake.polls_to_finish = 0
     result = await provider.poll(await submitted(provider, request()))
-    assert result.state is state and result.error is not None and words in result.error
+    assert result.state is state and result.error is not None and words in reason_text(result.error, ENGLISH)
 
 
 async def test_an_unknown_task_is_lost_and_a_foreign_remote_id_never_reaches_a_url(

@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 
 from bot.clock import FakeClock
+from bot.discord.messages import ENGLISH, reason_text
 from bot.domain import JobState, Requester, VideoRequest
 from bot.errors import ProviderError
+from bot.errors.said import vendor_said
+from bot.i18n import texts_for
 from bot.jobs.notify import FileSink
 from bot.jobs.service import JobService
 from bot.jobs.worker import MAX_POLL_SECONDS, Worker
@@ -71,12 +74,14 @@ async def test_retryable_errors_are_retried_with_backoff_and_retry_after(
 async def test_final_error_fails_and_refunds_with_the_providers_words(
     service: JobService, worker: Worker, store: Store, provider: ScriptedProvider
 ) -> None:
-    provider.fail_next("submit", ProviderError("policy", retryable=False, user_message="Prompt violates policy"))
+    provider.fail_next(
+        "submit", ProviderError("policy", retryable=False, user_message=vendor_said("Prompt violates policy"))
+    )
     job = await service.enqueue(ALICE, request())
     await worker.drain()
     done = await store.get_job(job.id)
     assert done is not None and done.state is JobState.FAILED
-    assert done.error == "Prompt violates policy"
+    assert reason_text(done.error, ENGLISH) == "Prompt violates policy"
     assert await left(service) == 60
 
 
@@ -120,11 +125,12 @@ async def test_too_many_retryable_submit_errors_give_up_and_refund(
 async def test_remote_failure_refunds(
     service: JobService, worker: Worker, store: Store, provider: ScriptedProvider
 ) -> None:
-    provider.fail_with = "The model crashed"
+    provider.fail_with = "GPU が落ちました"  # the vendor's own words: shown as they are, in every language
     job = await service.enqueue(ALICE, request())
     await worker.drain()
     done = await store.get_job(job.id)
-    assert done is not None and (done.state, done.error) == (JobState.FAILED, "The model crashed")
+    assert done is not None and done.state is JobState.FAILED
+    assert reason_text(done.error, texts_for("ja")) == reason_text(done.error, ENGLISH) == "GPU が落ちました"
     assert await left(service) == 60
 
 

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from bot.clock import SystemClock
 from bot.config import Settings
+from bot.discord.messages import ENGLISH, reason_text
 from bot.domain import Job, JobState, QuotaLimits, Requester, VideoRequest
 from bot.errors import BadOption, ModelNotConfigured
 from bot.jobs.notify import FileSink
@@ -95,7 +96,7 @@ async def generate(settings: Settings, args: argparse.Namespace) -> int:
         await store.close()
         await registry.aclose()
     if final.state is not JobState.DELIVERED:
-        print(f"videobot: {final.state.value}: {final.error}", file=sys.stderr)
+        print(f"videobot: {final.state.value}: {reason_text(final.error, ENGLISH)}", file=sys.stderr)
         return 1
     print(f"wrote {output} ({model.label}, {request.duration}s {request.aspect}, {output.stat().st_size:,} bytes)")
     return 0

@@ -26,8 +26,9 @@ from bot.discord.replies import NO_PINGS
 from bot.discord.reply_record import reply_record
 from bot.domain import Job, JobState
 from bot.errors import DeliveryError, StoreError
+from bot.errors.said import Said
 from bot.faults import crash_point
-from bot.i18n import Texts
+from bot.i18n import N_, Texts
 from bot.media import MediaError, fit_to_size
 from bot.store.base import JobStore
 
@@ -180,7 +181,7 @@ class DiscordDelivery:
         record = reply_record(job.delivery_ref)
         limit = record.attachment_size_limit if record else DEFAULT_UPLOAD_LIMIT
         tr = await self.texts(job)
-        upload = await self._fit(job, clip, limit, tr)
+        upload = await self._fit(job, clip, limit)
         try:
             for _ in range(3):
                 try:
@@ -189,12 +190,12 @@ class DiscordDelivery:
                     # Discord's limit is lower than the interaction said: shrink under what it refused.
                     limit = int(min(limit, upload.stat().st_size) * 0.8)
                     log.warning("job %s: upload refused as too large; re-encoding to %d bytes", job.id, limit)
-                    upload = await self._fit(job, clip, limit, tr, force=True)
+                    upload = await self._fit(job, clip, limit, force=True)
                 except PostForbidden:
                     await self._tell_by_dm(job, tr)
                     raise
             raise DeliveryError("upload refused as too large three times", retryable=False,
-                                user_message=_too_large(limit, tr))  # fmt: skip
+                                user_message=_too_large(limit))  # fmt: skip
         finally:
             if upload != clip:
                 upload.unlink(missing_ok=True)
@@ -211,14 +212,14 @@ class DiscordDelivery:
         if self._clip_poster is not None:
             await self._clip_poster.aclose()
 
-    async def _fit(self, job: Job, clip: Path, limit: int, tr: Texts, *, force: bool = False) -> Path:
+    async def _fit(self, job: Job, clip: Path, limit: int, *, force: bool = False) -> Path:
         if not force and clip.stat().st_size <= limit:
             return clip
         fitted = clip.with_name(f"{clip.stem}.fit.mp4")
         try:
             await asyncio.to_thread(fit_to_size, clip, fitted, int(limit * FIT_HEADROOM))
         except MediaError as exc:
-            raise DeliveryError(str(exc), retryable=False, user_message=_too_large(limit, tr)) from exc
+            raise DeliveryError(str(exc), retryable=False, user_message=_too_large(limit)) from exc
         log.info("job %s: re-encoded %d → %d bytes to fit %d", job.id, clip.stat().st_size,
                  fitted.stat().st_size, limit)  # fmt: skip
         return fitted
@@ -277,5 +278,6 @@ async def _edit_original(
     )  # fmt: skip
 
 
-def _too_large(limit: int, tr: Texts) -> str:
-    return tr("delivery.too-large", megabytes=round(limit / 1024 / 1024))
+def _too_large(limit: int) -> Said:
+    """Stored with the failed job as an id and its facts: each reader sees it in their own language."""
+    return Said(N_("delivery.too-large"), {"megabytes": round(limit / 1024 / 1024)})

@@ -22,7 +22,8 @@ from bot.domain import (
     Usage,
 )
 from bot.errors import BadOption, UserError
-from bot.i18n import N_, SOURCE_LANGUAGE, Texts, texts_for
+from bot.errors.said import Said
+from bot.i18n import N_, SOURCE_LANGUAGE, Np_, Texts, texts_for
 
 ENGLISH = texts_for(SOURCE_LANGUAGE)
 """For what is not said to a member (the command line) and the tests."""
@@ -36,6 +37,9 @@ OPTION_MESSAGES = (
     N_("bad-option.aspect"),
 )
 """`bad-option.<option>[.<problem>]`: an option's own sentence, more helpful than validation's English one."""
+
+COUNTED_BY = {Np_("queue-full"): "queued", Np_("quota-exceeded"): "cost"}
+"""Sentences with plural forms, and the fact whose number picks the form ("1 video waiting", "3 videos")."""
 
 STATE_NAMES = {
     JobState.QUEUED: N_("state.queued"),
@@ -68,6 +72,15 @@ def describe(error: UserError, tr: Texts = ENGLISH) -> str:
     return text(tr, message_id, **facts)
 
 
+def reason_text(stored: Said | str | None, tr: Texts) -> str:
+    """A reason as stored (a failed job's `error`, a fallback's reason), or as said, in the language of `tr`: a
+    `Said` put in words; a plain text (stored before reasons were ids, or a vendor's raw words) as it is."""
+    said = stored if isinstance(stored, Said) else Said.parse(stored)
+    if said is None or not tr.has(said.message_id):
+        return str(stored or "")
+    return text(tr, said.message_id, **said.facts)
+
+
 def text(tr: Texts, message_id: str, **facts: Any) -> str:
     """The template of `message_id` filled with `facts`, each written the way Discord shows it."""
     values = {name: _SHOW[name](value, tr) if name in _SHOW else value for name, value in facts.items()}
@@ -77,6 +90,9 @@ def text(tr: Texts, message_id: str, **facts: Any) -> str:
         "max_seed": MAX_SEED,
         "all_aspects": ", ".join(ASPECTS),
     }
+    counted = COUNTED_BY.get(message_id)
+    if counted is not None:
+        return tr.plural(message_id, facts[counted], **(constants | values))
     return tr(message_id, **(constants | values))
 
 

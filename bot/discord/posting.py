@@ -32,7 +32,8 @@ from bot.discord.render import clip_embed, clip_view, custom_id
 from bot.discord.reply_record import reply_record
 from bot.domain import Job
 from bot.errors import DeliveryError
-from bot.i18n import Texts
+from bot.errors.said import Said
+from bot.i18n import N_, Texts
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class ClipPoster:
                 return await self._post_in_channel(job, upload, tr)
             except discord.Forbidden as exc:
                 if not token_fresh:
-                    _raise_forbidden(job, exc, tr)
+                    _raise_forbidden(job, exc)
                 log.info("job %s: not allowed to post in channel %s (%s); using the interaction", job.id,
                          job.channel_id, exc.code)  # fmt: skip
         if token_fresh:
@@ -86,7 +87,7 @@ class ClipPoster:
         try:
             return await self._post_in_channel(job, upload, tr)
         except discord.Forbidden as exc:
-            _raise_forbidden(job, exc, tr)
+            _raise_forbidden(job, exc)
 
     async def _post_in_channel(self, job: Job, upload: Path, tr: Texts) -> int:
         channel = self.client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
@@ -186,13 +187,16 @@ def _only_requester(job: Job) -> discord.AllowedMentions:
                                    replied_user=False)  # fmt: skip
 
 
-def _raise_forbidden(job: Job, exc: discord.HTTPException, tr: Texts) -> NoReturn:
-    """Raise the refusal the member reads (with the refused request as its cause)."""
+def _raise_forbidden(job: Job, exc: discord.HTTPException) -> NoReturn:
+    """Raise the refusal the member reads (with the refused request as its cause), as an id and its facts: the
+    failed job's status shows it in the language of whoever reads it."""
     log.warning("job %s: no permission to post in channel %s of guild %s (%s)", job.id, job.channel_id,
                 job.guild_id, exc.code)  # fmt: skip
     channel = f"<#{job.channel_id}>"
     raise PostForbidden(
-        "missing permission to post", retryable=False, user_message=tr("delivery.cannot-post", channel=channel)
+        "missing permission to post",
+        retryable=False,
+        user_message=Said(N_("delivery.cannot-post"), {"channel": channel}),
     ) from exc
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import discord
 from babel.numbers import format_decimal
 
-from bot.discord.messages import allowance, code
+from bot.discord.messages import allowance, code, reason_text
 from bot.discord.replies import progress_bar, quote, timestamp
 from bot.discord.reply_record import reply_record
 from bot.domain import Job, JobState, ModelInfo, QueueEntry, Usage
@@ -31,7 +31,7 @@ def fallback_note(job: Job, tr: Texts) -> str:
         return ""
     first = job.route.tried[0]
     return "\n" + tr("status.fallback", alias=code(job.route.alias), model=code(job.model),
-                     tried=code(first.model), reason=quote(first.reason, 160))  # fmt: skip
+                     tried=code(first.model), reason=quote(reason_text(first.reason, tr), 160))  # fmt: skip
 
 
 def status_text(job: Job, tr: Texts, *, position: int | None = None, eta: float | None = None) -> str:
@@ -65,7 +65,7 @@ def _state_line(job: Job, tr: Texts, position: int | None, eta: float | None) ->
         return tr("status.done")
     if state is JobState.CANCELLED:
         return tr.plural("status.cancelled", job.credits)
-    reason = quote(job.error or tr("status.failed.default-reason"), 400)
+    reason = quote(reason_text(job.error, tr) or tr("status.failed.default-reason"), 400)
     return tr.plural("status.failed", job.credits, reason=reason)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, is_dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from bot.errors.said import Said, untold
 from bot.i18n.ids import N_
 
 if TYPE_CHECKING:
@@ -270,8 +271,8 @@ class ProviderError(VideoBotError):
     """A video provider failed.
 
     `retryable` says whether the same step may be tried again; `retry_after` is the provider's own wait
-    (Retry-After) in seconds when it gave one. `user_message` is the provider's own words, kept so the member
-    learns why (a content policy refusal, say).
+    (Retry-After) in seconds when it gave one. `user_message` is what the member learns of it (a content policy
+    refusal with the provider's own words, say); without one, the member reads `message` as it is.
     """
 
     def __init__(
@@ -280,38 +281,39 @@ class ProviderError(VideoBotError):
         *,
         retryable: bool,
         retry_after: float | None = None,
-        user_message: str | None = None,
+        user_message: Said | None = None,
         status: int | None = None,
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
-        self.user_message = user_message or message
+        self.user_message = user_message if user_message is not None else untold(message)
         self.status = status
 
 
 class RemoteJobLost(ProviderError):
     """The provider no longer knows the remote job (expired, or an in-process render died with its worker)."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, retryable=False)
+    def __init__(self, message: str, *, user_message: Said | None = None) -> None:
+        super().__init__(message, retryable=False, user_message=user_message)
 
 
 class DeliveryError(VideoBotError):
-    """The finished clip could not be handed over; `user_message` says why, `retryable` whether to try again."""
+    """The finished clip could not be handed over; `user_message` says why (else `message` as it is),
+    `retryable` whether to try again."""
 
-    def __init__(self, message: str, *, retryable: bool, user_message: str | None = None) -> None:
+    def __init__(self, message: str, *, retryable: bool, user_message: Said | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
-        self.user_message = user_message or message
+        self.user_message = user_message if user_message is not None else untold(message)
 
 
 class JobFailed(VideoBotError):
     """A job's step failed for good: the worker ends the job as failed and refunds it. `reason` is recorded on
     the job as what the member is told."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, reason: Said) -> None:
+        super().__init__(str(reason))
         self.reason = reason
 
 

@@ -1,25 +1,27 @@
 """How a video service said no, as data. Each adapter maps its vendor's answers into these once
 (`bot.providers.http` does the generic part); the worker turns a final one into a failed, refunded job.
 
-`user_message` is what the member reads (the provider's own reason for a content refusal); `message` is for the
-log and the admin, and names the setting to fix, never its value.
+`user_message` is what the member reads (a `Said`: a catalogue id, with the provider's own reason for a content
+refusal); `message` is for the log and the admin, and names the setting to fix, never its value.
 """
 
 from __future__ import annotations
 
 from bot.errors.base import ProviderError
+from bot.errors.said import Said
+from bot.i18n.ids import N_
 
 
 class ContentRefused(ProviderError):
     """The provider's content policy refused the prompt or image: final, and its reason reaches the member."""
 
     def __init__(self, provider: str, reason: str) -> None:
-        reason = reason.strip() or "no reason given"
-        super().__init__(
-            f"{provider} refused the content: {reason}",
-            retryable=False,
-            user_message=f"The video service refused this request: {reason}",
-        )
+        reason = reason.strip()
+        if reason:
+            said = Said(N_("failure.content-refused"), {"reason": reason})
+        else:
+            said, reason = Said(N_("failure.content-refused.no-reason")), "no reason given"
+        super().__init__(f"{provider} refused the content: {reason}", retryable=False, user_message=said)
         self.provider = provider
         self.reason = reason
 
@@ -29,11 +31,13 @@ class RequestRejected(ProviderError):
 
     def __init__(self, provider: str, reason: str, *, field: str | None = None, status: int | None = None) -> None:
         where = f" ({field})" if field else ""
+        said = (
+            Said(N_("failure.request-rejected.field"), {"field": field, "reason": reason})
+            if field
+            else Said(N_("failure.request-rejected"), {"reason": reason})
+        )
         super().__init__(
-            f"{provider} rejected the request{where}: {reason}",
-            retryable=False,
-            status=status,
-            user_message=f"The video service rejected this request{where}: {reason}",
+            f"{provider} rejected the request{where}: {reason}", retryable=False, status=status, user_message=said
         )
         self.provider = provider
         self.field = field
@@ -48,7 +52,7 @@ class CredentialsRejected(ProviderError):
             f"{provider} refused the credentials (HTTP {status}): check {variable}",
             retryable=False,
             status=status,
-            user_message="The video service refused the bot's credentials; a server admin needs to fix the setup.",
+            user_message=Said(N_("failure.credentials-rejected")),
         )
         self.provider = provider
         self.variable = variable
@@ -62,7 +66,7 @@ class ProviderBilling(ProviderError):
             f"{provider} account cannot pay for this job: {reason}",
             retryable=False,
             status=status,
-            user_message="The video service account has run out of quota or credit; a server admin has to top it up.",
+            user_message=Said(N_("failure.provider-billing")),
         )
         self.provider = provider
         self.reason = reason
@@ -83,7 +87,7 @@ class DownloadTooLarge(ProviderError):
         super().__init__(
             f"{provider} result exceeds the {limit} byte download cap",
             retryable=False,
-            user_message=f"The finished video is larger than this bot accepts ({limit // 1_000_000} MB).",
+            user_message=Said(N_("failure.download-too-large"), {"megabytes": limit // 1_000_000}),
         )
         self.provider = provider
         self.limit = limit
@@ -96,8 +100,7 @@ class ProviderUnavailable(ProviderError):
         super().__init__(
             f"{provider} skipped for {seconds:.0f} s: it kept failing",
             retryable=False,
-            user_message="The video service is failing right now; your credits are returned. Try again in a few "
-            "minutes, or choose another model.",
+            user_message=Said(N_("failure.provider-unavailable")),
         )
         self.provider = provider
 
@@ -110,6 +113,13 @@ class CreateOutcomeUnknown(ProviderError):
         super().__init__(
             f"{provider}: create request outcome unknown ({detail})",
             retryable=False,
-            user_message="The video service did not confirm it took this job; your credits are returned.",
+            user_message=Said(N_("failure.outcome-unknown")),
         )
         self.provider = provider
+
+
+def could_not_make(reason: str) -> Said:
+    """The provider made no video, and says why in its own words (a failed run, not a refusal)."""
+    if not reason.strip():
+        return Said(N_("failure.could-not-make.no-reason"))
+    return Said(N_("failure.could-not-make.reason"), {"reason": reason.strip()})

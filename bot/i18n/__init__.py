@@ -8,7 +8,7 @@ language: the README's "Translating" section; `python -m bot.i18n` extracts and 
 
 from __future__ import annotations
 
-from bot.i18n.ids import N_
+from bot.i18n.ids import N_, Np_
 from bot.i18n.languages import (
     DISCORD_LOCALES,
     LANGUAGES,
@@ -17,4 +17,4 @@ from bot.i18n.languages import (
 )
 from bot.i18n.texts import Texts, texts_for
 
-__all__ = ["DISCORD_LOCALES", "LANGUAGES", "N_", "SOURCE_LANGUAGE", "Texts", "language_of", "texts_for"]
+__all__ = ["DISCORD_LOCALES", "LANGUAGES", "N_", "SOURCE_LANGUAGE", "Np_", "Texts", "language_of", "texts_for"]

@@ -1,7 +1,8 @@
 """Finding the message ids the code uses, with Babel's own Python extractor.
 
 An id is extracted where the code names it: `tr("id", …)` (a text now), `tr.plural("id", n, …)` (a text with
-plural forms), `N_("id")` (an id looked up later, such as an error's `message_id`) and `command_text("id")` (a
+plural forms), `N_("id")` (an id looked up later, such as an error's `message_id`), `Np_("id")` (the same,
+with plural forms) and `command_text("id")` (a
 command's description or choice name, translated by Discord's client).
 """
 
@@ -15,7 +16,9 @@ from babel.messages.extract import extract_from_dir
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SOURCES = ("bot", "cogs")
-KEYWORDS: dict[str, tuple[int, ...] | None] = {"tr": None, "N_": None, "command_text": None, "plural": (1, 1)}
+KEYWORDS: dict[str, tuple[int, ...] | None] = {
+    "tr": None, "N_": None, "command_text": None, "plural": (1, 1), "Np_": (1, 1),
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

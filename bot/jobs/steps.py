@@ -28,7 +28,9 @@ from bot.errors import (
     ProviderUnavailable,
     RequestRejected,
 )
+from bot.errors.said import Said
 from bot.faults import crash_point
+from bot.i18n.ids import N_
 from bot.jobs.staging import input_copy, materialise_input
 from bot.providers.base import PollResult, RemoteJob, RemoteState, VideoProvider
 from bot.store.base import Reroute
@@ -41,14 +43,14 @@ log = logging.getLogger(__name__)
 Step = Callable[["Worker", Job, VideoProvider], Awaitable[Job]]
 POLL_GROWTH = 1.5
 POLL_INTERVAL_CAP = 15.0
-INPUT_LOST = "The image for this video is no longer available; attach it again. Your credits are returned."
+INPUT_LOST = Said(N_("failure.input-lost"))
 
 
 async def submit(w: Worker, job: Job, provider: VideoProvider) -> Job:
     if job.remote_id is None and job.attempts > 0 and not provider.safe_resubmit:
         # A worker died between sending the create and recording its answer: the provider may be making
         # the video already, and sending it again could cost twice.
-        raise JobFailed("The video service was interrupted while taking this job; your credits are returned.")
+        raise JobFailed(Said(N_("failure.interrupted-at-submit")))
     request = job.request if job.remote_id else await provider_request(w, job, required=True)
     with w.side_effect(job):
         try:
@@ -79,7 +81,7 @@ async def fall_back(w: Worker, job: Job, failure: JobFailed) -> Job | None:
         if model is None:
             continue  # no longer configured here
         request = job.request.model_copy(update={"model": model_id})
-        tried = (*route.tried, Fallback(job.model, failure.reason))
+        tried = (*route.tried, Fallback(job.model, str(failure.reason)))  # stored as its id and facts
         reroute = Reroute(request, model.credits_for(request.duration),
                           Route(route.alias, route.remaining[index + 1 :], tried),
                           cost_usd=w.registry.catalogue.cost_usd(model, request.duration))  # fmt: skip
@@ -106,11 +108,11 @@ async def wait_remote(w: Worker, job: Job, provider: VideoProvider) -> Job:
         if result.state is RemoteState.SUCCEEDED:
             return await w.move(job, JobState.DOWNLOADING, vendor_credits=result.vendor_credits)
         if result.state is RemoteState.CANCELLED:
-            return await w.end(job, JobState.CANCELLED, "cancelled at the video service")
+            return await w.end(job, JobState.CANCELLED, Said(N_("failure.cancelled-at-provider")))
         if result.state is RemoteState.FAILED:
-            reason = result.error or "The video service could not make this video."
+            reason = result.error or Said(N_("failure.could-not-make"))
             if result.refused:  # the same refusal as at submit: counted in the metrics and the stats
-                refusal = ContentRefused(provider.name, reason)
+                refusal = ContentRefused(provider.name, str(reason))
                 if w.on_provider_error is not None:
                     w.on_provider_error(provider.name, refusal)
                 raise JobFailed(reason) from refusal
@@ -121,7 +123,7 @@ async def wait_remote(w: Worker, job: Job, provider: VideoProvider) -> Job:
             job = await w.report_progress(job, progress, waiting=waiting, position=result.queue_position)
         if w.clock.now() >= deadline:
             await stop_at_provider(job, provider)  # or it runs on, and is billed, for nobody
-            raise JobFailed("The video service took too long; your credits are returned.")
+            raise JobFailed(Said(N_("failure.took-too-long")))
         # Never sooner than the provider asks; otherwise ever less often as the job runs on: from the worker's
         # `poll_interval` (0.5 s: a short offline render is noticed at once) growing by half each time up to
         # POLL_INTERVAL_CAP, so a 60 s job costs about eleven polls and a ten-minute one about fifty.
@@ -150,7 +152,7 @@ async def download(w: Worker, job: Job, provider: VideoProvider) -> Job:
         # The provider is making it again (an offline render restarted after a crash): wait once more.
         return await w.move(job, JobState.RUNNING, detail="result not ready after all; waiting again")
     if result.state is not RemoteState.SUCCEEDED:
-        raise JobFailed(result.error or "The finished video is no longer available at the video service.")
+        raise JobFailed(result.error or Said(N_("failure.result-gone")))
     crash_point("downloaded")
     job = await w.move(job, JobState.DELIVERING, result_path=str(dest))
     crash_point("delivering")
@@ -174,7 +176,7 @@ async def deliver(w: Worker, job: Job, provider: VideoProvider) -> Job:
                 return found
         clip = Path(job.result_path or w.staging_dir / f"{job.id}.mp4")
         if not clip.exists():
-            raise JobFailed("The finished video was lost before it could be posted; your credits are returned.")
+            raise JobFailed(Said(N_("failure.clip-lost")))
         job = await w.move(job, JobState.DELIVERING, post_attempted_at=w.clock.now(), detail=f"posting, try {number}")
         crash_point("post_intent")
         return await w.delivery.deliver(job, clip)
@@ -194,7 +196,7 @@ async def cancel(w: Worker, job: Job, provider: VideoProvider) -> Job:
     """A member or an admin asked to stop: tell the provider (best effort) and end the job with a refund."""
     if job.state in (JobState.RUNNING, JobState.SUBMITTING):
         await stop_at_provider(job, provider)
-    return await w.end(job, JobState.CANCELLED, "cancelled by request")
+    return await w.end(job, JobState.CANCELLED, Said(N_("failure.cancelled-by-request")))
 
 
 async def stop_at_provider(job: Job, provider: VideoProvider) -> None:

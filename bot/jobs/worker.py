@@ -34,7 +34,9 @@ from bot.errors import (
     ProviderUnavailable,
     StoreError,
 )
+from bot.errors.said import Said
 from bot.faults import crash_point
+from bot.i18n.ids import N_
 from bot.jobs import liveness
 from bot.jobs.breaker import CircuitBreaker
 from bot.jobs.notify import Delivery, Transitions
@@ -280,7 +282,7 @@ class Worker:
             await count_provider_refusal(self.store, job, failure, at=self.clock.now())  # the server stats
         except Exception:
             log.exception("job %s: unexpected error", job.id)
-            job = await self.end(job, JobState.FAILED, f"Something went wrong on our side (reference {job.id[:8]}).")
+            job = await self.end(job, JobState.FAILED, Said(N_("failure.internal"), {"reference": job.id[:8]}))
         if job.state.is_terminal:
             discard_job_files(job, self.dirs)
             await discard_stored_input(self.store, job.request, job_id=job.id)
@@ -344,9 +346,10 @@ class Worker:
         await self.transitions.fire(moved, job.state)  # which logs the move, once (`notify.log_move`)
         return moved
 
-    async def end(self, job: Job, state: JobState, reason: str) -> Job:
-        """Fail or cancel with a refund, whatever state the job was in."""
-        change = Transition(state, worker_id=self.worker_id, refund=True, error=reason)
+    async def end(self, job: Job, state: JobState, reason: Said) -> Job:
+        """Fail or cancel with a refund, whatever state the job was in. The reason is stored as its id and facts,
+        and put in words by whoever shows it."""
+        change = Transition(state, worker_id=self.worker_id, refund=True, error=str(reason))
         try:
             ended = await self.store.transition(job.id, change, now=self.clock.now())
         except (InvalidTransition, LeaseLost):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from bot.domain import ModelInfo, VideoRequest
+from bot.errors.said import Said
 
 
 class RemoteState(enum.StrEnum):
@@ -41,8 +42,9 @@ class PollResult:
     state: RemoteState
     progress: float | None = None
     """0.0 to 1.0 when the provider reports it."""
-    error: str | None = None
-    """The provider's own words on failure, shown to the member."""
+    error: Said | None = None
+    """Why it failed (or was cancelled), for the member: the provider's own words where it gave any
+    (`vendor_said`, or inside the adapter's sentence)."""
     poll_after: float | None = None
     """The provider's hint for the next poll, in seconds."""
     queue_position: int | None = None

@@ -40,6 +40,8 @@ from bot.errors import (
     RequestRejected,
     ResultExpired,
 )
+from bot.errors.said import Said, vendor_said
+from bot.i18n.ids import N_
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
 from bot.providers.comfyui_hosts import CREDENTIAL_VARIABLE, Host, HostPool, parse_hosts, stopped_answering
 from bot.providers.comfyui_socket import ProgressListener
@@ -178,9 +180,8 @@ class ComfyUIProvider:
             entry = await self._history(host, prompt_id)
             if entry is None:
                 log.warning("job %s: ComfyUI at %s no longer knows prompt %s", remote.job_id, host.url, prompt_id)
-                raise RemoteJobLost(
-                    "ComfyUI no longer knows this job (the server restarted, or its queue was cleared)."
-                )
+                raise RemoteJobLost(f"{PROVIDER} at {host.url} no longer knows prompt {prompt_id}",
+                                    user_message=Said(N_("failure.comfyui.job-lost")))  # fmt: skip
         self.pool.finished(host, prompt_id, entry)
         return _finished(host, prompt_id, entry)
 
@@ -204,7 +205,8 @@ class ComfyUIProvider:
             await self.http.download(result.output_url, dest, headers=host.headers)
         except ResultExpired:
             # ComfyUI's files do not expire: gone from its output folder means gone.
-            raise RemoteJobLost("ComfyUI no longer has the finished video in its output folder.") from None
+            raise RemoteJobLost(f"{PROVIDER}: the finished video of {remote.remote_id} is gone from its output folder",
+                                user_message=Said(N_("failure.comfyui.video-gone"))) from None  # fmt: skip
 
     async def aclose(self) -> None:
         for listener in self.listeners.values():
@@ -320,17 +322,17 @@ def _finished(host: Host, prompt_id: str, entry: dict[str, Any]) -> PollResult:
         for message in status.get("messages") or ():
             event, data = (message[0], message[1]) if isinstance(message, list) and len(message) == 2 else ("", {})
             if event == "execution_interrupted":
-                return PollResult(RemoteState.CANCELLED, error="The generation was interrupted at ComfyUI.")
+                return PollResult(RemoteState.CANCELLED, error=Said(N_("failure.comfyui.interrupted")))
             if event == "execution_error" and isinstance(data, dict):
                 log.warning("comfyui: prompt %s failed at node %s (%s) on %s", prompt_id, data.get("node_id"),
                             data.get("node_type"), host.url)  # fmt: skip
                 reason = str(data.get("exception_message") or "").strip()
-                return PollResult(RemoteState.FAILED, error=reason[:500] or "The ComfyUI workflow failed.")
-        return PollResult(RemoteState.FAILED, error="The ComfyUI workflow failed.")
+                said = vendor_said(reason[:500]) if reason else Said(N_("failure.comfyui.workflow-failed"))
+                return PollResult(RemoteState.FAILED, error=said)
+        return PollResult(RemoteState.FAILED, error=Said(N_("failure.comfyui.workflow-failed")))
     video = find_video(entry.get("outputs"))
     if video is None:
-        return PollResult(RemoteState.FAILED, error="The ComfyUI workflow finished without a video: its output node "
-                                                    "must save one (mp4, webm, animated webp or gif).")  # fmt: skip
+        return PollResult(RemoteState.FAILED, error=Said(N_("failure.comfyui.no-video")))
     url = httpx.URL(host.api("view"), params=video.query)
     return PollResult(RemoteState.SUCCEEDED, progress=1.0, output_url=str(url))
 

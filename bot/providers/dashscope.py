@@ -36,6 +36,8 @@ from bot.errors import (
     RemoteJobLost,
     RequestRejected,
 )
+from bot.errors.said import Said, vendor_said
+from bot.i18n.ids import N_
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
 from bot.providers.frames import data_uri, fitted_frame, read_frame
 from bot.providers.hosted import HostedProvider
@@ -190,7 +192,7 @@ class DashScopeProvider(HostedProvider):
         if state is RemoteState.FAILED:
             return PollResult(state, error=_failure_reason(output), refused=str(output.get("code")) in REFUSAL_CODES)
         if state is RemoteState.CANCELLED:
-            return PollResult(state, error="cancelled at DashScope")
+            return PollResult(state, error=Said(N_("failure.cancelled-at"), {"service": "DashScope"}))
         return PollResult(state, poll_after=POLL_SECONDS)
 
     async def cancel(self, remote: RemoteJob) -> None:
@@ -247,15 +249,17 @@ def _field_in(message: str) -> str | None:
     return None
 
 
-def _failure_reason(output: dict[str, Any]) -> str:
+def _failure_reason(output: dict[str, Any]) -> Said:
     """What the member reads when the task failed: a moderation block's own message, else code and message."""
     code = str(output.get("code") or "")
     message = str(output.get("message") or "")
     if code in REFUSAL_CODES:
-        return f"refused by the content policy: {message or code}"
+        return Said(N_("failure.policy-refused"), {"reason": message or code})
     if code and message:
-        return f"{message} ({code})"
-    return message or code or "DashScope could not make this video"
+        return Said(N_("failure.provider-said.code"), {"reason": message, "code": code})
+    if message or code:
+        return vendor_said(message or code)
+    return Said(N_("failure.service-could-not-make"), {"service": "DashScope"})
 
 
 async def _create_body(model: WanModel, request: VideoRequest) -> dict[str, Any]:

@@ -43,6 +43,8 @@ from bot.errors import (
     RemoteJobLost,
     RequestRejected,
 )
+from bot.errors.said import Said, vendor_said
+from bot.i18n.ids import N_
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
 from bot.providers.frames import data_uri, missing_image, sniff_mime
 from bot.providers.hosted import HostedProvider
@@ -303,11 +305,13 @@ def progress_in(logs: object) -> float | None:
     return None
 
 
-def _failure_in(status: dict[str, Any]) -> str | None:
+def _failure_in(status: dict[str, Any]) -> Said | None:
     error, error_type = status.get("error"), status.get("error_type")
     if error:
-        return str(error)
-    return f"fal could not make this video ({error_type})" if error_type else None
+        return vendor_said(str(error))
+    if not error_type:
+        return None
+    return Said(N_("failure.service-could-not-make.code"), {"service": "fal", "code": str(error_type)})
 
 
 def _video_url_in(result: object) -> str | None:

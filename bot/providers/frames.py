@@ -23,6 +23,8 @@ from pathlib import Path
 from PIL import Image
 
 from bot.errors import ImageRejected, ProviderError, RequestRejected
+from bot.errors.said import Said
+from bot.i18n.ids import N_
 from bot.images import MAX_IMAGE_PIXELS, load_image
 
 MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
@@ -58,12 +60,12 @@ def fitted_frame(path: Path, size: tuple[int, int], *, fmt: str = "JPEG", qualit
 
 def missing_image(path: Path) -> ProviderError:
     return ProviderError(f"image {path} not found", retryable=False,
-                         user_message="The image for this video is missing; attach it again.")  # fmt: skip
+                         user_message=Said(N_("failure.image-missing")))  # fmt: skip
 
 
 def unusable_image(provider: str, path: Path, error: Exception) -> ProviderError:
     return ProviderError(f"{provider}: image {path} unusable: {type(error).__name__}", retryable=False,
-                         user_message="The image for this video could not be read; attach it again.")  # fmt: skip
+                         user_message=Said(N_("failure.image-unreadable")))  # fmt: skip
 
 
 async def cropped_frame(provider: str, path: Path, size: tuple[int, int], *, fmt: str = "JPEG") -> bytes:

@@ -40,6 +40,8 @@ from bot.errors import (
     RequestRejected,
     ResultExpired,
 )
+from bot.errors.said import Said
+from bot.i18n.ids import N_
 from bot.providers.base import ProviderHealth
 
 log = logging.getLogger(__name__)
@@ -133,7 +135,7 @@ class ProviderHttp:
             raise ProviderError(
                 f"{self.provider} unreachable: {type(exc).__name__}",
                 retryable=True,
-                user_message="The video service cannot be reached right now.",
+                user_message=Said(N_("failure.unreachable")),
             ) from None
         except httpx.TransportError as exc:
             if kind is Kind.CREATE:
@@ -157,7 +159,7 @@ class ProviderHttp:
         if kind is Kind.CREATE and status in self._not_accepted:
             return ProviderError(f"{self.provider} did not accept the job (HTTP {status}): {reason}",
                                  retryable=True, retry_after=wait, status=status,
-                                 user_message="The video service is busy; try again in a while.")  # fmt: skip
+                                 user_message=Said(N_("failure.provider-busy")))  # fmt: skip
         if status in (401, 403):
             return CredentialsRejected(self.provider, self.credential_variable, status=status)
         if status == 402:
@@ -166,7 +168,7 @@ class ProviderHttp:
             return CreateOutcomeUnknown(self.provider, f"HTTP {status}: {reason}")
         if status in RETRYABLE_READ:
             return ProviderError(f"{self.provider} HTTP {status}: {reason}", retryable=True, retry_after=wait,
-                                 status=status, user_message="The video service is having trouble.")  # fmt: skip
+                                 status=status, user_message=Said(N_("failure.provider-trouble")))  # fmt: skip
         if kind is Kind.READ and status in (404, 410):
             return RemoteJobLost(f"{self.provider} no longer knows this job (HTTP {status}): {reason}")
         return RequestRejected(self.provider, reason, status=status)

@@ -41,6 +41,8 @@ from bot.errors import (
     RemoteJobLost,
     RequestRejected,
 )
+from bot.errors.said import Said, vendor_said
+from bot.i18n.ids import N_
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
 from bot.providers.frames import encoded, fitted_frame, read_frame
 from bot.providers.hosted import HostedProvider
@@ -198,7 +200,8 @@ class KlingProvider(HostedProvider):
             reason = str(data.get("task_status_msg") or "").strip()
             # Kling's risk control (its content policy) words the refusal of a finished video this way.
             refused = "risk control" in reason.lower()
-            return PollResult(state, error=reason or "Kling could not make this video", refused=refused)
+            said = vendor_said(reason) if reason else Said(N_("failure.service-could-not-make"), {"service": "Kling"})
+            return PollResult(state, error=said, refused=refused)
         return PollResult(state, poll_after=POLL_SECONDS)
 
     async def cancel(self, remote: RemoteJob) -> None:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from bot.domain import ASPECTS, ModelInfo, VideoRequest
 from bot.errors import ProviderError, RemoteJobLost
+from bot.errors.said import Said
+from bot.i18n.ids import N_
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
 from bot.providers.local_render import RenderCancelled, RenderError, render_card
 
@@ -59,7 +61,7 @@ class _Render:
     total: int
     cancel_flag: threading.Event = field(default_factory=threading.Event)
     frames_done: int = 0
-    error: str | None = None
+    error: Said | None = None
     cancelled: bool = False
     task: asyncio.Task[None] | None = None
 
@@ -116,7 +118,7 @@ class LocalPreviewProvider:
         if render.task is not None and not render.task.done():
             return PollResult(RemoteState.RUNNING, progress=render.frames_done / render.total, poll_after=0.5)
         if render.cancelled:
-            return PollResult(RemoteState.CANCELLED, error="cancelled")
+            return PollResult(RemoteState.CANCELLED)
         if render.error is not None:
             return PollResult(RemoteState.FAILED, error=render.error)
         if not self.output_path(remote.remote_id).is_file():
@@ -181,10 +183,10 @@ class LocalPreviewProvider:
             render.cancelled = True
         except RenderError as exc:
             log.warning("job %s: local render failed: %s", render.job_id, exc)
-            render.error = str(exc)
+            render.error = exc.said
         except Exception as exc:
             log.exception("job %s: local render failed", render.job_id)
-            render.error = f"the local preview could not be rendered: {exc}"
+            render.error = Said(N_("failure.local.render-failed"), {"detail": str(exc)})
         else:
             log.info("job %s: rendered %d frames to %s", render.job_id, render.total, dest.name)
 
@@ -205,7 +207,7 @@ def _validate(request: VideoRequest) -> None:
         raise ProviderError(
             f"image {request.image_path} not found",
             retryable=False,
-            user_message="The image for this video is missing; attach it again.",
+            user_message=Said(N_("failure.image-missing")),
         )
 
 

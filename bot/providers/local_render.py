@@ -23,6 +23,8 @@ import numpy.typing as npt
 
 from bot.domain import MAX_SEED, Aspect, VideoRequest
 from bot.errors import InvalidRequest, VideoBotError
+from bot.errors.said import Said
+from bot.i18n.ids import N_
 from bot.images import load_image
 from bot.providers.local_card import card_overlay, label_overlay
 
@@ -41,7 +43,12 @@ U16Array = npt.NDArray[np.uint16]
 
 
 class RenderError(VideoBotError):
-    """The card could not be rendered (unreadable image, encoder failure); the message says why."""
+    """The card could not be rendered (unreadable image, encoder failure); the message says why, for the log, and
+    `said` for the member."""
+
+    def __init__(self, message: str, said: Said) -> None:
+        super().__init__(message)
+        self.said = said
 
 
 class RenderCancelled(VideoBotError):
@@ -170,7 +177,8 @@ class _ImageBackground:
             # declare a huge image, and this runs on the worker that renders everyone's jobs.
             fitted = load_image(path, (big_w, big_h))
         except (InvalidRequest, OSError) as exc:
-            raise RenderError(f"cannot read the image {path.name}: {exc}") from exc
+            said = Said(N_("failure.local.image-unreadable"), {"image": path.name, "detail": str(exc)})
+            raise RenderError(f"cannot read the image {path.name}: {exc}", said) from exc
         self.image: U8Array = np.asarray(fitted, dtype=np.uint8)
         self.width, self.height, self.total = width, height, total
         self.span_x, self.span_y = big_w - width, big_h - height

@@ -37,6 +37,8 @@ from bot.errors import (
     RemoteJobLost,
     RequestRejected,
 )
+from bot.errors.providers import could_not_make
+from bot.errors.said import Said
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
 from bot.providers.hosted import HostedProvider
 from bot.providers.http import Kind, ProviderHttp
@@ -181,12 +183,12 @@ def poll_result(generation: Any) -> PollResult:
     return PollResult(state)
 
 
-def failure_message(reason: object) -> str:
+def failure_message(reason: object) -> Said:
     """What the member reads about a failed generation: a moderation refusal as such, else Luma's words."""
-    text = (reason if isinstance(reason, str) else "").strip()[:300] or "no reason given"
+    text = (reason if isinstance(reason, str) else "").strip()[:300]
     if REFUSAL.search(text):
         return ContentRefused(NAME, text).user_message
-    return f"The video service could not make this video: {text}"
+    return could_not_make(text)
 
 
 def map_error(response: httpx.Response, kind: Kind) -> ProviderError | None:

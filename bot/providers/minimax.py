@@ -44,6 +44,8 @@ from bot.errors import (
     RemoteJobLost,
     RequestRejected,
 )
+from bot.errors.said import Said, vendor_said
+from bot.i18n.ids import N_
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
 from bot.providers.frames import data_uri, fitted_frame, image_errors
 from bot.providers.hosted import HostedProvider
@@ -229,7 +231,7 @@ def vendor_error(code: int, message: str, kind: Kind, *, status: int | None = No
     said = f"{message} (code {code})"
     if code in RETRY_LATER:
         return ProviderError(f"{NAME} rate limit: {said}", retryable=True, retry_after=wait, status=status,
-                             user_message="The video service is busy; try again in a while.")  # fmt: skip
+                             user_message=Said(N_("failure.provider-busy")))  # fmt: skip
     if code in BAD_KEY:
         return CredentialsRejected(NAME, CREDENTIAL_VARIABLE, status=status)
     if code in BILLING:
@@ -241,7 +243,7 @@ def vendor_error(code: int, message: str, kind: Kind, *, status: int | None = No
             f"{NAME}: the account must complete real-name verification on the MiniMax platform: {said}",
             retryable=False,
             status=status,
-            user_message="The video service account is not fully set up; a server admin needs to finish it.",
+            user_message=Said(N_("failure.account-not-set-up")),
         )
     if code == BAD_PARAMETER:
         if kind is Kind.READ:  # a query or retrieve names only an id: MiniMax no longer knows it
@@ -252,7 +254,7 @@ def vendor_error(code: int, message: str, kind: Kind, *, status: int | None = No
         return CreateOutcomeUnknown(NAME, said)
     if code in SERVER_TROUBLE:
         return ProviderError(f"{NAME} server trouble: {said}", retryable=True, retry_after=wait, status=status,
-                             user_message="The video service is having trouble.")  # fmt: skip
+                             user_message=Said(N_("failure.provider-trouble")))  # fmt: skip
     return ProviderError(f"{NAME} error: {said}", retryable=False, status=status)
 
 
@@ -292,14 +294,18 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return answer
 
 
-def _failure_reason(answer: dict[str, Any], code: int, message: str) -> str:
+def _failure_reason(answer: dict[str, Any], code: int, message: str) -> Said:
     """What the member reads when the task failed: a refusal's own words, else the vendor's error message."""
     if code in REFUSED:
-        return f"refused by the content policy: {message or 'sensitive content'}"
+        if not message:
+            return Said(N_("failure.policy-refused.sensitive"))
+        return Said(N_("failure.policy-refused"), {"reason": message})
     detail = answer.get("error_message")
     if isinstance(detail, str) and detail.strip():
-        return detail.strip()
-    return message if code and message else "MiniMax could not make this video"
+        return vendor_said(detail.strip())
+    if code and message:
+        return vendor_said(message)
+    return Said(N_("failure.service-could-not-make"), {"service": "MiniMax"})
 
 
 def _field_in(message: str) -> str | None:

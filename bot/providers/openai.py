@@ -33,6 +33,8 @@ from bot.errors import (
     RemoteJobLost,
     RequestRejected,
 )
+from bot.errors.providers import could_not_make
+from bot.errors.said import Said
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
 from bot.providers.frames import cropped_frame
 from bot.providers.http import Kind, ProviderHttp, parse_json
@@ -314,14 +316,14 @@ def map_error(response: httpx.Response, kind: Kind) -> ProviderError | None:
     return None
 
 
-def _failure_text(error: object) -> str:
+def _failure_text(error: object) -> Said:
     """What the member reads about a failed video: the server's own reason, named a refusal when it is one."""
     code = str(error.get("code") or "") if isinstance(error, dict) else ""
     message = str(error.get("message") or "").strip() if isinstance(error, dict) else ""
-    reason = message or code or "no reason given"
+    reason = message or code
     if code in REFUSAL_CODES or "moderation" in code:
-        return f"The video service refused this request: {reason}"
-    return f"The video service could not make this video: {reason}"
+        return ContentRefused(PROVIDER, reason).user_message
+    return could_not_make(reason)
 
 
 def _progress(value: object) -> float | None:

@@ -32,6 +32,9 @@ from bot.errors import (
     RemoteJobLost,
     RequestRejected,
 )
+from bot.errors.providers import could_not_make
+from bot.errors.said import Said
+from bot.i18n.ids import N_
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
 from bot.providers.frames import cropped_frame, data_uri
 from bot.providers.hosted import HostedProvider
@@ -234,13 +237,13 @@ def poll_result(prediction: Any) -> PollResult:
     if status == "succeeded":
         url = video_url(prediction.get("output"))
         if url is None:
-            return PollResult(RemoteState.FAILED, error="The video service finished without a video.")
+            return PollResult(RemoteState.FAILED, error=Said(N_("failure.no-video")))
         return PollResult(RemoteState.SUCCEEDED, progress=1.0, output_url=url)
     if status == "failed":
         failure = _failure_error(prediction.get("error"))
         return PollResult(RemoteState.FAILED, error=failure.user_message, refused=isinstance(failure, ContentRefused))
     if status == "canceled":
-        return PollResult(RemoteState.CANCELLED, error="cancelled at Replicate")
+        return PollResult(RemoteState.CANCELLED, error=Said(N_("failure.cancelled-at"), {"service": "Replicate"}))
     # A status this adapter does not know: keep polling (the poll deadline ends it) rather than fail a job
     # that may still be running, and billed.
     log.warning("%s: prediction %s has unknown status %r", PROVIDER, prediction.get("id"), status)
@@ -277,14 +280,11 @@ def video_url(output: object) -> str | None:
 def _failure_error(error: object) -> ProviderError:
     """A failed prediction's error as the member reads it: a safety refusal as such, anything else as the
     model's own words (trimmed: some are tracebacks)."""
-    reason = (error if isinstance(error, str) else "").strip()[:300] or "no reason given"
+    said = (error if isinstance(error, str) else "").strip()[:300]
+    reason = said or "no reason given"
     if _REFUSAL.search(reason):
         return ContentRefused(PROVIDER, reason)
-    return ProviderError(
-        f"{PROVIDER} prediction failed: {reason}",
-        retryable=False,
-        user_message=f"The video service could not make this video: {reason}",
-    )
+    return ProviderError(f"{PROVIDER} prediction failed: {reason}", retryable=False, user_message=could_not_make(said))
 
 
 def map_error(response: httpx.Response, kind: Kind) -> ProviderError | None:

@@ -37,6 +37,8 @@ from bot.errors import (
     RemoteJobLost,
     RequestRejected,
 )
+from bot.errors.said import Said, vendor_said
+from bot.i18n.ids import N_
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
 from bot.providers.frames import data_uri, fitted_frame, read_frame
 from bot.providers.hosted import HostedProvider
@@ -235,31 +237,34 @@ def poll_result(task: Any) -> PollResult:
         output = task.get("output")
         url = output[0] if isinstance(output, list) and output else None
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-            return PollResult(RemoteState.FAILED, error="Runway finished without a video.")
+            said = Said(N_("failure.finished-without-video"), {"service": "Runway"})
+            return PollResult(RemoteState.FAILED, error=said)
         return PollResult(state, progress=1.0, output_url=url)
     if state is RemoteState.FAILED:
         refused = str(task.get("failureCode") or "").startswith("SAFETY.")
         return PollResult(state, error=failure_reason(task), refused=refused)
     if state is RemoteState.CANCELLED:
-        return PollResult(state, error="cancelled at Runway")
+        return PollResult(state, error=Said(N_("failure.cancelled-at"), {"service": "Runway"}))
     progress = task.get("progress")
     if state is RemoteState.RUNNING and isinstance(progress, int | float) and not isinstance(progress, bool):
         return PollResult(state, progress=min(1.0, max(0.0, float(progress))), poll_after=POLL_SECONDS)
     return PollResult(state, poll_after=POLL_SECONDS)
 
 
-def failure_reason(task: Mapping[str, Any]) -> str:
+def failure_reason(task: Mapping[str, Any]) -> Said:
     """What the member reads when a task failed: a moderation refusal as such, else Runway's reason. Runway's
     `failure` is terse and meant to be given context, so the code's family decides the framing."""
     code = str(task.get("failureCode") or "")
     failure = str(task.get("failure") or "").strip()[:300]
     if code.startswith("SAFETY."):
-        return f"Runway's content moderation refused this request: {failure or code}"
+        return Said(N_("failure.runway.moderation"), {"reason": failure or code})
     if code.startswith("INTERNAL"):  # a bad output or a fault at Runway: the same request may well pass
-        return f"Runway could not make this video ({failure or code}); trying again may work."
+        return Said(N_("failure.runway.internal"), {"reason": failure or code})
     if failure and code:
-        return f"{failure} ({code})"
-    return failure or code or "Runway could not make this video."
+        return Said(N_("failure.provider-said.code"), {"reason": failure, "code": code})
+    if failure or code:
+        return vendor_said(failure or code)
+    return Said(N_("failure.service-could-not-make"), {"service": "Runway"})
 
 
 def map_error(response: httpx.Response, kind: Kind) -> ProviderError | None:

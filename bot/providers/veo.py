@@ -34,6 +34,8 @@ from bot.errors import (
     RemoteJobLost,
     RequestRejected,
 )
+from bot.errors.said import Said, vendor_said
+from bot.i18n.ids import N_
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
 from bot.providers.frames import encoded, sniff_mime
 from bot.providers.hosted import HostedProvider
@@ -84,10 +86,8 @@ _REQUEST_FIELDS = {
     "negativePrompt": "negative_prompt",
 }
 """Gemini's field names (last part of a BadRequest field path) as the bot's request options."""
-FILE_GONE = (
-    "Veo no longer has the finished video (the Gemini API keeps generated files only for a limited time), "
-    "and it cannot hand it out again."
-)
+FILE_GONE = Said(N_("failure.veo.file-gone"))
+"""The Gemini API keeps generated files only for a limited time, and cannot hand one out again."""
 
 
 class VeoProvider(HostedProvider):
@@ -185,7 +185,9 @@ def operation_result(operation: Any) -> PollResult:
     error = operation.get("error")
     if isinstance(error, dict):
         # A google.rpc.Status: `code` is a gRPC code here, not an HTTP status; the message is Google's reason.
-        return PollResult(RemoteState.FAILED, error=str(error.get("message") or "Veo could not make this video."))
+        message = str(error.get("message") or "")
+        said = vendor_said(message) if message else Said(N_("failure.service-could-not-make"), {"service": "Veo"})
+        return PollResult(RemoteState.FAILED, error=said)
     answer = _dict(_dict(operation.get("response")).get("generateVideoResponse"))
     for sample in _dicts(answer.get("generatedSamples")):
         uri = _dict(sample.get("video")).get("uri")
@@ -195,9 +197,9 @@ def operation_result(operation: Any) -> PollResult:
     reasons = [str(reason) for reason in filtered if reason] if isinstance(filtered, list) else []
     if reasons or answer.get("raiMediaFilteredCount"):
         # Done with no video because Google's safety filters removed it: a content refusal, in Google's words.
-        return PollResult(RemoteState.FAILED, error="; ".join(reasons) or "Veo's safety filters blocked this video.",
-                          refused=True)  # fmt: skip
-    return PollResult(RemoteState.FAILED, error="Veo finished without a video.")
+        said = vendor_said("; ".join(reasons)) if reasons else Said(N_("failure.veo.safety-filters"))
+        return PollResult(RemoteState.FAILED, error=said, refused=True)
+    return PollResult(RemoteState.FAILED, error=Said(N_("failure.finished-without-video"), {"service": "Veo"}))
 
 
 def file_download_url(uri: str) -> str:
@@ -231,7 +233,7 @@ def vendor_error(response: httpx.Response, kind: Kind) -> ProviderError | None:
             return ContentRefused(PROVIDER, message)
         return RequestRejected(PROVIDER, message, field=_violated_field(details), status=code)
     if code == 404 and "/files/" in response.request.url.path:
-        return RemoteJobLost(FILE_GONE)
+        return RemoteJobLost(f"{PROVIDER} no longer has the generated file", user_message=FILE_GONE)
     if code == 404 and kind is Kind.CREATE:
         return RequestRejected(PROVIDER, message, field="model", status=code)
     return None
@@ -248,7 +250,7 @@ def _rate_limited(response: httpx.Response, message: str, details: list[dict[str
             if delay is not None:
                 return ProviderError(f"{PROVIDER} rate limited (HTTP 429): {message}", retryable=True,
                                      retry_after=delay, status=429,
-                                     user_message="The video service is busy; try again in a while.")  # fmt: skip
+                                     user_message=Said(N_("failure.provider-busy")))  # fmt: skip
     return None
 
 

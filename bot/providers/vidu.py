@@ -38,6 +38,8 @@ from bot.errors import (
     RemoteJobLost,
     RequestRejected,
 )
+from bot.errors.said import Said
+from bot.i18n.ids import N_
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
 from bot.providers.frames import data_uri, fitted_frame, read_frame
 from bot.providers.hosted import HostedProvider
@@ -60,7 +62,17 @@ FAILURE_REASONS = {
     "CreditInsufficient": "the Vidu account has run out of credits",
     "ImageFormatInvalid": "Vidu could not use the image",
 }
-"""A failed task's `err_code` in words for the member (Vidu's error-code table); others are shown as they come."""
+"""A refusal's `err_code` in words, for the log and the refusal's reason (Vidu's error-code table)."""
+FAILED_TASKS = {
+    "AuditSubmitIllegal": N_("failure.vidu.audit-submit-illegal"),
+    "TaskPromptPolicyViolation": N_("failure.vidu.prompt-policy-violation"),
+    "CreationPolicyViolation": N_("failure.vidu.creation-policy-violation"),
+    "ModelUnavailable": N_("failure.vidu.model-unavailable"),
+    "CreditInsufficient": N_("failure.vidu.credit-insufficient"),
+    "ImageFormatInvalid": N_("failure.vidu.image-format-invalid"),
+}
+"""A failed task's `err_code` as the member reads it, `({code})` after the words; other codes are named as they
+come."""
 IMAGE_CODES = frozenset({"ImageFormatInvalid", "PageSizeOutOfRange", "ImageDownloadFailure"})
 FIELD_CODES = frozenset({"FieldLacking", "FieldUnwanted", "FieldInvalid", "FieldItemCountOutOfRange", "BadRequest"})
 VENDOR_FIELDS = {"images": "image", "aspect_ratio": "aspect", "duration": "duration", "seed": "seed",
@@ -221,7 +233,7 @@ class ViduProvider(HostedProvider):
         if state is RemoteState.FAILED:
             code = str(answer.get("err_code") or "")
             if code == "UserCancelled":
-                return PollResult(RemoteState.CANCELLED, error="cancelled at Vidu")
+                return PollResult(RemoteState.CANCELLED, error=Said(N_("failure.cancelled-at"), {"service": "Vidu"}))
             return PollResult(state, error=failure_reason(code), refused=code in REFUSAL_CODES)
         return PollResult(state, poll_after=POLL_SECONDS)
 
@@ -286,12 +298,11 @@ def credits_left(account: Any) -> int | None:
     return sum(counted) if counted else None
 
 
-def failure_reason(code: str) -> str:
+def failure_reason(code: str) -> Said:
     """What the member reads when the task failed: Vidu gives only a code, put in words where it is known."""
     if not code:
-        return "Vidu could not make this video"
-    words = FAILURE_REASONS.get(code)
-    return f"{words} ({code})" if words else f"Vidu could not make this video ({code})"
+        return Said(N_("failure.service-could-not-make"), {"service": "Vidu"})
+    return Said(FAILED_TASKS.get(code, N_("failure.service-could-not-make.code")), {"service": "Vidu", "code": code})
 
 
 def _task_id(remote: RemoteJob) -> str:

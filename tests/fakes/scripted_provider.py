@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bot.domain import ASPECTS, ModelInfo, VideoRequest
 from bot.errors import ProviderError
+from bot.errors.said import vendor_said
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
 
 # A few bytes are enough for the engine; media tests use real renders.
@@ -30,7 +31,7 @@ class ScriptedProvider:
     supports_image: bool = False
     requires_image: bool = False
     fail_with: str | None = None
-    """Every job ends FAILED with this message."""
+    """Every job ends FAILED with this message (the vendor's own words)."""
     faults: dict[str, deque[ProviderError]] = field(default_factory=lambda: defaultdict(deque))
     """Errors raised by the next calls of a step ('submit', 'poll', 'cancel', 'download'), in order."""
     calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -84,7 +85,7 @@ class ScriptedProvider:
         if remote.remote_id.removeprefix("remote-") in self.cancelled:
             return PollResult(RemoteState.CANCELLED)
         if self.fail_with is not None:
-            return PollResult(RemoteState.FAILED, error=self.fail_with)
+            return PollResult(RemoteState.FAILED, error=vendor_said(self.fail_with))
         self._polls[remote.remote_id] += 1
         done = self._polls[remote.remote_id] > self.polls_to_finish
         if done:
