@@ -12,6 +12,10 @@ ENV PYTHONUNBUFFERED=1 \
 # A dedicated user with no login shell; the installed code stays root-owned, so the bot cannot change it.
 RUN useradd --system --user-group --uid 10001 --home-dir /app --no-create-home --shell /usr/sbin/nologin videobot
 
+# /videoadmin stats labels its chart in the admin's language: Chinese, Japanese and Korean need a font that has
+# them (matplotlib's own has none; without one, those charts are labelled in English).
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-noto-cjk && rm -rf /var/lib/apt/lists/*
+
 # Install from a copy that is then removed: the bot runs from site-packages, not from the build context.
 # PyAV's wheel brings FFmpeg, asyncpg's the PostgreSQL driver: no compiler or system library is needed.
 COPY pyproject.toml README.md /src/

@@ -37,10 +37,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=20_000)
     calls = parser.parse_args().calls
-    job = Job(
-        id="0" * 32, guild_id=1, user_id=2, channel_id=3, credits=12, state=JobState.QUEUED, request=VideoRequest(prompt="a red fox trotting through fresh snow", model="fake/video",
-                                                    duration=5), created_at=0.0, updated_at=0.0,
-    )  # fmt: skip
+    request = VideoRequest(prompt="a red fox trotting through fresh snow", model="fake/video", duration=5)
+    job = Job(id="0" * 32, guild_id=1, user_id=2, channel_id=3, credits=12, state=JobState.QUEUED, request=request,
+              created_at=0.0, updated_at=0.0)  # fmt: skip
     refusal = QuotaExceeded(cost=1200, left=35, resets_at=1_800_000_000.0)
     print(f"{'language':8} {'load .mo':>9} {'.po→.mo':>9} {'status line':>12} {'refusal':>9}")
     for language in LANGUAGES:

@@ -4,7 +4,9 @@ reads the status message reads the reason in their own language (`bot.discord.me
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
+import httpx
 import pytest
 
 from bot.discord.messages import ENGLISH, reason_text
@@ -15,7 +17,11 @@ from bot.errors.said import Said
 from bot.i18n import N_, texts_for
 from bot.jobs.service import JobService
 from bot.jobs.worker import Worker
-from bot.providers.vidu import FAILURE_REASONS, failure_reason
+from bot.providers import dashscope, fal, kling, luma, openai, replicate, vidu
+from bot.providers.fal import IMAGE_MODEL, FalProvider
+from bot.providers.frames import read_frame
+from bot.providers.http import Kind
+from bot.providers.vidu import REFUSAL_CODES, failure_reason
 from bot.store.base import Store
 from tests.fakes.scripted_provider import ScriptedProvider
 
@@ -112,9 +118,97 @@ def test_english_reasons_read_as_before(error: ProviderError | DeliveryError, wo
     assert reason_text(error.user_message, ENGLISH) == words
 
 
-@pytest.mark.parametrize("code", sorted(FAILURE_REASONS))
-def test_vidus_codes_read_as_before(code: str) -> None:
-    assert reason_text(failure_reason(code), ENGLISH) == f"{FAILURE_REASONS[code]} ({code})"
+VIDU_WORDS = {
+    "AuditSubmitIllegal": "the prompt or image did not pass Vidu's safety review",
+    "TaskPromptPolicyViolation": "the prompt did not pass Vidu's safety review",
+    "CreationPolicyViolation": "the video made was blocked by Vidu's content policy",
+    "ModelUnavailable": "the model is unavailable at Vidu right now",
+    "CreditInsufficient": "the Vidu account has run out of credits",
+    "ImageFormatInvalid": "Vidu could not use the image",
+}
+"""Vidu's error codes as the bot has always put them in words."""
+
+
+@pytest.mark.parametrize(("code", "words"), sorted(VIDU_WORDS.items()))
+def test_vidus_codes_read_as_before(code: str, words: str) -> None:
+    assert reason_text(failure_reason(code), ENGLISH) == f"{words} ({code})"
+
+
+def vendor_answer(status: int, body: object, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(status, json=body, headers=headers, request=httpx.Request("POST", "https://vendor.test/v1"))
+
+
+def rejected(error: object) -> ProviderError:
+    assert isinstance(error, RequestRejected | ContentRefused), error
+    return error
+
+
+REJECTED = "The video service rejected this request"
+REFUSED = "The video service refused this request"
+
+
+# --- the adapters' own sentences: whole catalogue sentences, the English as before ----------------------------
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda: dashscope.fitted_size(4000, 100),
+         f"{REJECTED} (image): the image is too narrow (4000×100): Wan needs each side between 360 and 2000 pixels"),
+        (lambda: kling.fitted_size(3000, 1000),
+         f"{REJECTED} (image): the image is too elongated (3000×1000): Kling takes shapes up to 2.5:1; crop it and "
+         "attach it again"),
+        (lambda: fal.fal_error(vendor_answer(422, {"detail": [{"loc": ["body", "num_frames"], "type": "x"}]}),
+                               Kind.CREATE),
+         f"{REJECTED} (duration): invalid input"),
+        (lambda: fal.fal_error(vendor_answer(422, {"detail": [{"type": fal.CONTENT_POLICY}]}), Kind.CREATE),
+         f"{REFUSED}: the content was flagged by a content checker"),
+        (lambda: fal.fal_error(vendor_answer(422, {"detail": [{"type": fal.CONTENT_POLICY, "categories": ["gore"]}]}),
+                               Kind.CREATE),
+         f"{REFUSED}: the content was flagged by a content checker (gore)"),
+        (lambda: kling.map_error(vendor_answer(400, {"code": 1301}), Kind.CREATE),
+         f"{REFUSED}: refused by Kling's content policy"),
+        (lambda: kling.map_error(vendor_answer(403, {"code": 1103, "message": "No permission"}), Kind.CREATE),
+         f"{REJECTED} (model): the Kling account may not use this model: No permission (code 1103)"),
+        (lambda: kling.map_error(vendor_answer(400, {"code": 1200}), Kind.CREATE),
+         f"{REJECTED}: no message (code 1200)"),
+        (lambda: openai.map_error(vendor_answer(422, {"detail": [{"loc": ["body", "seconds"]}]}), Kind.CREATE),
+         f"{REJECTED} (seconds): invalid field"),
+        (lambda: luma.map_error(vendor_answer(422, {"detail": [{"loc": ["body", "aspect_ratio"]}]}), Kind.CREATE),
+         f"{REJECTED} (aspect): aspect_ratio: invalid"),
+        (lambda: replicate.map_error(vendor_answer(404, {"detail": "not found"}), Kind.CREATE),
+         f"{REJECTED} (model): no such model at Replicate: not found"),
+    ],
+)  # fmt: skip
+def test_an_adapters_own_reason_is_a_catalogue_sentence(make: object, words: str) -> None:
+    try:
+        error = make()  # type: ignore[operator]
+    except ProviderError as raised:
+        error = raised
+    said = rejected(error).user_message
+    assert said.message_id.startswith(("failure.rejected.", "failure.refused.")), "one whole sentence, translatable"
+    assert reason_text(said, ENGLISH) == words
+    assert words in str(error) and words == rejected(error).reason, "the log keeps the English"
+
+
+@pytest.mark.parametrize("code", sorted(REFUSAL_CODES))
+def test_a_vidu_refusal_at_create_reads_as_before(code: str) -> None:
+    error = rejected(vidu.map_error(vendor_answer(400, {"reason": code, "message": "flagged"}), Kind.CREATE))
+    assert error.user_message.message_id.startswith("failure.refused.vidu.")
+    assert reason_text(error.user_message, ENGLISH) == f"{REFUSED}: {VIDU_WORDS[code]} (flagged)"
+
+
+def test_the_vendors_words_stay_as_they_are_inside_our_sentence() -> None:
+    error = rejected(kling.map_error(vendor_answer(400, {"code": 1301, "message": "暴力的な内容"}), Kind.CREATE))
+    assert error.user_message == Said(N_("failure.content-refused"), {"reason": "暴力的な内容"})
+
+
+def test_an_images_header_problem_is_a_catalogue_sentence(tmp_path: Path) -> None:
+    garbage = tmp_path / "frame.png"
+    garbage.write_bytes(b"not an image")
+    with pytest.raises(RequestRejected) as caught, read_frame("acme", garbage):
+        pass
+    assert caught.value.user_message.message_id == "failure.rejected.image-unreadable"
+    words = f"{REJECTED} (image): the image could not be read (UnidentifiedImageError)"
+    assert reason_text(caught.value.user_message, ENGLISH) == words
 
 
 def test_a_job_failure_names_its_reason_in_logs_by_its_stored_form() -> None:
@@ -139,6 +233,31 @@ async def test_a_job_failed_by_its_provider_is_told_in_the_readers_language(
     assert reason_text(done.error, ENGLISH) == "The video service refused this request: violence"
     shown = status_text(done, JA)
     assert reason_text(done.error, JA) in shown and done.error not in shown, "words, never the stored form"
+
+
+async def test_an_adapters_own_refusal_is_stored_as_its_sentence_for_the_reader(
+    service: JobService, worker: Worker, store: Store, provider: ScriptedProvider, tmp_path: Path
+) -> None:
+    """fal's "attach an image" is the bot's sentence, not fal's: the Japanese reader reads it from the Japanese
+    catalogue once it is translated, never the English words the adapter once wrote into the reason."""
+    fal_provider = FalProvider("https://fal.invalid", "key")
+    try:
+        with pytest.raises(RequestRejected) as caught:
+            await fal_provider.submit("job-1", VideoRequest(prompt="a cat", model=f"fal/{IMAGE_MODEL}", duration=5))
+    finally:
+        await fal_provider.aclose()
+    provider.fail_next("submit", caught.value)
+    job = await service.enqueue(ALICE, request())
+    await worker.drain()
+    done = await store.get_job(job.id)
+    assert done is not None and done.state is JobState.FAILED
+
+    said = Said.parse(done.error)
+    assert said == Said(N_("failure.rejected.image-required"))
+    english = "The video service rejected this request (image): this model animates an image: attach one"
+    assert reason_text(done.error, ENGLISH) == english
+    assert reason_text(done.error, JA) == JA("failure.rejected.image-required")
+    assert english in str(caught.value), "the log keeps the English"
 
 
 async def test_a_fallbacks_reason_is_told_in_the_readers_language(

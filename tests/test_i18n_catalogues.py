@@ -14,6 +14,7 @@ import re
 import string
 import unicodedata
 from collections import Counter
+from datetime import date
 from functools import cache
 
 import pytest
@@ -173,13 +174,20 @@ def test_each_discord_locale_gets_its_catalogue(locale: str | None, language: st
     assert language_of(locale) == language
 
 
-def test_numbers_money_and_lists_follow_the_locale() -> None:
+ENGLISH_SENTENCES = texts_for("en").sentences(["One.", "Two."])
+
+
+def test_numbers_money_dates_and_lists_follow_the_locale() -> None:
     assert texts_for("de").number(1234567) == "1.234.567"
     assert texts_for("en-US").number(1234567) == "1,234,567"
     assert texts_for("fr").number(1234567).replace("\u202f", " ") == "1 234 567"
     assert texts_for("de").either(["a", "b", "c"]) == "a, b oder c"
     assert texts_for("en-US").money(1234.5) == "$1,234.50"
     assert "1.234,50" in texts_for("pt-BR").money(1234.5)
+    assert texts_for("de").date(date(2026, 11, 30)) == "30.11.2026"
+    assert texts_for("ja").date(date(2026, 11, 30)) == "2026/11/30"
+    assert texts_for("en").date(1_796_000_000.0) == "Nov 30, 2026"
+    assert texts_for("ja").sentences(["一。", "二。"]) == "一。二。" and ENGLISH_SENTENCES == "One. Two."
 
 
 # --- nothing shown to a member outside the catalogue ------------------------------------------------------------

@@ -33,10 +33,10 @@ MAX_MODELS = 10
 def stats_embed(stats: ServerStats, balances: Sequence[Balance] = (), tr: Texts = ENGLISH) -> discord.Embed:
     days = stats.days
     if len(days) > 1:
-        span = tr("stats.span", first=days[0].isoformat(), last=days[-1].isoformat())
+        span = tr("stats.span", first=tr.date(days[0]), last=tr.date(days[-1]))
         title = tr.plural("stats.title.days", len(days))
     else:
-        span, title = tr("stats.span.one-day", day=days[0].isoformat()), tr("stats.title.today")
+        span, title = tr("stats.span.one-day", day=tr.date(days[0])), tr("stats.title.today")
     totals = tr.plural("stats.totals", stats.total_credits, spend=tr.money(stats.total_spend_usd))
     embed = discord.Embed(title=title, description=f"{span}\n{totals}", colour=discord.Colour.blurple())
     embed.add_field(name=tr("stats.field.top-members"), value=_top_members(stats, tr), inline=False)

@@ -295,7 +295,9 @@ class RemoteJobLost(ProviderError):
     """The provider no longer knows the remote job (expired, or an in-process render died with its worker)."""
 
     def __init__(self, message: str, *, user_message: Said | None = None) -> None:
-        super().__init__(message, retryable=False, user_message=user_message)
+        # The message names the vendor's ids and answers (for the log); the member reads a sentence.
+        lost = user_message if user_message is not None else Said(N_("failure.remote-job-lost"))
+        super().__init__(message, retryable=False, user_message=lost)
 
 
 class DeliveryError(VideoBotError):

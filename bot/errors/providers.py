@@ -3,45 +3,61 @@
 
 `user_message` is what the member reads (a `Said`: a catalogue id, with the provider's own reason for a content
 refusal); `message` is for the log and the admin, and names the setting to fix, never its value.
+
+A refusal or rejection carries its reason as the vendor said it (a str, quoted to the member inside our sentence)
+or, when the adapter says it itself, as a `Said`: a whole sentence of the catalogue (`failure.rejected.…`,
+`failure.refused.…`), so that the member reads all of it in their language and the log reads it in English.
 """
 
 from __future__ import annotations
 
 from bot.errors.base import ProviderError
-from bot.errors.said import Said
+from bot.errors.said import Said, in_english
 from bot.i18n.ids import N_
 
 
 class ContentRefused(ProviderError):
     """The provider's content policy refused the prompt or image: final, and its reason reaches the member."""
 
-    def __init__(self, provider: str, reason: str) -> None:
-        reason = reason.strip()
-        if reason:
-            said = Said(N_("failure.content-refused"), {"reason": reason})
+    def __init__(self, provider: str, reason: str | Said) -> None:
+        if isinstance(reason, Said):  # the adapter's own sentence (`failure.refused.…`), whole
+            said, reason = reason, in_english(reason)
+            message = f"{provider}: {reason}"
         else:
-            said, reason = Said(N_("failure.content-refused.no-reason")), "no reason given"
-        super().__init__(f"{provider} refused the content: {reason}", retryable=False, user_message=said)
+            reason = reason.strip()
+            if reason:
+                said = Said(N_("failure.content-refused"), {"reason": reason})
+            else:
+                said, reason = Said(N_("failure.content-refused.no-reason")), "no reason given"
+            message = f"{provider} refused the content: {reason}"
+        super().__init__(message, retryable=False, user_message=said)
         self.provider = provider
         self.reason = reason
+        """The vendor's words, or the adapter's sentence in English."""
 
 
 class RequestRejected(ProviderError):
-    """The provider rejected a field of the request (bad value, unsupported option): final."""
+    """The provider rejected a field of the request (bad value, unsupported option): final. An adapter's own
+    sentence (`failure.rejected.…`) names the field itself, as `field` does for the code."""
 
-    def __init__(self, provider: str, reason: str, *, field: str | None = None, status: int | None = None) -> None:
-        where = f" ({field})" if field else ""
-        said = (
-            Said(N_("failure.request-rejected.field"), {"field": field, "reason": reason})
-            if field
-            else Said(N_("failure.request-rejected"), {"reason": reason})
-        )
-        super().__init__(
-            f"{provider} rejected the request{where}: {reason}", retryable=False, status=status, user_message=said
-        )
+    def __init__(
+        self, provider: str, reason: str | Said, *, field: str | None = None, status: int | None = None
+    ) -> None:
+        if isinstance(reason, Said):
+            said, reason = reason, in_english(reason)
+            message = f"{provider}: {reason}"
+        else:
+            said = (
+                Said(N_("failure.request-rejected.field"), {"field": field, "reason": reason})
+                if field
+                else Said(N_("failure.request-rejected"), {"reason": reason})
+            )
+            message = f"{provider} rejected the request{f' ({field})' if field else ''}: {reason}"
+        super().__init__(message, retryable=False, status=status, user_message=said)
         self.provider = provider
         self.field = field
         self.reason = reason
+        """The vendor's words, or the adapter's sentence in English."""
 
 
 class CredentialsRejected(ProviderError):
@@ -123,3 +139,8 @@ def could_not_make(reason: str) -> Said:
     if not reason.strip():
         return Said(N_("failure.could-not-make.no-reason"))
     return Said(N_("failure.could-not-make.reason"), {"reason": reason.strip()})
+
+
+def no_such_model(provider: str, model: str) -> RequestRejected:
+    """An adapter was handed a model it does not have (a job queued under another configuration)."""
+    return RequestRejected(provider, Said(N_("failure.rejected.no-model"), {"model_id": model}), field="model")

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bot.i18n.ids import N_
+from bot.i18n.languages import SOURCE_LANGUAGE
+from bot.i18n.texts import texts_for
 
 _STORED = re.compile(r"@([a-z0-9][a-z0-9_.-]*) (\{.*\})", re.DOTALL)
 
@@ -67,3 +69,10 @@ def untold(detail: str) -> Said:
 def vendor_said(reason: str) -> Said:
     """A vendor's own words on why it failed, with nothing of ours around them (no catalogue translates them)."""
     return Said(N_("failure.provider-said"), {"reason": reason})
+
+
+def in_english(said: Said) -> str:
+    """`said` in the English catalogue's words, for the log and the admin (logs stay English): a reason the
+    bot wrote itself is written once, in the catalogue, and read from there in every language. Its facts are
+    filled as given, so a reason meant for this keeps to facts the front end also shows as given."""
+    return texts_for(SOURCE_LANGUAGE)(said.message_id, **said.facts)

@@ -12,7 +12,7 @@ import functools
 import gettext
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from babel import Locale
@@ -75,9 +75,10 @@ class Texts:
         """US dollars as the locale writes them: `$1,234.50`, `1.234,50 $`, `US$1,234.50`…"""
         return format_currency(usd, "USD", locale=self.locale)
 
-    def date(self, epoch: float) -> str:
-        """A UTC calendar day, medium length: `Nov 30, 2026`, `2026/11/30`, `30.11.2026`…"""
-        return format_date(datetime.fromtimestamp(epoch, UTC).date(), format="medium", locale=self.locale)
+    def date(self, when: float | date) -> str:
+        """A calendar day (an epoch is read in UTC), medium length: `Nov 30, 2026`, `2026/11/30`, `30.11.2026`…"""
+        day = when if isinstance(when, date) else datetime.fromtimestamp(when, UTC).date()
+        return format_date(day, format="medium", locale=self.locale)
 
     def either(self, items: Iterable[object]) -> str:
         """`a`, `a or b`, `a, b or c`, in the locale's words."""

@@ -131,9 +131,11 @@ class ComfyUIProvider:
     async def submit(self, job_id: str, request: VideoRequest) -> str:
         workflow = self.workflows.get(request.model)
         if workflow is None:
-            raise RequestRejected(PROVIDER, f"no ComfyUI workflow for {request.model!r}", field="model")
+            no_workflow = Said(N_("failure.rejected.comfyui.no-workflow"), {"model_id": request.model})
+            raise RequestRejected(PROVIDER, no_workflow, field="model")
         if workflow.needs_image and request.image_path is None:
-            raise RequestRejected(PROVIDER, f"{request.model} makes a video from an image: attach one", field="image")
+            needs_image = Said(N_("failure.rejected.comfyui.image-required"), {"model_id": request.model})
+            raise RequestRejected(PROVIDER, needs_image, field="image")
         prompt_id = str(uuid.uuid5(_PROMPT_IDS, job_id))
         pinned = self._pinned.get(prompt_id)
         if pinned is not None and await self._knows(pinned, prompt_id):  # fails, retryably, while it cannot say
@@ -152,8 +154,8 @@ class ComfyUIProvider:
         try:
             await self.http.json("POST", host.api("prompt"), create=True, json=body, headers=host.headers)
         except RequestRejected as exc:
-            raise RequestRejected(PROVIDER, f"{exc.reason} (workflow {workflow.path.name}, see COMFYUI_WORKFLOW)",
-                                  field=exc.field, status=exc.status) from None  # fmt: skip
+            raise RequestRejected(PROVIDER, _in_workflow(exc, workflow.path.name), field=exc.field,
+                                  status=exc.status) from None  # fmt: skip
         except CreateOutcomeUnknown:
             # The answer was lost, but the id is ours: ask whether the prompt got in before trying again.
             self._pinned[prompt_id] = host
@@ -301,6 +303,14 @@ def from_settings(settings: Settings) -> ComfyUIProvider | None:
     return ComfyUIProvider(hosts, workflows, max_download_bytes=settings.max_download_bytes)
 
 
+def _in_workflow(rejected: RequestRejected, workflow: str) -> Said:
+    """ComfyUI's rejection of a prompt (its own words), naming the workflow file an admin has to fix."""
+    facts = {"reason": rejected.reason, "workflow": workflow}
+    if rejected.field:
+        return Said(N_("failure.rejected.comfyui.workflow.field"), {**facts, "field": rejected.field})
+    return Said(N_("failure.rejected.comfyui.workflow"), facts)
+
+
 def vendor_error(response: httpx.Response, kind: Kind) -> ProviderError | None:
     """ComfyUI's 400 for a prompt it will not run, `{"error": {type, message, details, extra_info},
     "node_errors": {id: {errors, class_type}}}`, as a rejection naming the node and input."""
@@ -359,7 +369,7 @@ def _items(queue: dict[str, Any], key: str) -> list[list[Any]]:
 def _image_type(data: bytes) -> tuple[str, str]:
     mime = sniff_mime(data)
     if mime is None:
-        raise RequestRejected(PROVIDER, "the first frame is not a PNG, JPEG or WebP image", field="image")
+        raise RequestRejected(PROVIDER, Said(N_("failure.rejected.first-frame-format")), field="image")
     return EXTENSIONS[mime], mime
 
 

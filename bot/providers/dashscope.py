@@ -36,6 +36,7 @@ from bot.errors import (
     RemoteJobLost,
     RequestRejected,
 )
+from bot.errors.providers import no_such_model
 from bot.errors.said import Said, vendor_said
 from bot.i18n.ids import N_
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
@@ -161,7 +162,7 @@ class DashScopeProvider(HostedProvider):
     async def submit(self, job_id: str, request: VideoRequest) -> str:
         model = _BY_ID.get(request.model)
         if model is None:
-            raise RequestRejected(NAME, f"no model {request.model!r} here", field="model")
+            raise no_such_model(NAME, request.model)
         body = await _create_body(model, request)
         # The answer is read by hand: a create the service took but answered oddly must not be repeated.
         response = await self.http.create("POST", CREATE_PATH, json=body, headers={"X-DashScope-Async": "enable"})
@@ -271,11 +272,13 @@ async def _create_body(model: WanModel, request: VideoRequest) -> dict[str, Any]
         parameters["seed"] = request.seed
     if model.sizes is not None:
         if request.image_path:
-            raise RequestRejected(NAME, f"{model.info.label} takes no image", field="image")
+            no_image = Said(N_("failure.rejected.takes-no-image"), {"label": model.info.label})
+            raise RequestRejected(NAME, no_image, field="image")
         parameters["size"] = model.sizes[request.aspect]
     else:
         if not request.image_path:
-            raise RequestRejected(NAME, f"{model.info.label} needs an image to start from", field="image")
+            needs_image = Said(N_("failure.rejected.needs-image"), {"label": model.info.label})
+            raise RequestRejected(NAME, needs_image, field="image")
         inputs["img_url"] = await asyncio.to_thread(image_data_uri, Path(request.image_path))
         parameters["resolution"] = model.resolution
     return {"model": model.vendor_id, "input": inputs, "parameters": parameters}
@@ -300,10 +303,8 @@ def fitted_size(width: int, height: int) -> tuple[int, int]:
         scale = IMAGE_MIN_SIDE / min(width, height)
     fitted = (round(width * scale), round(height * scale))
     if min(fitted) < IMAGE_MIN_SIDE or max(fitted) > IMAGE_MAX_SIDE:
-        raise RequestRejected(
-            NAME,
-            f"the image is too narrow ({width}×{height}): Wan needs each side between {IMAGE_MIN_SIDE} and "
-            f"{IMAGE_MAX_SIDE} pixels",
-            field="image",
-        )
+        # Sizes as text: a size reads `2000`, not grouped like an amount (`2,000`).
+        sides = {"width": str(width), "height": str(height), "min_side": str(IMAGE_MIN_SIDE),
+                 "max_side": str(IMAGE_MAX_SIDE)}  # fmt: skip
+        raise RequestRejected(NAME, Said(N_("failure.rejected.dashscope.image-too-narrow"), sides), field="image")
     return fitted

@@ -249,7 +249,7 @@ async def _model_input(model: str, request: VideoRequest) -> dict[str, Any]:
     frames = FRAMES_PER_SECOND * request.duration + 1
     if not MIN_FRAMES <= frames <= MAX_FRAMES:
         # A MODELS_FILE may offer durations fal cannot make: say so before anything is billed.
-        raise RequestRejected(PROVIDER, "Wan 2.2 on fal makes 1 to 10 s of video", field="duration")
+        raise RequestRejected(PROVIDER, Said(N_("failure.rejected.fal.duration")), field="duration")
     body: dict[str, Any] = {
         "prompt": request.prompt,
         "num_frames": frames,
@@ -265,7 +265,7 @@ async def _model_input(model: str, request: VideoRequest) -> dict[str, Any]:
         body["seed"] = request.seed
     if model == IMAGE_MODEL:
         if not request.image_path:
-            raise RequestRejected(PROVIDER, "this model animates an image: attach one", field="image")
+            raise RequestRejected(PROVIDER, Said(N_("failure.rejected.image-required")), field="image")
         body["image_url"] = await asyncio.to_thread(_data_uri, Path(request.image_path))
     return body
 
@@ -277,7 +277,7 @@ def _data_uri(path: Path) -> str:
         raise missing_image(path) from None
     mime = sniff_mime(data)
     if mime is None:
-        raise RequestRejected(PROVIDER, "fal takes a PNG, JPEG or WebP image", field="image")
+        raise RequestRejected(PROVIDER, Said(N_("failure.rejected.fal.image-format")), field="image")
     return data_uri(mime, data)
 
 
@@ -342,22 +342,34 @@ def fal_error(response: httpx.Response, kind: Kind) -> ProviderError | None:
         if refused is not None:
             return ContentRefused(PROVIDER, _refusal_reason(refused))
         if items and response.status_code == 422:
-            return RequestRejected(PROVIDER, str(items[0].get("msg") or "invalid input"), field=_field_of(items[0]),
+            field = _field_of(items[0])
+            return RequestRejected(PROVIDER, str(items[0].get("msg") or "") or _invalid_input(field), field=field,
                                    status=422)  # fmt: skip
     if error_type == CONTENT_POLICY:
-        return ContentRefused(PROVIDER, str(detail or "the content was flagged by a content checker"))
+        return ContentRefused(PROVIDER, str(detail or "") or Said(N_("failure.refused.flagged")))
     if response.status_code == 403 and isinstance(detail, str) and detail.startswith("User is locked"):
         # "User is locked. Reason: Exhausted balance. Top up your balance at fal.ai/dashboard/billing."
         return ProviderBilling(PROVIDER, detail, status=403)
     return None
 
 
-def _refusal_reason(item: dict[str, Any]) -> str:
-    reason = str(item.get("msg") or "the content was flagged by a content checker")
+def _refusal_reason(item: dict[str, Any]) -> str | Said:
+    """fal's words with the categories it flagged; without words, ours (which the member reads translated)."""
+    reason = str(item.get("msg") or "")
     categories = item.get("categories")
-    if isinstance(categories, list) and categories:
-        reason += f" ({', '.join(str(c) for c in categories)})"
-    return reason
+    named = ", ".join(str(c) for c in categories) if isinstance(categories, list) and categories else ""
+    if not reason:
+        if named:
+            return Said(N_("failure.refused.flagged.categories"), {"categories": named})
+        return Said(N_("failure.refused.flagged"))
+    return f"{reason} ({named})" if named else reason
+
+
+def _invalid_input(field: str | None) -> Said:
+    """A 422 that named no reason."""
+    if not field:
+        return Said(N_("failure.rejected.invalid-input"))
+    return Said(N_("failure.rejected.invalid-input.field"), {"field": field})
 
 
 def _field_of(item: dict[str, Any]) -> str | None:

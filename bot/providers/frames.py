@@ -85,7 +85,8 @@ def image_errors(provider: str, path: Path) -> Iterator[None]:
     except FileNotFoundError:
         raise missing_image(path) from None
     except (OSError, ValueError, Image.DecompressionBombError, ImageRejected) as exc:
-        raise RequestRejected(provider, f"the image could not be read ({type(exc).__name__})", field="image") from None
+        unreadable = Said(N_("failure.rejected.image-unreadable"), {"error_type": type(exc).__name__})
+        raise RequestRejected(provider, unreadable, field="image") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,5 +128,6 @@ def read_frame(provider: str, path: Path) -> Iterator[Frame]:
         with Image.open(path, formats=list(MIME)) as img:
             fmt, (width, height) = str(img.format), img.size
         if width * height > MAX_IMAGE_PIXELS:
-            raise RequestRejected(provider, f"the image has too many pixels ({width}×{height})", field="image")
+            too_many = Said(N_("failure.rejected.image-too-many-pixels"), {"width": str(width), "height": str(height)})
+            raise RequestRejected(provider, too_many, field="image")
         yield Frame(path, fmt, width, height)

@@ -41,6 +41,7 @@ from bot.errors import (
     RemoteJobLost,
     RequestRejected,
 )
+from bot.errors.providers import no_such_model
 from bot.errors.said import Said, vendor_said
 from bot.i18n.ids import N_
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
@@ -161,7 +162,7 @@ class KlingProvider(HostedProvider):
     async def submit(self, job_id: str, request: VideoRequest) -> str:
         model = _BY_ID.get(request.model)
         if model is None:
-            raise RequestRejected(NAME, f"no model {request.model!r} here", field="model")
+            raise no_such_model(NAME, request.model)
         body: dict[str, Any] = {"model_name": model.vendor_id, "prompt": request.prompt, "mode": model.mode,
                                 "duration": str(request.duration)}  # fmt: skip
         if request.negative_prompt:
@@ -228,7 +229,8 @@ def map_error(response: httpx.Response, kind: Kind) -> ProviderError | None:
     if not isinstance(body, dict) or type(body.get("code")) is not int:
         return None
     code: int = body["code"]
-    message = f"{body.get('message') or 'no message'} (code {code})"
+    words = str(body.get("message") or "")
+    message = f"{words} (code {code})" if words else f"code {code}"  # for the log; a member reads ours when empty
     status = response.status_code
     if code in AUTH_CODES:
         clock = CLOCK_CODES.get(code)
@@ -239,13 +241,25 @@ def map_error(response: httpx.Response, kind: Kind) -> ProviderError | None:
     if code in BILLING_CODES:
         return ProviderBilling(NAME, message, status=status)
     if code in POLICY_CODES:
-        return ContentRefused(NAME, str(body.get("message") or "refused by Kling's content policy"))
+        return ContentRefused(NAME, words or Said(N_("failure.refused.kling.policy")))
     if code == NO_ACCESS_CODE:
-        return RequestRejected(NAME, f"the Kling account may not use this model: {message}", field="model",
-                               status=status)  # fmt: skip
+        no_access = (
+            Said(N_("failure.rejected.kling.no-access"), {"reason": message})
+            if words
+            else Said(N_("failure.rejected.kling.no-access.no-message"), {"code": str(code)})
+        )
+        return RequestRejected(NAME, no_access, field="model", status=status)
     if code in REJECTION_CODES or (code in NOT_FOUND_CODES and kind is Kind.CREATE):
-        return RequestRejected(NAME, message, field=_field_in(message), status=status)
+        field = _field_in(message)
+        return RequestRejected(NAME, message if words else _no_message(code, field), field=field, status=status)
     return None
+
+
+def _no_message(code: int, field: str | None) -> Said:
+    """A rejection Kling gave only a code for (a code reads as it is, never grouped like an amount)."""
+    if not field:
+        return Said(N_("failure.rejected.no-message"), {"code": str(code)})
+    return Said(N_("failure.rejected.no-message.field"), {"field": field, "code": str(code)})
 
 
 def _remote_path(remote: RemoteJob) -> str:
@@ -282,12 +296,8 @@ def image_base64(path: Path) -> str:
 def fitted_size(width: int, height: int) -> tuple[int, int]:
     """The size, of the same shape, with each side within Kling's limits; the image's own size if it fits."""
     if max(width, height) > IMAGE_MAX_RATIO * min(width, height):
-        raise RequestRejected(
-            NAME,
-            f"the image is too elongated ({width}×{height}): Kling takes shapes up to {IMAGE_MAX_RATIO:g}:1; "
-            "crop it and attach it again",
-            field="image",
-        )
+        shape = {"width": str(width), "height": str(height), "ratio": f"{IMAGE_MAX_RATIO:g}"}
+        raise RequestRejected(NAME, Said(N_("failure.rejected.kling.image-too-elongated"), shape), field="image")
     scale = 1.0
     if min(width, height) < IMAGE_MIN_SIDE:
         scale = IMAGE_MIN_SIDE / min(width, height)

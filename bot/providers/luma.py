@@ -37,8 +37,9 @@ from bot.errors import (
     RemoteJobLost,
     RequestRejected,
 )
-from bot.errors.providers import could_not_make
+from bot.errors.providers import could_not_make, no_such_model
 from bot.errors.said import Said
+from bot.i18n.ids import N_
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
 from bot.providers.hosted import HostedProvider
 from bot.providers.http import Kind, ProviderHttp
@@ -122,13 +123,14 @@ class LumaProvider(HostedProvider):
     async def submit(self, job_id: str, request: VideoRequest) -> str:
         model = _BY_ID.get(request.model)
         if model is None:
-            raise RequestRejected(NAME, f"no model {request.model!r} here", field="model")
+            raise no_such_model(NAME, request.model)
         if request.image_path:
             # Enqueue refuses an image for these models; a job queued under another configuration must not
             # silently become text-to-video.
-            raise RequestRejected(NAME, "Luma takes a first frame only from a public URL", field="image")
+            raise RequestRejected(NAME, Said(N_("failure.rejected.luma.image-url")), field="image")
         if len(request.prompt.strip()) < MIN_PROMPT_CHARS:
-            raise RequestRejected(NAME, f"the prompt needs at least {MIN_PROMPT_CHARS} characters", field="prompt")
+            too_short = Said(N_("failure.rejected.luma.prompt-too-short"), {"min_chars": MIN_PROMPT_CHARS})
+            raise RequestRejected(NAME, too_short, field="prompt")
         body: dict[str, Any] = {
             "model": model.id.split("/", 1)[1],
             "prompt": request.prompt,
@@ -204,8 +206,9 @@ def map_error(response: httpx.Response, kind: Kind) -> ProviderError | None:
         first = detail[0]
         location = first.get("loc")
         vendor_field = str(location[1]) if isinstance(location, list) and len(location) > 1 else ""
-        reason = f"{vendor_field or 'body'}: {first.get('msg') or 'invalid'}"
-        return RequestRejected(NAME, reason, field=VENDOR_FIELDS.get(vendor_field), status=status)
+        field, location = VENDOR_FIELDS.get(vendor_field), vendor_field or "body"
+        reason: str | Said = f"{location}: {first['msg']}" if first.get("msg") else _invalid(location, field)
+        return RequestRejected(NAME, reason, field=field, status=status)
     if not isinstance(detail, str) or not detail:
         return None
     if REFUSAL.search(detail):
@@ -214,6 +217,13 @@ def map_error(response: httpx.Response, kind: Kind) -> ProviderError | None:
         return ProviderBilling(NAME, detail, status=status)
     field = "prompt" if detail.lower().startswith("prompt") else None
     return RequestRejected(NAME, detail, field=field, status=status)
+
+
+def _invalid(location: str, field: str | None) -> Said:
+    """A field error Luma gave no words for."""
+    if not field:
+        return Said(N_("failure.rejected.luma.invalid"), {"location": location})
+    return Said(N_("failure.rejected.luma.invalid.field"), {"location": location, "field": field})
 
 
 def _checked_id(value: object) -> str:

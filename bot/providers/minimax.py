@@ -44,6 +44,7 @@ from bot.errors import (
     RemoteJobLost,
     RequestRejected,
 )
+from bot.errors.providers import no_such_model
 from bot.errors.said import Said, vendor_said
 from bot.i18n.ids import N_
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
@@ -152,9 +153,10 @@ class MiniMaxProvider(HostedProvider):
     async def submit(self, job_id: str, request: VideoRequest) -> str:
         model = _BY_ID.get(request.model)
         if model is None:
-            raise RequestRejected(NAME, f"no model {request.model!r} here", field="model")
+            raise no_such_model(NAME, request.model)
         if model.requires_image and not request.image_path:
-            raise RequestRejected(NAME, f"{model.label} animates an image: attach one", field="image")
+            needs_image = Said(N_("failure.rejected.image-required.label"), {"label": model.label})
+            raise RequestRejected(NAME, needs_image, field="image")
         body: dict[str, Any] = {"model": model.id.split("/", 1)[1], "prompt": request.prompt,
                                 "duration": request.duration, "resolution": RESOLUTION}  # fmt: skip
         if request.image_path:

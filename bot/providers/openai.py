@@ -35,6 +35,7 @@ from bot.errors import (
 )
 from bot.errors.providers import could_not_make
 from bot.errors.said import Said
+from bot.i18n.ids import N_
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
 from bot.providers.frames import cropped_frame
 from bot.providers.http import Kind, ProviderHttp, parse_json
@@ -147,7 +148,8 @@ class OpenAIVideoProvider:
         model = self._model(request.model)
         size = model.sizes.get(request.aspect)
         if size is None:
-            raise RequestRejected(PROVIDER, f"{request.model} is not offered in {request.aspect}", field="size")
+            facts = {"model_id": request.model, "aspect": request.aspect}
+            raise RequestRejected(PROVIDER, Said(N_("failure.rejected.openai.aspect"), facts), field="size")
         fields = [
             ("prompt", request.prompt),
             ("model", _server_id(request.model)),
@@ -297,7 +299,12 @@ def map_error(response: httpx.Response, kind: Kind) -> ProviderError | None:
     if status == 422 and isinstance(detail, list) and detail and isinstance(detail[0], dict):
         loc = detail[0].get("loc")
         field = str(loc[-1]) if isinstance(loc, list) and loc else None
-        return RequestRejected(PROVIDER, str(detail[0].get("msg") or "invalid field"), field=field, status=status)
+        reason = str(detail[0].get("msg") or "") or (
+            Said(N_("failure.rejected.invalid-field.field"), {"field": field})
+            if field
+            else Said(N_("failure.rejected.invalid-field"))
+        )
+        return RequestRejected(PROVIDER, reason, field=field, status=status)
     error = (
         body.get("error") if isinstance(body.get("error"), dict) else body if body.get("object") == "error" else None
     )

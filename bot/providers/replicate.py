@@ -32,7 +32,7 @@ from bot.errors import (
     RemoteJobLost,
     RequestRejected,
 )
-from bot.errors.providers import could_not_make
+from bot.errors.providers import could_not_make, no_such_model
 from bot.errors.said import Said
 from bot.i18n.ids import N_
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
@@ -211,11 +211,11 @@ class ReplicateProvider(HostedProvider):
     def _model(self, request: VideoRequest) -> ReplicateModel:
         model = self._models.get(request.model)
         if model is None:
-            raise RequestRejected(PROVIDER, f"no model {request.model!r} here", field="model")
+            raise no_such_model(PROVIDER, request.model)
         if model.info.requires_image and not request.image_path:
-            raise RequestRejected(PROVIDER, "this model animates an image: attach one", field="image")
+            raise RequestRejected(PROVIDER, Said(N_("failure.rejected.image-required")), field="image")
         if request.image_path and not model.info.supports_image:
-            raise RequestRejected(PROVIDER, "this model makes video from text only", field="image")
+            raise RequestRejected(PROVIDER, Said(N_("failure.rejected.text-only")), field="image")
         return model
 
     async def _first_frame(self, request: VideoRequest) -> str:
@@ -300,7 +300,8 @@ def map_error(response: httpx.Response, kind: Kind) -> ProviderError | None:
     if status == 422:
         return RequestRejected(PROVIDER, reason, field=field, status=status)
     if status == 404 and kind is Kind.CREATE:
-        return RequestRejected(PROVIDER, f"no such model at Replicate: {reason}", field="model", status=status)
+        no_model = Said(N_("failure.rejected.replicate.no-such-model"), {"reason": reason})
+        return RequestRejected(PROVIDER, no_model, field="model", status=status)
     return None
 
 

@@ -37,6 +37,7 @@ from bot.errors import (
     RemoteJobLost,
     RequestRejected,
 )
+from bot.errors.providers import no_such_model
 from bot.errors.said import Said, vendor_said
 from bot.i18n.ids import N_
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
@@ -299,12 +300,13 @@ def _checked_model(request: VideoRequest) -> RunwayModel:
     """The model, and what its fields cannot say (`ModelInfo` covers durations, aspects, seed and the rest)."""
     model = _BY_ID.get(request.model)
     if model is None:
-        raise RequestRejected(NAME, f"no model {request.model!r} here", field="model")
+        raise no_such_model(NAME, request.model)
     if not request.image_path and not model.text_to_video:
-        raise RequestRejected(NAME, f"{model.info.label} animates an image: attach one", field="image")
+        needs_image = Said(N_("failure.rejected.image-required.label"), {"label": model.info.label})
+        raise RequestRejected(NAME, needs_image, field="image")
     if len(request.prompt.encode("utf-16-le")) // 2 > MAX_PROMPT_UTF16:
-        raise RequestRejected(NAME, f"the prompt is longer than Runway's {MAX_PROMPT_UTF16} characters "
-                              "(emoji count twice)", field="prompt")  # fmt: skip
+        too_long = Said(N_("failure.rejected.runway.prompt-too-long"), {"max_chars": str(MAX_PROMPT_UTF16)})
+        raise RequestRejected(NAME, too_long, field="prompt")
     return model
 
 
@@ -327,5 +329,5 @@ def image_data_uri(path: Path) -> str:
             return frame.data_uri()
         uri = data_uri("image/jpeg", fitted_frame(path, frame.within(FRAME_MAX_SIDE)))
     if len(uri) >= DATA_URI_MAX_CHARS:
-        raise RequestRejected(NAME, "the image is too large for Runway even when scaled down", field="image")
+        raise RequestRejected(NAME, Said(N_("failure.rejected.runway.image-too-large")), field="image")
     return uri

@@ -121,7 +121,8 @@ class VeoProvider(HostedProvider):
         enqueue refuses seeds for these models."""
         vendor_model = _VENDOR_IDS.get(request.model)
         if vendor_model is None:
-            raise RequestRejected(PROVIDER, f"no Veo model {request.model!r}", field="model")
+            no_model = Said(N_("failure.rejected.veo.no-model"), {"model_id": request.model})
+            raise RequestRejected(PROVIDER, no_model, field="model")
         instance: dict[str, Any] = {"prompt": request.prompt}
         if request.image_path is not None:
             instance["image"] = await asyncio.to_thread(_inline_image, Path(request.image_path))
@@ -259,9 +260,10 @@ def _inline_image(path: Path) -> dict[str, str]:
     data = path.read_bytes()
     mime_type = sniff_mime(data)
     if mime_type is None:
-        raise RequestRejected(PROVIDER, "the first frame is not a PNG, JPEG or WebP image", field="image")
+        raise RequestRejected(PROVIDER, Said(N_("failure.rejected.first-frame-format")), field="image")
     if len(text := encoded(data)) > MAX_INLINE_BYTES:
-        raise RequestRejected(PROVIDER, "the first frame is too large to send inline (20 MB)", field="image")
+        too_large = Said(N_("failure.rejected.veo.image-too-large"), {"megabytes": MAX_INLINE_BYTES // (1024 * 1024)})
+        raise RequestRejected(PROVIDER, too_large, field="image")
     return {"bytesBase64Encoded": text, "mimeType": mime_type}
 
 

@@ -38,6 +38,7 @@ from bot.errors import (
     RemoteJobLost,
     RequestRejected,
 )
+from bot.errors.providers import no_such_model
 from bot.errors.said import Said
 from bot.i18n.ids import N_
 from bot.providers.base import PollResult, ProviderHealth, RemoteJob, RemoteState
@@ -53,16 +54,13 @@ POLL_SECONDS = 5.0
 """Vidu gives no hint; a clip takes half a minute to a few minutes, and too frequent calls are refused with
 429 TooManyRequests for the whole account."""
 
-REFUSAL_CODES = frozenset({"AuditSubmitIllegal", "TaskPromptPolicyViolation", "CreationPolicyViolation"})
-FAILURE_REASONS = {
-    "AuditSubmitIllegal": "the prompt or image did not pass Vidu's safety review",
-    "TaskPromptPolicyViolation": "the prompt did not pass Vidu's safety review",
-    "CreationPolicyViolation": "the video made was blocked by Vidu's content policy",
-    "ModelUnavailable": "the model is unavailable at Vidu right now",
-    "CreditInsufficient": "the Vidu account has run out of credits",
-    "ImageFormatInvalid": "Vidu could not use the image",
+REFUSED_AT_CREATE = {
+    "AuditSubmitIllegal": N_("failure.refused.vidu.audit-submit-illegal"),
+    "TaskPromptPolicyViolation": N_("failure.refused.vidu.prompt-policy-violation"),
+    "CreationPolicyViolation": N_("failure.refused.vidu.creation-policy-violation"),
 }
-"""A refusal's `err_code` in words, for the log and the refusal's reason (Vidu's error-code table)."""
+"""A refusal's `err_code` at create in words (Vidu's error-code table), Vidu's message after them."""
+REFUSAL_CODES = frozenset(REFUSED_AT_CREATE)
 FAILED_TASKS = {
     "AuditSubmitIllegal": N_("failure.vidu.audit-submit-illegal"),
     "TaskPromptPolicyViolation": N_("failure.vidu.prompt-policy-violation"),
@@ -192,10 +190,10 @@ class ViduProvider(HostedProvider):
     async def submit(self, job_id: str, request: VideoRequest) -> str:
         model = _BY_ID.get(request.model)
         if model is None:
-            raise RequestRejected(NAME, f"no model {request.model!r} here", field="model")
+            raise no_such_model(NAME, request.model)
         if len(request.prompt) > model.prompt_limit:
-            raise RequestRejected(NAME, f"{model.info.label} takes prompts of at most {model.prompt_limit} "
-                                  "characters", field="prompt")  # fmt: skip
+            too_long = {"label": model.info.label, "max_chars": str(model.prompt_limit)}  # `1500`, as Vidu writes it
+            raise RequestRejected(NAME, Said(N_("failure.rejected.vidu.prompt-too-long"), too_long), field="prompt")
         path, body = await _create(model, request)
         # The answer is read by hand: a create the service took but answered oddly must not be repeated.
         response = await self.http.create("POST", path, json=body)
@@ -273,7 +271,7 @@ def map_error(response: httpx.Response, kind: Kind) -> ProviderError | None:
     message = str(body.get("message") or code)
     status = response.status_code
     if code in REFUSAL_CODES:
-        return ContentRefused(NAME, f"{FAILURE_REASONS[code]} ({message})")
+        return ContentRefused(NAME, Said(REFUSED_AT_CREATE[code], {"reason": message}))
     if code == "CreditInsufficient":
         return ProviderBilling(NAME, f"{code}: {message}", status=status)
     if code == "ModelUnavailable":
@@ -345,8 +343,8 @@ def image_data_uri(path: Path) -> str:
     (keeping its shape) and sent as JPEG. Runs in a thread."""
     with read_frame(NAME, path) as frame:
         if max(frame.size) > IMAGE_MAX_RATIO * min(frame.size):
-            raise RequestRejected(NAME, f"the image is too elongated ({frame.width}×{frame.height}): Vidu takes "
-                                  "shapes between 1:4 and 4:1", field="image")  # fmt: skip
+            shape = {"width": str(frame.width), "height": str(frame.height)}
+            raise RequestRejected(NAME, Said(N_("failure.rejected.vidu.image-too-elongated"), shape), field="image")
         if frame.file_bytes() <= IMAGE_MAX_BYTES:
             return frame.data_uri()
         return data_uri("image/jpeg", fitted_frame(path, frame.within(IMAGE_SHRINK_SIDE)))
