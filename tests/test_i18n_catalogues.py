@@ -280,3 +280,14 @@ def test_the_text_check_finds_a_literal_reply() -> None:
         '    raise RuntimeError("Developers read this")\n'
     )  # fmt: skip
     assert _member_text(ast.parse(source)) == [(4, "The queue is paused for ")]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_whole_numbers_are_written_as_babel_writes_them(language: str) -> None:
+    """`Texts.number`'s short path for whole numbers (grouping by threes) agrees with Babel's own formatting."""
+    from babel.numbers import format_decimal
+
+    tr = texts_for(language)
+    for number in (0, 7, 999, 1000, 65_536, 1_234_567, -4321, 2**31):
+        assert tr.number(number) == format_decimal(number, format="#,##0", locale=tr.locale)
+    assert tr.number(1234.5, digits=1) == format_decimal(1234.5, format="#,##0.0", locale=tr.locale)

@@ -8,6 +8,7 @@ times as relative timestamps, roles as mentions, numbers and lists as the member
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -84,16 +85,22 @@ def reason_text(stored: Said | str | None, tr: Texts) -> str:
 def text(tr: Texts, message_id: str, **facts: Any) -> str:
     """The template of `message_id` filled with `facts`, each written the way Discord shows it."""
     values = {name: _SHOW[name](value, tr) if name in _SHOW else value for name, value in facts.items()}
-    constants = {
-        "max_prompt_chars": MAX_PROMPT_CHARS,
-        "max_negative_prompt_chars": MAX_NEGATIVE_PROMPT_CHARS,
-        "max_seed": MAX_SEED,
-        "all_aspects": ", ".join(ASPECTS),
-    }
+    constants = _constants(tr)
     counted = COUNTED_BY.get(message_id)
     if counted is not None:
         return tr.plural(message_id, facts[counted], **(constants | values))
     return tr(message_id, **(constants | values))
+
+
+@functools.cache
+def _constants(tr: Texts) -> dict[str, str]:
+    """The limits every template may name, written once per language."""
+    return {
+        "max_prompt_chars": tr.number(MAX_PROMPT_CHARS),
+        "max_negative_prompt_chars": tr.number(MAX_NEGATIVE_PROMPT_CHARS),
+        "max_seed": tr.number(MAX_SEED),
+        "all_aspects": ", ".join(ASPECTS),
+    }
 
 
 def code(name: str) -> str:

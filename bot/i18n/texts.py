@@ -18,7 +18,7 @@ from typing import Any
 from babel import Locale
 from babel.dates import format_date
 from babel.lists import format_list
-from babel.numbers import format_currency, format_decimal
+from babel.numbers import format_currency, format_decimal, get_group_symbol
 
 from bot.i18n.catalogs import catalogue
 from bot.i18n.languages import SOURCE_LANGUAGE, language_of
@@ -39,6 +39,7 @@ class Texts:
         self._list_locale = Locale.parse("en_GB") if language == "en" else self.locale
         self._own = own
         self._english = english
+        self._group = get_group_symbol(locale=self.locale)
 
     def __repr__(self) -> str:
         return f"Texts({self.language!r})"
@@ -68,6 +69,10 @@ class Texts:
     # --- the locale's formats ---------------------------------------------------------------------------
     def number(self, value: float, *, digits: int = 0) -> str:
         """`1,234` / `1.234` / `1 234`; `digits` fixes the decimals shown."""
+        if isinstance(value, int) and not digits:
+            # Every catalogue's locale groups whole numbers by threes: only the separator differs, and Babel's
+            # general path costs ~50 µs a number (a refusal writes several).
+            return f"{value:,}".replace(",", self._group)
         pattern = "#,##0" + ("." + "0" * digits if digits else "")
         return format_decimal(value, format=pattern, locale=self.locale)
 
