@@ -816,3 +816,20 @@ async def test_interaction_messages_are_in_history_with_their_components(fake: F
 def custom_ids(message: discord.Message) -> list[str]:
     rows = [row for row in message.components if isinstance(row, discord.ActionRow)]
     return [c.custom_id for row in rows for c in row.children if isinstance(c, discord.Button) and c.custom_id]
+
+
+async def test_a_localization_discord_would_refuse_is_refused(fake: FakeDiscord, bot: FakeTestBot) -> None:
+    """Discord checks localized texts like the texts themselves: known locale codes, 1–100 characters."""
+    command = {"name": "ping", "description": "Ping", "type": 1, "options": [
+        {"name": "style", "description": "A style", "type": 3,
+         "description_localizations": {"ja": "スタイル" * 30}}]}  # fmt: skip
+    for bad in (
+        {**command, "description_localizations": {"jp": "ピン"}},  # not a Discord locale code
+        command,  # an option's localized description over 100 characters
+        {**command, "options": [], "name_localizations": {"de": "Ping Pong"}},  # a space in a slash command name
+    ):
+        with pytest.raises(discord.HTTPException) as refused:
+            await bot.http.bulk_upsert_global_commands(bot.application_id, payload=[bad])
+        assert refused.value.status == 400 and refused.value.code == 50035
+    ok = {**command, "options": [], "description_localizations": {"ja": "ピン", "pt-BR": "Pingue"}}
+    assert await bot.http.bulk_upsert_global_commands(bot.application_id, payload=[ok])
