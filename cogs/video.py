@@ -163,7 +163,7 @@ class VideoCog(commands.Cog):
         try:
             await self.bot.jobs.check_channel(who)
         except RefusedByRule as refusal:
-            await self.bot.log_channel.on_refusal(who, refusal)
+            await self.bot.log_channel.on_refusal(who, refusal, interaction.guild_locale)
             raise
         tr = member_texts(interaction)
         await interaction.response.send_modal(PromptModal(self, tr, title=tr("modal.animate.title"), image=image))
@@ -244,7 +244,7 @@ class VideoCog(commands.Cog):
         _discard(request)
         await self._refuse(interaction, describe(refusal, member_texts(interaction)))
         if isinstance(refusal, RefusedByRule):
-            await self.bot.log_channel.on_refusal(who, refusal)
+            await self.bot.log_channel.on_refusal(who, refusal, interaction.guild_locale)
 
     async def _refuse(self, interaction: discord.Interaction, reason: str) -> None:
         if not interaction.response.is_done():

@@ -16,7 +16,7 @@ import pytest
 
 from bot.discord.log_channel import audit_line
 from bot.discord.messages import ENGLISH, describe
-from bot.errors import UnknownModel
+from bot.errors import BlockedWord, UnknownModel
 from bot.i18n import Texts, texts_for
 from bot.providers.registry import ProviderRegistry
 from tests.discord_harness import Harness, running_bot
@@ -160,5 +160,17 @@ async def test_the_log_channel_follows_the_servers_locale(tmp_path: Path) -> Non
             )
             assert [post.removeprefix("🛠️ ") for post in posts] == french
             assert french != [audit_line(entry, ENGLISH) for entry in reversed(entries)]
+
+            # A refusal by a rule: the member is told in Japanese, the log channel in French.
+            await answer_of(h, "videoadmin queue resume", {}, user=ADMIN_ID)
+            await answer_of(h, "videoadmin blocklist add", {"pattern": "dragon"}, user=ADMIN_ID)
+            refused = await answer_of(h, "video", {"prompt": "a red dragon", "duration": 2}, locale="ja")
+            told = BlockedWord(option="prompt", word="dragon")
+            assert refused["ephemeral"] and refused["content"] == describe(told, texts_for("ja"))
+            logged = await h.fake.wait_for(
+                lambda: next((m.content for m in h.fake.messages(log) if "dragon" in m.content and "<@" in m.content
+                              and describe(told, texts_for("fr")) in m.content), None)
+            )  # fmt: skip
+            assert describe(told, texts_for("ja")) not in logged
     finally:
         await fake.close()
