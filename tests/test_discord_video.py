@@ -10,15 +10,17 @@ from pathlib import Path
 import av
 from PIL import Image
 
-from bot.clock import OffsetClock
+from bot.clock import FakeClock, OffsetClock
 from bot.discord.delivery import DiscordDelivery
 from bot.discord.messages import ENGLISH, reason_text
 from bot.discord.reply_record import ReplyRecord, reply_record
 from bot.domain import Job, JobState, QuotaLimits, Requester, VideoRequest
 from bot.errors import StoreError
+from bot.jobs.service import JobService
 from bot.jobs.worker import Worker
 from bot.providers.local import LocalPreviewProvider
 from bot.providers.registry import ProviderRegistry
+from bot.store.base import Store
 from tests.discord_harness import Harness, running_bot
 from tests.fakes.discord import ALICE_ID, CHANNEL_ID, GUILD_ID, FakeDiscord
 from tests.fakes.scripted_provider import ScriptedProvider
@@ -310,3 +312,18 @@ def _input_ids(modal: dict[str, object]) -> list[str]:
         for comp in row.get("components", [row.get("component")]):
             ids.append(comp["custom_id"])
     return ids
+
+
+async def test_a_job_with_no_status_message_costs_no_status_bookkeeping(
+    service: JobService, store: Store, clock: FakeClock
+) -> None:
+    """A job from the command line has no Discord record: nothing to edit, and no write to say it was shown."""
+    delivery = DiscordDelivery(clock, store=store)  # no client attached: an edit would raise
+    job = await service.enqueue(
+        Requester(GUILD_ID, ALICE_ID, CHANNEL_ID), VideoRequest(prompt="a fox", model="fake/video", duration=2)
+    )
+    for state in (JobState.QUEUED, JobState.CANCELLED):
+        await delivery.job_updated(dataclasses.replace(job, state=state))
+        assert await delivery.flush_status(final=True) == 0
+    stored = await store.get_job(job.id)
+    assert stored is not None and stored.status_state is None

@@ -287,3 +287,23 @@ async def test_stopping_lets_a_post_in_flight_finish(
     done = await store.get_job(job.id)
     assert done is not None and done.state is JobState.DELIVERED
     assert list(sink.delivered) == [job.id]
+
+
+async def test_a_busy_worker_looks_for_lapsed_leases_once_a_second(
+    service: JobService, store: Store, registry: ProviderRegistry, sink: FileSink, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Each claim need not look for lapsed leases (a statement per claim): a worker looks at most once a second,
+    so a dead worker's job is taken over within a second of its lease lapsing, not at the next claim."""
+    job = await service.enqueue(ALICE, request())
+    worker = make_worker(store, registry, sink, clock, tmp_path, worker_id="new", lease_seconds=LEASE)
+    await claim_as(store, "old", clock, worker)  # "old" is not registered: no reaping, only its lease counts
+
+    clock.advance(LEASE - 0.5)
+    assert await worker.fill_slots() == 0, "the lease holds: this look finds nothing"
+    clock.advance(0.75)  # the lease has lapsed, but the last look was under a second ago
+    assert await worker.fill_slots() == 0
+    clock.advance(0.25)
+    assert await worker.fill_slots() == 1, "a second after the last look"
+    await worker.drain()
+    done = await store.get_job(job.id)
+    assert done is not None and done.state is JobState.DELIVERED

@@ -92,6 +92,8 @@ class DiscordDelivery:
 
     # --- status messages ------------------------------------------------------------------------------
     async def job_updated(self, job: Job) -> None:
+        if reply_record(job.delivery_ref) is None:
+            return  # a job from elsewhere (the command line): no status message to keep up to date
         slot = self._slots.get(job.id)
         if slot is None:
             slot = self._slots[job.id] = _StatusSlot(job)

@@ -52,6 +52,8 @@ T = TypeVar("T")
 
 CLAIMS_AT_ONCE = 4
 """Claims one worker makes side by side (see `Worker.fill_slots`)."""
+TAKEOVER_LOOK_EVERY = 1.0
+"""Seconds between a worker's looks for jobs whose lease lapsed (their worker died)."""
 MAX_POLL_SECONDS = 2 * 60 * 60
 """A remote job still unfinished after two hours is given up (and refunded)."""
 
@@ -106,6 +108,7 @@ class Worker:
             providers=frozenset(p.name for p in registry.providers),
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._looked_for_lapsed = float("-inf")
         self._critical: set[str] = set()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -162,9 +165,15 @@ class Worker:
         return started
 
     async def _claim(self, holding: tuple[str, ...]) -> Job | None:
+        now = self.clock.now()
+        # Lapsed leases are rare (a worker died) and a lease lasts many seconds: looking for them once a second
+        # takes them over soon enough, and spares each of a busy worker's claims a statement.
+        take_over = now - self._looked_for_lapsed >= TAKEOVER_LOOK_EVERY or now < self._looked_for_lapsed
+        if take_over:
+            self._looked_for_lapsed = now
         return await self.store.claim_job(
-            self.worker_id, now=self.clock.now(), lease_seconds=self.lease_seconds, limits=self.limits,
-            holding=holding,
+            self.worker_id, now=now, lease_seconds=self.lease_seconds, limits=self.limits, holding=holding,
+            take_over=take_over,
         )  # fmt: skip
 
     async def drain(self) -> None:
@@ -239,6 +248,7 @@ class Worker:
                         w.host.split("/", 1)[0])  # fmt: skip
         if freed:
             log.info("%d job(s) of dead workers freed: %s", len(freed), ", ".join(freed))
+            self._looked_for_lapsed = float("-inf")  # their leases lapsed just now: take them at the next claim
             self.wake()
         return freed
 

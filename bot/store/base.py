@@ -160,11 +160,19 @@ class JobStore(InputStore, Protocol):
     async def get_job(self, job_id: str) -> Job | None: ...
 
     async def claim_job(
-        self, worker_id: str, *, now: float, lease_seconds: float, limits: ClaimLimits, holding: Sequence[str] = ()
+        self,
+        worker_id: str,
+        *,
+        now: float,
+        lease_seconds: float,
+        limits: ClaimLimits,
+        holding: Sequence[str] = (),
+        take_over: bool = True,
     ) -> Job | None:
         """Take one job under a lease: first any active job whose lease ran out (its worker died), else the
         next queued job in fair order whose member, provider and the global cap have a free slot. Jobs in
-        `holding` (the ones this worker is driving) are never taken over, even with a lapsed lease."""
+        `holding` (the ones this worker is driving) are never taken over, even with a lapsed lease.
+        `take_over=False` skips the look for lapsed leases (a worker looks at most once a second)."""
         ...
 
     # --- the worker registry --------------------------------------------------------------------------

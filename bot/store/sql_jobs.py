@@ -82,7 +82,14 @@ class JobsSql:
         return job_from_row(row) if row else None
 
     async def claim_job(
-        self, worker_id: str, *, now: float, lease_seconds: float, limits: ClaimLimits, holding: Sequence[str] = ()
+        self,
+        worker_id: str,
+        *,
+        now: float,
+        lease_seconds: float,
+        limits: ClaimLimits,
+        holding: Sequence[str] = (),
+        take_over: bool = True,
     ) -> Job | None:
         until = now + lease_seconds
         exclusive: set[str] = set()  # providers a lost race says to claim one at a time
@@ -91,9 +98,11 @@ class JobsSql:
             running = {row["provider"]: int(row["n"]) for row in await conn.fetch("running_by_provider")}
             # Only a provider with active jobs can have a lapsed lease: naming them lets the lookup use the index.
             with_active = running.keys() & limits.providers if limits.providers is not None else running.keys()
-            expired = await conn.fetchrow(
-                "find_expired_lease", now=now, providers=sorted(with_active), holding=list(holding)
-            )
+            expired = None
+            if take_over:
+                expired = await conn.fetchrow(
+                    "find_expired_lease", now=now, providers=sorted(with_active), holding=list(holding)
+                )
             if expired is not None:
                 return await _take_over(conn, expired, worker_id=worker_id, lease_until=until, now=now)
 
