@@ -58,6 +58,8 @@ async def test_video_command_posts_a_playable_clip(tmp_path: Path) -> None:
         assert not list(staging.glob("*.mp4")), "staged clip deleted after delivery"
         ids = clip_message.custom_ids()
         assert ids == [f"video:again:{job.id}", f"video:remix:{job.id}", f"video:delete:{job.id}"]
+        # Its buttons are answered by dynamic items: the post keeps no view in the client (one per clip, forever).
+        assert not h.bot.persistent_views
 
 
 async def test_refusals_are_ephemeral_clear_and_free(tmp_path: Path) -> None:

@@ -90,12 +90,17 @@ class ClipPoster:
             _raise_forbidden(job, exc)
 
     async def _post_in_channel(self, job: Job, upload: Path, tr: Texts) -> int:
-        channel = self.client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+        # The REST call itself, not `channel.send`: that would build a `Message` from the answer and keep the
+        # buttons' view in the client's view store for good (one per clip, for the worker's whole life), when
+        # only the id is wanted and the buttons are answered by their dynamic items.
         try:
-            message = await channel.send(
-                f"<@{job.user_id}>", file=discord.File(upload, "clip.mp4"), embed=clip_embed(job, self.clock.now(), tr),
-                view=clip_view(job, tr), allowed_mentions=_only_requester(job), nonce=clip_nonce(job),
-            )  # fmt: skip
+            with discord.http.handle_message_parameters(
+                content=f"<@{job.user_id}>", file=discord.File(upload, "clip.mp4"),
+                embed=clip_embed(job, self.clock.now(), tr), view=clip_view(job, tr),
+                allowed_mentions=_only_requester(job), previous_allowed_mentions=self.client.allowed_mentions,
+                nonce=clip_nonce(job),
+            ) as params:  # fmt: skip
+                message = await self.client.http.send_message(job.channel_id, params=params)
         except discord.Forbidden:
             raise
         except discord.HTTPException as exc:
@@ -105,7 +110,7 @@ class ClipPoster:
                                 or exc.status == 429) from exc  # fmt: skip
         except NETWORK_ERRORS as exc:
             raise DeliveryError(f"posting failed: {exc!r}", retryable=True) from exc
-        return int(message.id)
+        return int(message["id"])
 
     async def _post_by_webhook(self, job: Job, upload: Path, tr: Texts) -> int:
         record = reply_record(job.delivery_ref)

@@ -74,7 +74,7 @@ def status_view(job: Job, tr: Texts) -> discord.ui.View:
     if not job.state.is_terminal:
         view.add_item(discord.ui.Button(label=tr("button.cancel"), style=discord.ButtonStyle.danger,
                                         custom_id=custom_id("cancel", job.id)))  # fmt: skip
-    return view
+    return _answered_by_dynamic_items(view)
 
 
 def clip_view(job: Job, tr: Texts) -> discord.ui.View:
@@ -85,6 +85,14 @@ def clip_view(job: Job, tr: Texts) -> discord.ui.View:
                                     custom_id=custom_id("remix", job.id)))  # fmt: skip
     view.add_item(discord.ui.Button(label=tr("button.delete"), emoji="🗑️", style=discord.ButtonStyle.secondary,
                                     custom_id=custom_id("delete", job.id)))  # fmt: skip
+    return _answered_by_dynamic_items(view)
+
+
+def _answered_by_dynamic_items(view: discord.ui.View) -> discord.ui.View:
+    """The view stopped before it is sent: its buttons are answered by the cogs' dynamic items (which parse the
+    custom id), and discord.py keeps every unstopped view it sends in the client for good, one per status
+    message and per clip over the life of the process."""
+    view.stop()
     return view
 
 
