@@ -56,8 +56,9 @@ _NAMES = {
     "refunded": N_("audit.field.refunded"),
 }
 """The fields the audit trail records (`bot.jobs.audit`, `bot.jobs.admin`); another shows as its own name."""
-_PERIODS = {"hour": N_("audit.period.hour"), "day": N_("audit.period.day"), "week": N_("audit.period.week"),
-            "month": N_("audit.period.month")}  # fmt: skip
+_PERIODS = {"hour": N_("cmd.choice.hour"), "day": N_("cmd.choice.day"), "week": N_("cmd.choice.week"),
+            "month": N_("cmd.choice.month")}  # fmt: skip
+"""A quota period by the name the `period` option's choices give it."""
 _EMPTY = {"language": N_("audit.value.server-locale"), "monthly_budget": N_("audit.value.off")}
 """How a field with no value reads; `audit.value.none` for the others."""
 

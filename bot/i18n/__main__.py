@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from babel import Locale, UnknownLocaleError
 from babel.messages.catalog import Catalog
@@ -28,10 +29,7 @@ def _read(language: str) -> Catalog:
         return read_po(source, locale=language, domain=DOMAIN)
 
 
-def _write(catalogue: Catalog, path: object) -> None:
-    from pathlib import Path
-
-    target = Path(str(path))
+def _write(catalogue: Catalog, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("wb") as out:
         write_po(out, catalogue, width=PO_WIDTH, omit_header=False, ignore_obsolete=True, include_lineno=False)

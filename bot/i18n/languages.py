@@ -7,6 +7,8 @@ with no catalogue of its own falls back to one of the same language, then to Eng
 
 from __future__ import annotations
 
+import functools
+
 SOURCE_LANGUAGE = "en"
 LANGUAGES = ("en", "zh_CN", "ja", "ko", "pt_BR", "es", "de", "fr")
 """The catalogues the bot ships, English (the source) first."""
@@ -28,18 +30,21 @@ _SAME_LANGUAGE_ONLY = {"zh"}
 not the Simplified catalogue."""
 
 
+_BY_LOWER = {language.lower(): language for language in LANGUAGES}
+_BY_BASE = {language.split("_")[0].lower(): language for language in LANGUAGES}
+
+
+@functools.cache
+def _catalogue_of(code: str) -> str:
+    exact = _BY_LOWER.get(code.lower())
+    if exact is not None:
+        return exact
+    base = code.split("_")[0].lower()
+    return SOURCE_LANGUAGE if base in _SAME_LANGUAGE_ONLY else _BY_BASE.get(base, SOURCE_LANGUAGE)
+
+
 def language_of(locale: object) -> str:
     """The catalogue for a Discord locale (`discord.Locale` or its code, any case, `-` or `_`); English when
     none fits or the locale is unknown."""
     code = str(getattr(locale, "value", locale) or "").strip().replace("-", "_")
-    if not code:
-        return SOURCE_LANGUAGE
-    by_lower = {language.lower(): language for language in LANGUAGES}
-    exact = by_lower.get(code.lower())
-    if exact is not None:
-        return exact
-    base = code.split("_")[0].lower()
-    if base in _SAME_LANGUAGE_ONLY:
-        return SOURCE_LANGUAGE
-    by_base = {language.split("_")[0].lower(): language for language in LANGUAGES}
-    return by_base.get(base, SOURCE_LANGUAGE)
+    return _catalogue_of(code) if code else SOURCE_LANGUAGE
