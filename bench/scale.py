@@ -11,13 +11,21 @@ machine's PostgreSQL runs with autovacuum off, as a new database is):
   events) with an instant in-process provider and real delivery: every clip is posted through Discord's REST API
   to the loopback fake Discord, which runs in this (the parent) process. The figure is jobs from "go" to the
   last delivered, per second.
-- **procrastinate**: the same number of jobs deferred (`batch_defer_async`), then N processes of its worker
-  (`run_worker_async(wait=False)`, a no-op task) with the same concurrency.
+- **procrastinate, posting the clip** (the engine's match, left out with `--without-discord`): the same number of
+  jobs deferred (`batch_defer_async`), then N processes of its worker (`run_worker_async(wait=False)`) with the
+  same concurrency, whose task does the engine's delivery: it reads the instant provider's clip from disk and
+  posts it to the same fake Discord in this process, as `ClipPoster._post_in_channel` does (the requester
+  mentioned, `clip.mp4` attached, the clip's embed and buttons), through one REST-only discord.py client per
+  process, logged in before "go" (`bench/scale_clip_task.py`).
+- **procrastinate, no-op**: the same, with a task that does nothing: the match of the engine alone
+  (`--without-discord`, where a clip counts as delivered without a post).
 - **bare loop**: `UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING` then a finishing
   UPDATE, on 1 and 4 connections of one process: the floor any queue on this database pays per job.
 
 Per-job database cost: statements and round trips (statements + BEGIN + COMMIT) counted by the engine's worker
 processes on their asyncpg connections, and transactions per job from `pg_stat_database` for every contender.
+Per-job CPU: the worker processes', PostgreSQL's, and, where clips are posted, this process's (the fake Discord).
+The main ratio is the engine's to procrastinate posting the clip; without Discord, to the no-op one.
 """
 
 from __future__ import annotations
@@ -35,7 +43,10 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.scale_clip_task import ClipPosting
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -136,17 +147,29 @@ async def engine_child() -> None:
     print(json.dumps(report), flush=True)
 
 
-async def procrastinate_child(conninfo: str) -> None:
-    app = procrastinate_app(conninfo)
-    async with app.open_async():
-        print("ready", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-        cpu_at_go = cpu_seconds()
-        await app.run_worker_async(concurrency=CONCURRENCY, wait=False, install_signal_handlers=False)
+async def procrastinate_child(conninfo: str, clip: str | None) -> None:
+    """A procrastinate worker; with `clip`, its task posts that file to the fake Discord."""
+    posting: ClipPosting | None = None
+    try:
+        if clip is not None:
+            from bench.scale_clip_task import ClipPosting
+
+            posting = ClipPosting(Path(clip))
+            await posting.open(os.environ["DISCORD_TOKEN"], os.environ["DISCORD_API_BASE"])
+        app = procrastinate_app(conninfo, posting)
+        async with app.open_async():
+            print("ready", flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            cpu_at_go = cpu_seconds()
+            await app.run_worker_async(concurrency=CONCURRENCY, wait=False, install_signal_handlers=False)
+    finally:
+        if posting is not None:
+            await posting.close()
     print(json.dumps({"cpu": cpu_seconds() - cpu_at_go}), flush=True)
 
 
-def procrastinate_app(conninfo: str) -> Any:
+def procrastinate_app(conninfo: str, posting: ClipPosting | None = None) -> Any:
+    """`posting` (a `ClipPosting`, opened) is what the post_clip task uses; only the workers run it."""
     import procrastinate
 
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo))
@@ -154,6 +177,11 @@ def procrastinate_app(conninfo: str) -> Any:
     @app.task(name="noop")
     async def noop() -> None:
         return None
+
+    @app.task(name="post_clip")
+    async def post_clip(job_id: str, user_id: int, created_at: float) -> None:
+        assert posting is not None
+        await posting.post(job_id, user_id, created_at)
 
     return app
 
@@ -268,42 +296,68 @@ async def engine_round(
     return jobs / seconds, cost
 
 
-async def procrastinate_round(url: str, jobs: int, workers: int) -> tuple[float, dict[str, float]]:
+async def procrastinate_round(
+    url: str, jobs: int, workers: int, workdir: Path, *, post: bool
+) -> tuple[float, dict[str, float]]:
+    """procrastinate's run of `jobs` tasks: with `post`, each posts the clip to a fake Discord in this process."""
     import asyncpg
+
+    from bench.scale_clip_task import write_clip
+    from tests.fakes.discord import FakeDiscord
 
     schema = f"procrastinate_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(url)
     await admin.execute(f"CREATE SCHEMA {schema}")
     conninfo = f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
     app = procrastinate_app(conninfo)
+    fake = FakeDiscord() if post else None
     children = Processes()
     try:
         async with app.open_async():
             await app.schema_manager.apply_schema_async()
-            task = app.tasks["noop"]
+            task = app.tasks["post_clip" if post else "noop"]
             for start in range(0, jobs, 1000):
-                await task.batch_defer_async(*({} for _ in range(start, min(jobs, start + 1000))))
+                batch = range(start, min(jobs, start + 1000))
+                await task.batch_defer_async(*(post_args(n) if post else {} for n in batch))
         env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO)}
-        await children.start(workers, ["--child", "procrastinate", conninfo], env)
+        args = ["--child", "procrastinate", conninfo]
+        if fake is not None:
+            await fake.start()
+            env |= {"DISCORD_TOKEN": fake.token, "DISCORD_API_BASE": fake.api_base}
+            args.append(str(write_clip(workdir)))
+        await children.start(workers, args, env)
         before = await commits(admin)
-        pg_cpu = postgres_cpu_seconds()
+        pg_cpu, own_cpu = postgres_cpu_seconds(), cpu_seconds()
         started = time.perf_counter()
         children.go()
         counts = await children.finish(terminate=False)  # wait=False: each worker stops once the queue is empty
         seconds = time.perf_counter() - started
-        pg_cpu = postgres_cpu_seconds() - pg_cpu
+        pg_cpu, own_cpu = postgres_cpu_seconds() - pg_cpu, cpu_seconds() - own_cpu
         after = await commits(admin)
         done = await admin.fetchval(f"SELECT COUNT(*) FROM {schema}.procrastinate_jobs WHERE status = 'succeeded'")
+        posted = len(fake.bot_messages()) if fake is not None else None
     finally:
+        if fake is not None:
+            await fake.close()
         await admin.execute(f"DROP SCHEMA {schema} CASCADE")
         await admin.close()
     if done != jobs:
         raise RuntimeError(f"procrastinate finished {done} of {jobs} jobs")
-    return jobs / seconds, {
+    if post and posted != jobs:
+        raise RuntimeError(f"procrastinate posted {posted} clips for {jobs} jobs")
+    cost = {
         "transactions": (after - before) / jobs,
         "ms CPU in workers": counts["cpu"] * 1000 / jobs,
         "ms CPU in PostgreSQL": pg_cpu * 1000 / jobs,
     }
+    if post:
+        cost["ms CPU in the fake Discord"] = own_cpu * 1000 / jobs
+    return jobs / seconds, cost
+
+
+def post_args(n: int) -> dict[str, Any]:
+    """The n-th job's arguments: its id as the engine makes one, and a requester of the engine round's members."""
+    return {"job_id": uuid.uuid4().hex, "user_id": 1000 + n % MEMBERS, "created_at": time.time()}
 
 
 async def bare_round(url: str, jobs: int, connections: int) -> float:
@@ -361,29 +415,39 @@ async def main() -> None:
     rival = has_procrastinate()
     if not rival:
         print("procrastinate is not installed (pip install 'procrastinate==3.10.0'): its column is left out")
+    discord = not args.without_discord
     engine: dict[int, list[float]] = {n: [] for n in counts}
-    other: dict[int, list[float]] = {n: [] for n in counts}
+    noop: dict[int, list[float]] = {n: [] for n in counts}
+    posting: dict[int, list[float]] = {n: [] for n in counts}
     costs: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(args.rounds):  # alternately, so a slow moment of the machine hurts both alike
+        for _ in range(args.rounds):  # alternately, so a slow moment of the machine hurts all alike
             for n in counts:
-                rate, cost = await engine_round(
-                    args.database_url, args.jobs, n, Path(tmp), discord=not args.without_discord
-                )
+                rate, cost = await engine_round(args.database_url, args.jobs, n, Path(tmp), discord=discord)
                 engine[n].append(rate)
                 costs.setdefault(f"engine ({n} workers)", cost)
-                if rival:
-                    rate, cost = await procrastinate_round(args.database_url, args.jobs, n)
-                    other[n].append(rate)
-                    costs.setdefault(f"procrastinate ({n} workers)", cost)
+                if not rival:
+                    continue
+                if discord:
+                    rate, cost = await procrastinate_round(args.database_url, args.jobs, n, Path(tmp), post=True)
+                    posting[n].append(rate)
+                    costs.setdefault(f"procrastinate posting the clip ({n} workers)", cost)
+                rate, cost = await procrastinate_round(args.database_url, args.jobs, n, Path(tmp), post=False)
+                noop[n].append(rate)
+                costs.setdefault(f"procrastinate no-op ({n} workers)", cost)
     bare = {c: await bare_round(args.database_url, args.jobs, c) for c in (1, 4)}
     print(f"{args.jobs:,} jobs, {MEMBERS} members, {CONCURRENCY} jobs in flight per process, "
           f"median of {args.rounds} rounds (jobs/s):")  # fmt: skip
     for n in counts:
-        line = f"  {n} worker process(es): engine {statistics.median(engine[n]):7.0f}"
+        mine = statistics.median(engine[n])
+        line = f"  {n} worker process(es): engine {mine:7.0f}"
+        if rival and discord:
+            theirs = statistics.median(posting[n])
+            line += f"   procrastinate posting the clip {theirs:7.0f}   ratio {mine / theirs:.2f}x"
         if rival:
-            mine, theirs = statistics.median(engine[n]), statistics.median(other[n])
-            line += f"   procrastinate {theirs:7.0f}   ratio {mine / theirs:.2f}x"
+            theirs = statistics.median(noop[n])
+            noop_part = f"procrastinate no-op {theirs:7.0f}   ratio {mine / theirs:.2f}x"
+            line += f"   ({noop_part})" if discord else f"   {noop_part}"
         print(line)
     first, last = statistics.median(engine[counts[0]]), statistics.median(engine[counts[-1]])
     cores = os.cpu_count()
@@ -406,6 +470,6 @@ if __name__ == "__main__":
         if sys.argv[2] == "engine":
             asyncio.run(engine_child())
         else:
-            asyncio.run(procrastinate_child(sys.argv[3]))
+            asyncio.run(procrastinate_child(sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None))
     else:
         asyncio.run(main())

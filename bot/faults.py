@@ -23,8 +23,7 @@ POINTS = (
     "running",  # the remote id is recorded
     "polled",  # one poll answered
     "downloaded",  # the clip is on disk, not yet recorded
-    "delivering",  # the clip is recorded as ready to post
-    "post_intent",  # the post attempt is recorded, nothing sent yet
+    "post_intent",  # the clip and the intent to post it are recorded, nothing sent yet
     "posted",  # Discord accepted the post, its message id not yet recorded
     "recorded",  # the delivery is recorded, the status message not yet edited
     "status_edited",  # a status message edit went out

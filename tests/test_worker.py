@@ -46,10 +46,10 @@ async def test_full_lifecycle_records_every_state_and_keeps_credits(
     events = await store.job_events(job.id)
     states = [e.to_state for e in events]
     assert states == [
-        JobState.QUEUED, JobState.SUBMITTING, JobState.RUNNING, JobState.DOWNLOADING,
-        JobState.DELIVERING, JobState.DELIVERING, JobState.DELIVERED,
+        JobState.QUEUED, JobState.SUBMITTING, JobState.RUNNING, JobState.DOWNLOADING, JobState.DELIVERING,
+        JobState.DELIVERED,
     ]  # fmt: skip
-    assert events[5].detail == "posting, try 1", "the intent to post is recorded before the post"
+    assert events[4].detail == "posting, try 1", "the intent to post is recorded before the post"
     usage = await service.usage(ALICE)
     assert (usage.used, usage.reserved, usage.left) == (4, 0, 56)
     assert not list((worker.staging_dir).glob("*.mp4")), "staged clip must be removed once delivered"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import io
 import json
 import logging
 from pathlib import Path
@@ -44,6 +45,9 @@ FIND_MARGIN = 60.0
 """Look from a minute before the job was made: clocks of the bot and of Discord differ a little."""
 WEBHOOK_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=120.0, pool=10.0)
 NETWORK_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+IN_MEMORY_UPLOAD = 16 * 1024 * 1024
+"""Clips up to this size are read in one go and sent from memory: aiohttp reads a file in 64 KiB chunks, each a
+hop to its thread pool and back (a hundred for a clip of a few MB). Bigger ones are streamed from the disk."""
 
 
 class TooLarge(Exception):
@@ -95,7 +99,7 @@ class ClipPoster:
         # only the id is wanted and the buttons are answered by their dynamic items.
         try:
             with discord.http.handle_message_parameters(
-                content=f"<@{job.user_id}>", file=discord.File(upload, "clip.mp4"),
+                content=f"<@{job.user_id}>", file=await _clip_file(upload),
                 embed=clip_embed(job, self.clock.now(), tr), view=clip_view(job, tr),
                 allowed_mentions=_only_requester(job), previous_allowed_mentions=self.client.allowed_mentions,
                 nonce=clip_nonce(job),
@@ -203,6 +207,12 @@ def _raise_forbidden(job: Job, exc: discord.HTTPException) -> NoReturn:
         retryable=False,
         user_message=Said(N_("delivery.cannot-post"), {"channel": channel}),
     ) from exc
+
+
+async def _clip_file(upload: Path) -> discord.File:
+    if upload.stat().st_size <= IN_MEMORY_UPLOAD:
+        return discord.File(io.BytesIO(await asyncio.to_thread(upload.read_bytes)), "clip.mp4")
+    return discord.File(upload, "clip.mp4")
 
 
 def _custom_ids(message: discord.Message) -> set[str]:

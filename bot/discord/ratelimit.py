@@ -7,15 +7,16 @@ sending, and each collects a 429 of its own (Discord counts them toward its ban 
 
 What is built: a shared *pause*. The process that is told "global" (the body's `global: true`, or
 `X-RateLimit-Global` / `X-RateLimit-Scope: global`) writes "paused until now + retry_after" to the database
-(`RateLimitStore.pause_discord`; a later end only extends it), and every process reads it before each
-bot-token request and waits until then. Held requests resume at random within the second after the end
-(Discord counts per second) and read the pause again first, so they do not all arrive together and start the
-next pause at once.
+(`RateLimitStore.pause_discord`; a later end only extends it), and every process reads it before its
+bot-token requests (one read serves those of the next `FRESH_FOR` seconds) and waits until then. Held requests
+resume at random within the second after the end (Discord counts per second) and read the pause again first, so
+they do not all arrive together and start the next pause at once. A process may thus send for up to `FRESH_FOR`
+after another was told to pause: about what a request takes to cross the network anyway.
 
 Not built: a shared token bucket of 50/s, which would write the database on every request (one contended row);
-the pause reads one row per request (bench/global_rate_limit.py measures it) and writes only on a global 429,
-and Discord's answer says when to resume. A REST proxy in front of every process (README: @discordjs/proxy) is
-the complete answer, per-route buckets included; this is what holds without one.
+the pause reads one row at most every `FRESH_FOR` per process (bench/global_rate_limit.py measures it) and
+writes only on a global 429, and Discord's answer says when to resume. A REST proxy in front of every process
+(README: @discordjs/proxy) is the complete answer, per-route buckets included; this is what holds without one.
 
 Where it hooks: the aiohttp `TraceConfig` that discord.py installs on its one session (`http_trace=`, also
 used for the metrics). `on_request_start` is awaited before the request is sent, so waiting there holds it;
@@ -53,6 +54,9 @@ MAX_PAUSE = 60.0
 RESUME_SPREAD = 1.0
 """Held requests resume at random within this many seconds after the pause ends: Discord's window."""
 STORE_TIMEOUT = 1.0
+FRESH_FOR = 0.1
+"""Seconds one read of the shared pause serves this process's requests: a worker posting a hundred clips a second
+reads it ten times a second, not a hundred."""
 """A database that has not answered by then does not hold a request up: it is sent without the shared pause."""
 
 
@@ -98,12 +102,14 @@ class GlobalPause:
         self.held = 0
         """Requests this process held for a pause."""
         self._unreadable = False
+        self._shared = 0.0
+        self._read_at = float("-inf")
 
     async def before_request(self) -> float:
         """Wait until no pause is in force; returns the seconds waited (0.0 almost always)."""
         waited = 0.0
         while waited < MAX_PAUSE:
-            shared = await self._read()
+            shared = await self._shared_until()
             if shared > self.until:
                 self.until = shared
             delay = min(self.until - self.clock.now(), MAX_PAUSE - waited)
@@ -130,6 +136,12 @@ class GlobalPause:
                 await self.store.pause_discord(until)
         except (StoreError, TimeoutError) as exc:
             log.warning("could not share Discord's global rate limit with the other processes: %s", exc)
+
+    async def _shared_until(self) -> float:
+        now = self.clock.now()
+        if not 0.0 <= now - self._read_at < FRESH_FOR:
+            self._shared, self._read_at = await self._read(), now
+        return self._shared
 
     async def _read(self) -> float:
         try:

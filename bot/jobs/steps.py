@@ -44,6 +44,7 @@ Step = Callable[["Worker", Job, VideoProvider], Awaitable[Job]]
 POLL_GROWTH = 1.5
 POLL_INTERVAL_CAP = 15.0
 INPUT_LOST = Said(N_("failure.input-lost"))
+FIRST_TRY = "posting, try 1"
 
 
 async def submit(w: Worker, job: Job, provider: VideoProvider) -> Job:
@@ -154,22 +155,34 @@ async def download(w: Worker, job: Job, provider: VideoProvider) -> Job:
     if result.state is not RemoteState.SUCCEEDED:
         raise JobFailed(result.error or Said(N_("failure.result-gone")))
     crash_point("downloaded")
-    job = await w.move(job, JobState.DELIVERING, result_path=str(dest))
-    crash_point("delivering")
-    return job
+    # The clip and the intent to post it are recorded in one write: a worker that dies after it looks for the
+    # post before posting again, as after any attempt (one history row and one round trip less per job).
+    job = await w.move(job, JobState.DELIVERING, result_path=str(dest), post_attempted_at=w.clock.now(),
+                       detail=FIRST_TRY)  # fmt: skip
+    crash_point("post_intent")
+    if job.cancel_requested or w.stopping:
+        return job  # cancelled (the worker's loop ends it) or handed back: the next worker looks before posting
+    return await post_clip(w, job, intent_recorded=True)
 
 
 async def deliver(w: Worker, job: Job, provider: VideoProvider) -> Job:
-    """Post the clip exactly once: record the intent before each post, and after any attempt that may have
-    gone through (an earlier life of this job, an ambiguous failure) look for the post before posting again."""
+    """A job resumed while delivering (an earlier life of it died): post the clip unless it was posted."""
     if job.delivered_message_id is not None:
         return await w.move(job, JobState.DELIVERED, detail="already delivered")
+    return await post_clip(w, job, intent_recorded=False)
+
+
+async def post_clip(w: Worker, job: Job, *, intent_recorded: bool) -> Job:
+    """Post the clip exactly once: record the intent before each post, and after any attempt that may have
+    gone through (an earlier life of this job, an ambiguous failure) look for the post before posting again.
+    `intent_recorded`: the first try's intent was recorded just now and nothing was sent since."""
     tries = itertools.count(1)
 
     async def attempt() -> int | None:
         nonlocal job
         number = next(tries)
-        if job.post_attempted_at is not None:
+        fresh = number == 1 and intent_recorded
+        if job.post_attempted_at is not None and not fresh:
             found = await w.delivery.find_post(job)
             if found is not None:
                 log.info("job %s: found the clip posted by an earlier attempt (%s)", job.id, found)
@@ -177,8 +190,10 @@ async def deliver(w: Worker, job: Job, provider: VideoProvider) -> Job:
         clip = Path(job.result_path or w.staging_dir / f"{job.id}.mp4")
         if not clip.exists():
             raise JobFailed(Said(N_("failure.clip-lost")))
-        job = await w.move(job, JobState.DELIVERING, post_attempted_at=w.clock.now(), detail=f"posting, try {number}")
-        crash_point("post_intent")
+        if not fresh:
+            job = await w.move(job, JobState.DELIVERING, post_attempted_at=w.clock.now(),
+                               detail=f"posting, try {number}")  # fmt: skip
+            crash_point("post_intent")
         return await w.delivery.deliver(job, clip)
 
     with w.side_effect(job):
