@@ -217,7 +217,7 @@ class Processes:
             if terminate:
                 proc.send_signal(signal.SIGTERM)
             assert proc.stdout is not None
-            out = await asyncio.wait_for(proc.stdout.read(), 60)
+            out = await asyncio.wait_for(proc.stdout.read(), 900)  # a slow contender, not a hung one
             await proc.wait()
             lines = [line for line in out.decode().splitlines() if line.startswith("{")]
             for key, value in (json.loads(lines[-1]) if lines else {}).items():
