@@ -21,6 +21,7 @@ from bot.domain import QuotaLimits, Requester
 from bot.jobs.service import JobService
 from bot.providers.registry import ProviderRegistry
 from bot.store.base import ClaimLimits
+from bot.store.dialects.postgres import INDEX_PLANS
 from bot.store.queries import queries
 from bot.store.sql_jobs import CLAIM_LANES, _over_a_limit
 from tests.conftest import TEST_DATABASE_URL
@@ -86,12 +87,19 @@ async def test_claim_and_enqueue_reads_stay_on_indexes_at_ten_thousand_queued_wi
     try:
         await fill_queue(conn, providers=("fake", "other"))
         assert await conn.fetchval("SELECT reltuples FROM pg_class WHERE oid = 'jobs'::regclass") < 1  # never analysed
+        claims = await asyncpg.connect(url(), server_settings={"search_path": schema, "jit": "off"} | INDEX_PLANS)
+        try:
+            with pytest.raises(RolledBack):
+                async with claims.transaction():  # EXPLAIN ANALYZE really claims: roll it back
+                    claim = await explain(claims, "claim_next", worker_id="w", lease_until=1e12, now=1e9,
+                                          providers=["fake", "other"], limits=[100, 100], exclusive=[], lanes=8,
+                                          lane_offset=0, global_limit=None)  # fmt: skip
+                    raise RolledBack
+        finally:
+            await claims.close()
         with pytest.raises(RolledBack):
-            async with conn.transaction():  # EXPLAIN ANALYZE really claims: roll it back
-                await conn.fetch(queries("postgres")["running_by_provider"].sql)
-                claim = await explain(conn, "claim_next", worker_id="w", lease_until=1e12, now=1e9,
-                                      only=["fake", "other"], tight=[], lanes=8, lane_offset=0,
-                                      global_limit=None)  # fmt: skip
+            async with conn.transaction():
+                await conn.execute(queries("postgres")["lock_member"].sql, 1, 7)  # the enqueue's first statement
                 floor = await explain(conn, "fair_rank_floor", guild_id=1, user_id=7)
                 raise RolledBack
     finally:
@@ -182,18 +190,20 @@ async def test_a_laned_claim_leaves_room_for_the_claims_it_cannot_see(two_pools:
     pg = queries("postgres")
     late = [await asyncpg.connect(url(), server_settings={"search_path": first.dialect.namespace}) for _ in range(2)]
     try:
-        for conn in late:  # both begin while nothing runs: the provider has room for CLAIM_LANES and more
+        for conn in late:
             await conn.execute("BEGIN")
-            assert await conn.fetch(pg["running_by_provider"].sql) == []
-        for n in range(9):  # meanwhile others fill it to one short of the limit
+        for n in range(9):  # others fill the provider to one short of the limit
             assert await first.claim_job(f"w{n}", now=clock.now(), lease_seconds=LEASE, limits=limits)
         verdicts = []
         for n, conn in enumerate(late):
             claim_next, claim_check = pg["claim_next"], pg["claim_check"]
+            # claim_next decides from what its own snapshot shows: these two are told of a limit with room for
+            # every lane, as two claims whose snapshots were taken before the nine committed would have seen.
             row = await conn.fetchrow(claim_next.sql, *claim_next.args(dict(
-                worker_id=f"late{n}", lease_until=clock.now() + LEASE, now=clock.now(), only=["a"], tight=[],
-                lanes=CLAIM_LANES, lane_offset=n, global_limit=None)))  # fmt: skip
-            assert row is not None and row["lane"] is not None
+                worker_id=f"late{n}", lease_until=clock.now() + LEASE, now=clock.now(), providers=["a"],
+                limits=[10 + CLAIM_LANES], exclusive=[], lanes=CLAIM_LANES, lane_offset=n,
+                global_limit=None)))  # fmt: skip
+            assert row is not None and row["laned"] and row["lane"] is not None
             check = await conn.fetchrow(claim_check.sql, *claim_check.args(dict(
                 id=row["id"], now=clock.now(), detail="late", guild_id=row["guild_id"], user_id=row["user_id"],
                 provider="a", global_limit=None)))  # fmt: skip

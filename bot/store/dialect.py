@@ -62,8 +62,10 @@ class Dialect(Protocol):
         """Run a body that only reads."""
         ...
 
-    async def write(self, body: Body[T]) -> T:
-        """Run a body as one transaction: all of its writes, or none (if it raises, it leaves no trace)."""
+    async def write(self, body: Body[T], *, on_indexes: bool = False) -> T:
+        """Run a body as one transaction: all of its writes, or none (if it raises, it leaves no trace).
+        `on_indexes`: its statements are planned to walk indexes whatever the planner's statistics say (a claim's:
+        PostgreSQL runs it on a connection that prices sequential scans and sorts out)."""
         ...
 
     async def write_one(self, query: str, /, **params: Any) -> list[Row]:

@@ -95,28 +95,19 @@ class JobsSql:
         exclusive: set[str] = set()  # providers a lost race says to claim one at a time
 
         async def claim(conn: Connection) -> Job | None:
-            running = {row["provider"]: int(row["n"]) for row in await conn.fetch("running_by_provider")}
-            # Only a provider with active jobs can have a lapsed lease: naming them lets the lookup use the index.
-            with_active = running.keys() & limits.providers if limits.providers is not None else running.keys()
-            expired = None
             if take_over:
-                expired = await conn.fetchrow(
-                    "find_expired_lease", now=now, providers=sorted(with_active), holding=list(holding)
-                )
-            if expired is not None:
-                return await _take_over(conn, expired, worker_id=worker_id, lease_until=until, now=now)
-
-            if limits.global_limit is not None and sum(running.values()) >= limits.global_limit:
-                return None
+                expired = await _lapsed_lease(conn, limits, holding, now)
+                if expired is not None:
+                    return await _take_over(conn, expired, worker_id=worker_id, lease_until=until, now=now)
             providers = limits.providers
             if providers is None:
                 providers = frozenset(str(row["provider"]) for row in await conn.fetch("queued_providers"))
-            room = {p: limits.provider_limits.get(p, UNLIMITED) - running.get(p, 0) for p in providers}
-            if not (allowed := sorted(p for p, free in room.items() if free > 0)):
-                return None
-            tight = sorted(p for p in allowed if room[p] < CLAIM_LANES or p in exclusive)
+            names = sorted(providers)
+            # Which providers have room (and which are tight) is worked out by claim_next itself, from what runs
+            # when it does: one statement, where reading the counts first cost a round trip per claim.
             row = await conn.fetchrow(
-                "claim_next", worker_id=worker_id, lease_until=until, now=now, only=allowed, tight=tight,
+                "claim_next", worker_id=worker_id, lease_until=until, now=now, providers=names,
+                limits=[limits.provider_limits.get(p, UNLIMITED) for p in names], exclusive=sorted(exclusive),
                 lanes=CLAIM_LANES, lane_offset=random.randrange(CLAIM_LANES), global_limit=limits.global_limit,
             )  # fmt: skip
             if row is None:
@@ -128,13 +119,13 @@ class JobsSql:
             )  # fmt: skip
             if check is None:  # SQLite: nothing to check, and the history row is ours to write
                 await _event(conn, row["id"], now, JobState.QUEUED, JobState.SUBMITTING, detail)
-            elif _over_a_limit(check, row, limits, laned=row["provider"] not in tight):
+            elif _over_a_limit(check, row, limits, laned=bool(row["laned"])):
                 raise _ClaimRace(str(row["id"]), str(row["provider"]))
             return job_from_row(row)
 
         for _ in range(CLAIM_ATTEMPTS):
             try:
-                return await self.dialect.write(claim)
+                return await self.dialect.write(claim, on_indexes=True)
             except _ClaimRace as race:
                 log.debug("claim of job %s lost a race for a free slot; trying again", race.job_id)
                 exclusive.add(race.provider)
@@ -282,6 +273,16 @@ async def _reroute(conn: Connection, job_id: str, row: Row, reroute: Reroute, no
             credits=credits - int(row["credits"]), at=row["created_at"],
         )  # fmt: skip
     return updated
+
+
+async def _lapsed_lease(conn: Connection, limits: ClaimLimits, holding: Sequence[str], now: float) -> Row | None:
+    """An active job of this worker's providers whose lease ran out (not one it holds itself), locked."""
+    running = {str(row["provider"]) for row in await conn.fetch("running_by_provider")}
+    # Only a provider with active jobs can have a lapsed lease: naming them lets the lookup use the index.
+    with_active = running & limits.providers if limits.providers is not None else running
+    if not with_active:
+        return None
+    return await conn.fetchrow("find_expired_lease", now=now, providers=sorted(with_active), holding=list(holding))
 
 
 async def _take_over(conn: Connection, expired: Row, *, worker_id: str, lease_until: float, now: float) -> Job:

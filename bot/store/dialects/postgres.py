@@ -13,8 +13,8 @@ statement, which is its own), and the decisions that read and then write take ex
   re-count leaves room for the seven claims it cannot see, so such claims run side by side; a provider near its
   limit is claimed under its exclusive lock, one at a time. A claim that lost the race rolls back and tries
   again (`bot.store.sql_jobs`);
-- the hot transactions (`running_by_provider` opens a claim, `lock_member` an enqueue) price sequential scans
-  and sorts out for their own duration, so a fresh database with no planner statistics still walks the indexes
+- the hot transactions price sequential scans and sorts out (a claim runs on connections set so, `INDEX_PLANS`;
+  `lock_member` opens an enqueue), so a fresh database with no planner statistics still walks the indexes
   (checked with EXPLAIN in tests/test_claim_scale.py), and JIT is off on every connection (it costs 100 ms and
   more per statement once those prices make every estimate look huge, on statements that take well under a
   millisecond);
@@ -26,6 +26,7 @@ Advisory locks are released after the commit is visible, so the next holder read
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
@@ -71,6 +72,15 @@ WHERE n.nspname = current_schema() AND t.relname <> 'schema_migrations'
 """
 
 
+INDEX_PLANS = {"enable_seqscan": "off", "enable_bitmapscan": "off", "enable_sort": "off"}
+"""The claim's connections plan on the indexes whatever the planner's statistics say. On a fresh database (or with
+autovacuum off) the planner knows nothing of the queue's size and would scan and sort every queued row to find the
+first, which the queue indexes hold in order. A plan that needs a scan or a sort still gets one: these settings
+only price them out where an index serves."""
+CLAIM_CONNECTIONS = 4
+"""Connections for claims, per process: a worker runs up to 4 claims side by side (`worker.CLAIMS_AT_ONCE`)."""
+
+
 class _PooledConnection(asyncpg.Connection):  # type: ignore[misc]
     """A pooled connection handed back without asyncpg's reset statement (`pg_advisory_unlock_all(); CLOSE ALL;
     UNLISTEN *; RESET ALL`): one more round trip on every release, a dozen per job, for state this store never
@@ -109,8 +119,15 @@ class PostgresConnection:
 class PostgresDialect:
     name = "postgres"
 
-    def __init__(self, pool: Any, dsn: str, schema: str | None, namespace: str) -> None:
+    def __init__(
+        self, pool: Any, dsn: str, schema: str | None, namespace: str, settings: dict[str, str] | None = None
+    ) -> None:
         self._pool = pool
+        self._claim_pool: Any = None
+        """Opened at the first claim (a gateway never claims): `INDEX_PLANS` on each connection, so a claim needs no
+        statement of its own to set them."""
+        self._claim_pool_opening = asyncio.Lock()
+        self._settings = settings or {}
         self._dsn = dsn
         self._schema = schema
         self._namespace = namespace
@@ -147,7 +164,7 @@ class PostgresDialect:
                         await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(schema, "migrate"))
                         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_ident(schema)}")
                 namespace = schema or str(await conn.fetchval("SELECT current_schema()") or "public")
-            dialect = cls(pool, dsn, schema, namespace)
+            dialect = cls(pool, dsn, schema, namespace, settings)
             await dialect.migrate()
         except BaseException as exc:
             await pool.close()
@@ -159,6 +176,8 @@ class PostgresDialect:
     async def close(self) -> None:
         for stop in list(self._listeners):
             await stop()
+        if self._claim_pool is not None:
+            await self._claim_pool.close()
         await self._pool.close()
 
     async def drop_schema(self) -> None:
@@ -178,12 +197,24 @@ class PostgresDialect:
         except _DRIVER_ERRORS as exc:
             raise StoreError(f"database error: {exc}") from exc
 
-    async def write(self, body: Body[T]) -> T:
+    async def write(self, body: Body[T], *, on_indexes: bool = False) -> T:
         try:
-            async with self._pool.acquire() as raw, raw.transaction():
+            pool = await self._claims() if on_indexes else self._pool
+            async with pool.acquire() as raw, raw.transaction():
                 return await body(PostgresConnection(raw, self._queries))
         except _DRIVER_ERRORS as exc:
             raise StoreError(f"database error: {exc}") from exc
+
+    async def _claims(self) -> Any:
+        if self._claim_pool is not None:
+            return self._claim_pool
+        async with self._claim_pool_opening:
+            if self._claim_pool is None:
+                self._claim_pool = await asyncpg.create_pool(
+                    self._dsn, min_size=1, max_size=CLAIM_CONNECTIONS, server_settings=self._settings | INDEX_PLANS,
+                    connection_class=_PooledConnection,
+                )  # fmt: skip
+        return self._claim_pool
 
     def runs(self, query: str) -> bool:
         return bool(self._queries[query].sql)

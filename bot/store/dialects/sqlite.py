@@ -117,7 +117,8 @@ class SqliteDialect:
     async def read(self, body: Body[T]) -> T:
         return await self._on_thread(partial(_run_body, body, self._queries))
 
-    async def write(self, body: Body[T]) -> T:
+    async def write(self, body: Body[T], *, on_indexes: bool = False) -> T:
+        # on_indexes: SQLite's planner reads no statistics the queue's partial indexes would lose to.
         return await self.unit(partial(_run_body, body, self._queries))
 
     def runs(self, query: str) -> bool:

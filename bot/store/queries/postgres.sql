@@ -5,23 +5,15 @@
 
 -- name: lock_member
 -- Until the commit: this member's admission snapshot and the insert it guards do not interleave with another
--- enqueue of the same member (other members are not held up). Also plans the rest of the enqueue on indexes
--- (see running_by_provider).
+-- enqueue of the same member (other members are not held up). Also plans the rest of the enqueue on indexes, as
+-- the claim's connections do (bot.store.dialects.postgres.INDEX_PLANS).
 SELECT pg_advisory_xact_lock(hashtextextended(
     current_schema() || '/member/' || :guild_id::bigint::text || '/' || :user_id::bigint::text, 0)),
     set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
     set_config('enable_sort', 'off', true);
 
 -- name: running_by_provider
--- Active jobs per provider: the claim's first statement. It also makes the rest of the claim's transaction plan on
--- the indexes whatever the planner's statistics say (the WHERE clause only runs the three set_config calls, and
--- adds no row). On a fresh database (or with autovacuum off) the planner knows nothing of the queue's size and
--- would scan and sort every queued row to find the first; the queue indexes already hold them in order. A plan
--- that needs a sort or a scan still gets one: these settings only price them out where an index serves.
-SELECT NULL AS provider, 0 AS n
-WHERE concat(set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
-              set_config('enable_sort', 'off', true)) IS NULL
-UNION ALL
+-- Active jobs per provider: before a look for lapsed leases, which names the providers that have any.
 SELECT provider, COUNT(*) AS n FROM jobs WHERE state IN {active_states} GROUP BY provider;
 
 -- name: notify_job_queued
@@ -38,21 +30,31 @@ ORDER BY lease_expires_at LIMIT 1
 FOR UPDATE SKIP LOCKED;
 
 -- name: claim_next
--- The first queued job of each provider in :only, in fair order (one short walk of ix_jobs_queue per provider,
--- however long the queue), and of those the first: the same order as ix_jobs_dispatch. Rows another claimer or
--- a cancel holds are skipped. The limits are checked after the claim, by claim_check, under locks taken here in
--- one order (global, provider, lane, member), never a lock that every claimer shares:
--- - a provider in :tight (near its limit) is claimed under its exclusive lock: claim_check then sees every
---   claim of it that could commit;
+-- The first queued job of each provider with room, in fair order (one short walk of ix_jobs_queue per provider,
+-- however long the queue), and of those the first: the same order as ix_jobs_dispatch. :providers and :limits
+-- are the worker's providers and their limits; a provider has room below its limit, and none has room once the
+-- global limit is reached. Rows another claimer or a cancel holds are skipped. The limits are checked again after
+-- the claim, by claim_check, under locks taken here in one order (global, provider, lane, member), never a lock
+-- that every claimer shares:
+-- - a tight provider (within :lanes of its limit, or in :exclusive after a lost race) is claimed under its
+--   exclusive lock: claim_check then sees every claim of it that could commit;
 -- - any other provider under its shared lock plus one of :lanes lane locks (try-locks: taken or skipped, never
 --   waited for). At most :lanes such claims are in flight at once, so claim_check can leave room for the
 --   others it cannot see; with no lane free, lane is NULL and the claim is retried as tight.
 -- Claims of one member wait for each other (the member's lock), claims of other members do not.
-WITH pick AS (
-    SELECT c.seq FROM unnest(:only::text[]) AS p(provider)
-    CROSS JOIN LATERAL (
+WITH running AS (
+    SELECT provider, COUNT(*) AS n FROM jobs WHERE state IN {active_states} GROUP BY provider
+), room AS (
+    SELECT l.provider, l.cap - COALESCE(r.n, 0) AS free
+    FROM unnest(:providers::text[], :limits::bigint[]) AS l(provider, cap)
+    LEFT JOIN running AS r ON r.provider = l.provider
+    WHERE l.cap > COALESCE(r.n, 0)
+      AND (:global_limit::int IS NULL OR (SELECT COALESCE(SUM(n), 0) FROM running) < :global_limit::int)
+), pick AS (
+    SELECT c.seq, room.free < :lanes::int OR room.provider = ANY(:exclusive::text[]) AS tight
+    FROM room CROSS JOIN LATERAL (
         SELECT j.seq, j.priority, j.fair_rank FROM jobs AS j
-        WHERE j.state = 'queued' AND j.provider = p.provider
+        WHERE j.state = 'queued' AND j.provider = room.provider
           AND NOT COALESCE((SELECT g.paused FROM guild_settings AS g WHERE g.guild_id = j.guild_id), FALSE)
           AND j.max_running > (SELECT COUNT(*) FROM jobs AS a
                                WHERE a.guild_id = j.guild_id AND a.user_id = j.user_id AND a.state IN {active_states})
@@ -64,14 +66,14 @@ WITH pick AS (
 UPDATE jobs SET state = 'submitting', lease_owner = :worker_id, lease_expires_at = :lease_until,
     started_at = :now, updated_at = :now
 FROM pick WHERE jobs.seq = pick.seq
-RETURNING jobs.*,
+RETURNING jobs.*, NOT pick.tight AS laned,
     CASE WHEN :global_limit::int IS NOT NULL
          THEN pg_advisory_xact_lock(hashtextextended(current_schema() || '/claim', 0)) END AS global_lock,
-    CASE WHEN jobs.provider = ANY(:tight::text[])
+    CASE WHEN pick.tight
          THEN pg_advisory_xact_lock(hashtextextended(current_schema() || '/claim/provider/' || jobs.provider, 0))
          ELSE pg_advisory_xact_lock_shared(
              hashtextextended(current_schema() || '/claim/provider/' || jobs.provider, 0)) END AS provider_lock,
-    CASE WHEN NOT jobs.provider = ANY(:tight::text[]) THEN (
+    CASE WHEN NOT pick.tight THEN (
         SELECT l.lane FROM generate_series(0, :lanes::int - 1) AS s(i),
             LATERAL (SELECT (s.i + :lane_offset::int) % :lanes::int AS lane) AS l
         WHERE pg_try_advisory_xact_lock(hashtextextended(

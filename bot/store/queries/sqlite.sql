@@ -25,13 +25,20 @@ WHERE state IN {active_states} AND provider IN (SELECT value FROM json_each(:pro
 ORDER BY lease_expires_at LIMIT 1;
 
 -- name: claim_next
--- The next queued job in fair order whose server is not paused and whose member has a free running slot,
--- among the providers in :only.
+-- The next queued job in fair order whose server is not paused and whose member has a free running slot, among
+-- the :providers below their :limits (the same positions in both lists), while the global limit is not reached.
+WITH running AS (
+    SELECT provider, COUNT(*) AS n FROM jobs WHERE state IN {active_states} GROUP BY provider
+), room AS (
+    SELECT p.value AS provider FROM json_each(:providers) AS p JOIN json_each(:limits) AS l ON l.key = p.key
+    WHERE l.value > COALESCE((SELECT r.n FROM running AS r WHERE r.provider = p.value), 0)
+      AND (:global_limit IS NULL OR (SELECT COALESCE(SUM(n), 0) FROM running) < :global_limit)
+)
 UPDATE jobs SET state = 'submitting', lease_owner = :worker_id, lease_expires_at = :lease_until,
     started_at = :now, updated_at = :now
 WHERE seq = (
     SELECT j.seq FROM jobs AS j
-    WHERE j.state = 'queued' AND j.provider IN (SELECT value FROM json_each(:only))
+    WHERE j.state = 'queued' AND j.provider IN (SELECT provider FROM room)
       AND NOT EXISTS (SELECT 1 FROM guild_settings AS g WHERE g.guild_id = j.guild_id AND g.paused = 1)
       AND (SELECT COUNT(*) FROM jobs AS a WHERE a.guild_id = j.guild_id AND a.user_id = j.user_id
            AND a.state IN {active_states}) < j.max_running
