@@ -9,7 +9,7 @@ import pytest
 
 from bot.clock import FakeClock
 from bot.discord.messages import ENGLISH, reason_text
-from bot.domain import JobState, Requester, VideoRequest
+from bot.domain import Job, JobState, Requester, VideoRequest
 from bot.errors import ProviderError
 from bot.errors.said import vendor_said
 from bot.i18n import texts_for
@@ -17,7 +17,7 @@ from bot.jobs.notify import FileSink
 from bot.jobs.service import JobService
 from bot.jobs.worker import MAX_POLL_SECONDS, Worker
 from bot.providers.registry import ProviderRegistry
-from bot.store.base import Store
+from bot.store.base import ClaimLimits, Store
 from tests.conftest import make_worker
 from tests.fakes.scripted_provider import CLIP_BYTES, ScriptedProvider
 
@@ -287,3 +287,44 @@ def _to(state: JobState, **fields: object):  # type: ignore[no-untyped-def]
     from bot.store.base import Transition
 
     return Transition(state, worker_id="w", **fields)  # type: ignore[arg-type]
+
+
+class Channel:
+    """Where clips are posted, as a channel is: each post gets an id, and `find_post` reads the posts back as the bot
+    reads a channel's history. It keeps no nonce, as a post through an interaction's webhook takes none."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[int, str]] = []
+
+    async def deliver(self, job: Job, clip: Path) -> int | None:
+        self.posts.append((len(self.posts) + 1, job.id))
+        return len(self.posts)
+
+    async def find_post(self, job: Job) -> int | None:
+        return next((message for message, posted in self.posts if posted == job.id), None)
+
+    async def on_transition(self, event: object) -> None:
+        return None
+
+
+async def test_a_job_resumed_after_its_post_looks_for_it_before_posting_again(
+    service: JobService, store: Store, registry: ProviderRegistry, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A worker died after the post went out and before it was recorded: the next one finds the post and records
+    it, and the member sees the clip once."""
+    job = await service.enqueue(ALICE, request())
+    assert await store.claim_job("w", now=clock.now(), lease_seconds=30, limits=ClaimLimits(providers=None))
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(CLIP_BYTES)
+    for change in (_to(JobState.RUNNING, remote_id="remote-1"), _to(JobState.DOWNLOADING),
+                   _to(JobState.DELIVERING, result_path=str(clip), post_attempted_at=clock.now())):  # fmt: skip
+        await store.transition(job.id, change, now=clock.now())
+    channel = Channel()
+    await channel.deliver(job, clip)  # the earlier life's post, never recorded
+    worker = make_worker(store, registry, channel, clock, tmp_path, worker_id="w2")  # type: ignore[arg-type]
+    clock.advance(31)  # the dead worker's lease runs out
+    await worker.drain()
+    done = await store.get_job(job.id)
+    assert done is not None and done.state is JobState.DELIVERED
+    assert channel.posts == [(1, job.id)], "posted once"
+    assert done.delivered_message_id == 1, "the earlier post is the one recorded"
