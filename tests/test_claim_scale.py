@@ -21,7 +21,6 @@ from bot.domain import QuotaLimits, Requester
 from bot.jobs.service import JobService
 from bot.providers.registry import ProviderRegistry
 from bot.store.base import ClaimLimits
-from bot.store.dialects.postgres import INDEX_PLANS
 from bot.store.queries import queries
 from bot.store.sql_jobs import CLAIM_LANES, _over_a_limit
 from tests.conftest import TEST_DATABASE_URL
@@ -87,23 +86,24 @@ async def test_claim_and_enqueue_reads_stay_on_indexes_at_ten_thousand_queued_wi
     try:
         await fill_queue(conn, providers=("fake", "other"))
         assert await conn.fetchval("SELECT reltuples FROM pg_class WHERE oid = 'jobs'::regclass") < 1  # never analysed
-        claims = await asyncpg.connect(url(), server_settings={"search_path": schema, "jit": "off"} | INDEX_PLANS)
-        try:
-            with pytest.raises(RolledBack):
-                async with claims.transaction():  # EXPLAIN ANALYZE really claims: roll it back
-                    claim = await explain(claims, "claim_next", worker_id="w", lease_until=1e12, now=1e9,
-                                          providers=["fake", "other"], limits=[100, 100], exclusive=[], lanes=8,
-                                          lane_offset=0, global_limit=None)  # fmt: skip
-                    raise RolledBack
-        finally:
-            await claims.close()
-        with pytest.raises(RolledBack):
-            async with conn.transaction():
-                await conn.execute(queries("postgres")["lock_member"].sql, 1, 7)  # the enqueue's first statement
-                floor = await explain(conn, "fair_rank_floor", guild_id=1, user_id=7)
-                raise RolledBack
     finally:
         await conn.close()
+    plans: dict[str, list[dict[str, Any]]] = {}
+
+    async def explain_both(on: Any) -> None:  # on the connection the store runs a claim and an enqueue on
+        plans["claim"] = await explain(on._raw, "claim_next", worker_id="w", lease_until=1e12, now=1e9,
+                                       providers=["fake", "other"], limits=[100, 100], exclusive=[], lanes=8,
+                                       lane_offset=0, global_limit=None)  # fmt: skip
+        plans["floor"] = await explain(on._raw, "fair_rank_floor", guild_id=1, user_id=7)
+        raise RolledBack  # EXPLAIN ANALYZE really claims: roll it back
+
+    store = await open_pg(schema=schema)
+    try:
+        with pytest.raises(RolledBack):
+            await store.dialect.write(explain_both, on_indexes=True)
+    finally:
+        await store.close()
+    claim, floor = plans["claim"], plans["floor"]
     for nodes in (claim, floor):
         assert nodes, "the plan reads jobs"
         assert all(node["Node Type"] in ("Index Scan", "Index Only Scan") for node in nodes), nodes

@@ -54,10 +54,10 @@ MAX_PAUSE = 60.0
 RESUME_SPREAD = 1.0
 """Held requests resume at random within this many seconds after the pause ends: Discord's window."""
 STORE_TIMEOUT = 1.0
+"""A database that has not answered by then does not hold a request up: it is sent without the shared pause."""
 FRESH_FOR = 0.1
 """Seconds one read of the shared pause serves this process's requests: a worker posting a hundred clips a second
 reads it ten times a second, not a hundred."""
-"""A database that has not answered by then does not hold a request up: it is sent without the shared pause."""
 
 
 def uses_bot_token(headers: Mapping[str, str]) -> bool:

@@ -44,7 +44,6 @@ Step = Callable[["Worker", Job, VideoProvider], Awaitable[Job]]
 POLL_GROWTH = 1.5
 POLL_INTERVAL_CAP = 15.0
 INPUT_LOST = Said(N_("failure.input-lost"))
-FIRST_TRY = "posting, try 1"
 
 
 async def submit(w: Worker, job: Job, provider: VideoProvider) -> Job:
@@ -158,7 +157,7 @@ async def download(w: Worker, job: Job, provider: VideoProvider) -> Job:
     # The clip and the intent to post it are recorded in one write: a worker that dies after it looks for the
     # post before posting again, as after any attempt (one history row and one round trip less per job).
     job = await w.move(job, JobState.DELIVERING, result_path=str(dest), post_attempted_at=w.clock.now(),
-                       detail=FIRST_TRY)  # fmt: skip
+                       detail=posting_try(1))  # fmt: skip
     crash_point("post_intent")
     if job.cancel_requested or w.stopping:
         return job  # cancelled (the worker's loop ends it) or handed back: the next worker looks before posting
@@ -192,7 +191,7 @@ async def post_clip(w: Worker, job: Job, *, intent_recorded: bool) -> Job:
             raise JobFailed(Said(N_("failure.clip-lost")))
         if not fresh:
             job = await w.move(job, JobState.DELIVERING, post_attempted_at=w.clock.now(),
-                               detail=f"posting, try {number}")  # fmt: skip
+                               detail=posting_try(number))  # fmt: skip
             crash_point("post_intent")
         return await w.delivery.deliver(job, clip)
 
@@ -205,6 +204,11 @@ async def post_clip(w: Worker, job: Job, *, intent_recorded: bool) -> Job:
         job = await w.move(job, JobState.DELIVERED, delivered_message_id=message_id)
     crash_point("recorded")
     return job
+
+
+def posting_try(number: int) -> str:
+    """The history's note of an intent to post: which try it is."""
+    return f"posting, try {number}"
 
 
 async def cancel(w: Worker, job: Job, provider: VideoProvider) -> Job:

@@ -64,8 +64,8 @@ class Dialect(Protocol):
 
     async def write(self, body: Body[T], *, on_indexes: bool = False) -> T:
         """Run a body as one transaction: all of its writes, or none (if it raises, it leaves no trace).
-        `on_indexes`: its statements are planned to walk indexes whatever the planner's statistics say (a claim's:
-        PostgreSQL runs it on a connection that prices sequential scans and sorts out)."""
+        `on_indexes`: its statements are planned to walk indexes whatever the planner's statistics say (a claim's
+        and an enqueue's: PostgreSQL runs them on connections that price sequential scans and sorts out)."""
         ...
 
     async def write_one(self, query: str, /, **params: Any) -> list[Row]:

@@ -74,7 +74,7 @@ class JobsSql:
             await conn.execute("notify_job_queued")
             return rank
 
-        job.fair_rank = await self.dialect.write(insert)
+        job.fair_rank = await self.dialect.write(insert, on_indexes=True)
         return job
 
     async def get_job(self, job_id: str) -> Job | None:

@@ -13,8 +13,8 @@ statement, which is its own), and the decisions that read and then write take ex
   re-count leaves room for the seven claims it cannot see, so such claims run side by side; a provider near its
   limit is claimed under its exclusive lock, one at a time. A claim that lost the race rolls back and tries
   again (`bot.store.sql_jobs`);
-- the hot transactions price sequential scans and sorts out (a claim runs on connections set so, `INDEX_PLANS`;
-  `lock_member` opens an enqueue), so a fresh database with no planner statistics still walks the indexes
+- the hot transactions (claims and enqueues) run on connections that price sequential scans and sorts out
+  (`INDEX_PLANS`), so a fresh database with no planner statistics still walks the indexes
   (checked with EXPLAIN in tests/test_claim_scale.py), and JIT is off on every connection (it costs 100 ms and
   more per statement once those prices make every estimate look huge, on statements that take well under a
   millisecond);
@@ -73,20 +73,18 @@ WHERE n.nspname = current_schema() AND t.relname <> 'schema_migrations'
 
 
 INDEX_PLANS = {"enable_seqscan": "off", "enable_bitmapscan": "off", "enable_sort": "off"}
-"""The claim's connections plan on the indexes whatever the planner's statistics say. On a fresh database (or with
-autovacuum off) the planner knows nothing of the queue's size and would scan and sort every queued row to find the
-first, which the queue indexes hold in order. A plan that needs a scan or a sort still gets one: these settings
-only price them out where an index serves."""
-CLAIM_CONNECTIONS = 4
-"""Connections for claims, per process: a worker runs up to 4 claims side by side (`worker.CLAIMS_AT_ONCE`)."""
+"""The hot transactions' connections (claims, enqueues) plan on the indexes whatever the planner's statistics
+say. On a fresh database (or with autovacuum off) the planner knows nothing of the queue's size and would scan and
+sort every queued row to find the first, which the queue indexes hold in order. A plan that needs a scan or a sort
+still gets one: these settings only price them out where an index serves."""
 
 
 class _PooledConnection(asyncpg.Connection):  # type: ignore[misc]
     """A pooled connection handed back without asyncpg's reset statement (`pg_advisory_unlock_all(); CLOSE ALL;
     UNLISTEN *; RESET ALL`): one more round trip on every release, a dozen per job, for state this store never
-    leaves behind. Its locks and settings are all transaction-scoped (`pg_advisory_xact_lock`, `set_config(…,
-    true)`), it opens no cursors, and it LISTENs on a connection of its own. asyncpg still ends any open
-    transaction on release."""
+    leaves behind. Its locks are all transaction-scoped (`pg_advisory_xact_lock`), its settings are fixed at
+    connect (`INDEX_PLANS` on the hot pool), it opens no cursors, and it LISTENs on a connection of its own.
+    asyncpg still ends any open transaction on release."""
 
     def get_reset_query(self) -> str:
         return ""
@@ -120,14 +118,21 @@ class PostgresDialect:
     name = "postgres"
 
     def __init__(
-        self, pool: Any, dsn: str, schema: str | None, namespace: str, settings: dict[str, str] | None = None
+        self,
+        pool: Any,
+        dsn: str,
+        schema: str | None,
+        namespace: str,
+        settings: dict[str, str] | None = None,
+        max_size: int = 10,
     ) -> None:
         self._pool = pool
-        self._claim_pool: Any = None
-        """Opened at the first claim (a gateway never claims): `INDEX_PLANS` on each connection, so a claim needs no
-        statement of its own to set them."""
-        self._claim_pool_opening = asyncio.Lock()
+        self._indexed_pool: Any = None
+        """Opened at the first claim or enqueue: `INDEX_PLANS` on each connection, so neither needs a statement of
+        its own to set them. As large as the main pool."""
+        self._indexed_pool_opening = asyncio.Lock()
         self._settings = settings or {}
+        self._max_size = max_size
         self._dsn = dsn
         self._schema = schema
         self._namespace = namespace
@@ -164,7 +169,7 @@ class PostgresDialect:
                         await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(schema, "migrate"))
                         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_ident(schema)}")
                 namespace = schema or str(await conn.fetchval("SELECT current_schema()") or "public")
-            dialect = cls(pool, dsn, schema, namespace, settings)
+            dialect = cls(pool, dsn, schema, namespace, settings, max_size)
             await dialect.migrate()
         except BaseException as exc:
             await pool.close()
@@ -176,8 +181,8 @@ class PostgresDialect:
     async def close(self) -> None:
         for stop in list(self._listeners):
             await stop()
-        if self._claim_pool is not None:
-            await self._claim_pool.close()
+        if self._indexed_pool is not None:
+            await self._indexed_pool.close()
         await self._pool.close()
 
     async def drop_schema(self) -> None:
@@ -199,22 +204,22 @@ class PostgresDialect:
 
     async def write(self, body: Body[T], *, on_indexes: bool = False) -> T:
         try:
-            pool = await self._claims() if on_indexes else self._pool
+            pool = await self._on_indexes() if on_indexes else self._pool
             async with pool.acquire() as raw, raw.transaction():
                 return await body(PostgresConnection(raw, self._queries))
         except _DRIVER_ERRORS as exc:
             raise StoreError(f"database error: {exc}") from exc
 
-    async def _claims(self) -> Any:
-        if self._claim_pool is not None:
-            return self._claim_pool
-        async with self._claim_pool_opening:
-            if self._claim_pool is None:
-                self._claim_pool = await asyncpg.create_pool(
-                    self._dsn, min_size=1, max_size=CLAIM_CONNECTIONS, server_settings=self._settings | INDEX_PLANS,
+    async def _on_indexes(self) -> Any:
+        if self._indexed_pool is not None:
+            return self._indexed_pool
+        async with self._indexed_pool_opening:
+            if self._indexed_pool is None:
+                self._indexed_pool = await asyncpg.create_pool(
+                    self._dsn, min_size=1, max_size=self._max_size, server_settings=self._settings | INDEX_PLANS,
                     connection_class=_PooledConnection,
                 )  # fmt: skip
-        return self._claim_pool
+        return self._indexed_pool
 
     def runs(self, query: str) -> bool:
         return bool(self._queries[query].sql)

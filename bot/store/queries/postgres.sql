@@ -5,12 +5,9 @@
 
 -- name: lock_member
 -- Until the commit: this member's admission snapshot and the insert it guards do not interleave with another
--- enqueue of the same member (other members are not held up). Also plans the rest of the enqueue on indexes, as
--- the claim's connections do (bot.store.dialects.postgres.INDEX_PLANS).
+-- enqueue of the same member (other members are not held up).
 SELECT pg_advisory_xact_lock(hashtextextended(
-    current_schema() || '/member/' || :guild_id::bigint::text || '/' || :user_id::bigint::text, 0)),
-    set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
-    set_config('enable_sort', 'off', true);
+    current_schema() || '/member/' || :guild_id::bigint::text || '/' || :user_id::bigint::text, 0));
 
 -- name: running_by_provider
 -- Active jobs per provider: before a look for lapsed leases, which names the providers that have any.

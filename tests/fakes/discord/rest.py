@@ -12,13 +12,12 @@ after it succeeded (applied, then a 5xx or a connection closed without any respo
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
 import math
 import mimetypes
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -47,8 +46,6 @@ if TYPE_CHECKING:
 API_PREFIX = "/api/v10"
 Reply = tuple[int, Any] | web.Response
 Handler = Callable[..., Awaitable[Reply]]
-FormPart = tuple[str | None, str | None, bytes]
-"""One part of a multipart body: its Content-Disposition and Content-Type headers (``None`` if absent), its data."""
 
 
 def json_response(status: int, data: Any, headers: dict[str, str] | None = None) -> web.Response:
@@ -78,15 +75,6 @@ def part_names(disposition: str | None) -> tuple[str | None, str | None]:
     regex class per call); a client sends the same few headers on every upload, so each is parsed once."""
     _, params = parse_content_disposition(disposition)
     return content_disposition_filename(params, "name"), content_disposition_filename(params, "filename")
-
-
-async def form_parts(request: web.Request) -> AsyncGenerator[FormPart, None]:
-    """The body parts of a multipart request, read by aiohttp (its parsing and its errors)."""
-    reader = await request.multipart()
-    while (item := await reader.next()) is not None:
-        if isinstance(item, BodyPartReader):  # only the body's own parts count: a nested multipart is skipped
-            data = await item.read()
-            yield item.headers.get(hdrs.CONTENT_DISPOSITION), item.headers.get(hdrs.CONTENT_TYPE), bytes(data)
 
 
 def route_matches(pattern: str | None, method: str, path: str) -> bool:
@@ -262,16 +250,19 @@ class RestApi:
         if ctype.startswith("multipart/"):
             payload: Any = None
             files: list[RecordedFile] = []
-            async with contextlib.aclosing(form_parts(request)) as parts:
-                async for disposition, part_type, data in parts:
-                    name, filename = part_names(disposition)
-                    if name == "payload_json":
-                        try:
-                            payload = json.loads(data)
-                        except ValueError:
-                            raise ApiError(400, 50109, "The request body contains invalid JSON.") from None
-                    elif name and name.startswith("files["):
-                        files.append(RecordedFile(name, filename or "", part_type, data))
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader):
+                    continue  # only the body's own parts count: a nested multipart is skipped
+                data = bytes(await part.read())
+                name, filename = part_names(part.headers.get(hdrs.CONTENT_DISPOSITION))
+                if name == "payload_json":
+                    try:
+                        payload = json.loads(data)
+                    except ValueError:
+                        raise ApiError(400, 50109, "The request body contains invalid JSON.") from None
+                elif name and name.startswith("files["):
+                    files.append(RecordedFile(name, filename or "", part.headers.get(hdrs.CONTENT_TYPE), data))
             return payload, files
         raw = await request.read()
         if not raw:
